@@ -1,0 +1,13 @@
+"""The one error type that bad user input raises: it names the config key (or file) at fault.
+
+The CLI catches it and prints a single line, `error: KEY: MESSAGE`, with exit code 2 and no traceback.
+"""
+
+
+class ConfigError(Exception):
+    """A bad config value, file or machine setting, found before anything compiles."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
