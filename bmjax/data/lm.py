@@ -1,0 +1,145 @@
+"""The causal-LM input pipeline (grain): random windows of seq_len + 1 tokens, as nanoGPT samples them.
+
+Each split is tokenized into one stream of ids (builtin documents joined by the tokenizer's EOS,
+or by "\\n" when it has none). Every start offset of the stream is a window, so a stream of N
+tokens has N - seq_len windows. A batch is {"inputs": w[:, :-1], "targets": w[:, 1:]}, int32.
+
+Train: the window indices are shuffled with `train.seed` (grain's index shuffle: the same order on
+every machine, a new order each epoch), repeated forever, cut into global batches of
+`data.batch_size` windows; process p of P gets rows [p*b, (p+1)*b) of every global batch
+(b = batch_size // P), so P processes together read exactly the batches one process would.
+The iterator's get_state()/set_state() resume the exact batch sequence.
+
+Eval: the first eval_steps * batch_size windows of a shuffle of the eval stream with a fixed seed
+(`EVAL_SEED`, not `train.seed`): runs with different seeds are evaluated on the same windows.
+"""
+import dataclasses
+import logging
+import time
+from typing import Callable, Iterator
+
+import grain
+import numpy as np
+
+from bmjax.data import sources
+from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config
+from bmjax.errors import ConfigError
+
+EVAL_SEED = 1234
+# A few batches ahead is plenty for windows cut from memory; grain's default (500) would hold
+# hundreds of MB of large batches.
+_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+
+
+@dataclasses.dataclass
+class LMData:
+    tokenizer: Tokenizer
+    train_iter: grain.DatasetIterator  # infinite; get_state()/set_state() for checkpoints
+    eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]  # a fresh pass over eval_steps batches
+    train_tokens: int
+    eval_tokens: int
+
+
+class _Windows:
+    """Window starts -> {"inputs", "targets"} [n, seq_len] int32, gathered from the token stream."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int):
+        self.tokens = tokens
+        self.offsets = np.arange(seq_len + 1)
+
+    def __call__(self, starts: np.ndarray) -> dict[str, np.ndarray]:
+        windows = self.tokens[np.asarray(starts)[:, None] + self.offsets].astype(np.int32)
+        return {"inputs": np.ascontiguousarray(windows[:, :-1]), "targets": np.ascontiguousarray(windows[:, 1:])}
+
+
+def window_batches(
+    tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, process_index: int, process_count: int
+) -> grain.MapDataset:
+    """Infinite MapDataset of this process's share of each shuffled global batch of windows."""
+    num_windows = len(tokens) - seq_len
+    starts = grain.MapDataset.range(num_windows).shuffle(seed=seed).repeat()
+    # Local batches of b consecutive windows; global batch g is local batches g*P .. g*P + P-1,
+    # so taking every P-th local batch from p gives process p rows [p*b, (p+1)*b) of batch g.
+    local = starts.batch(batch_size // process_count, drop_remainder=True, batch_fn=np.asarray)
+    return local[process_index::process_count].map(_Windows(tokens, seq_len))
+
+
+def encode_documents(tokenizer: Tokenizer, docs: tuple[str, ...], key: str) -> np.ndarray:
+    """One stream of ids: each document followed by EOS, or documents joined by "\\n" without one."""
+    try:
+        if tokenizer.eos_id is None:
+            ids = tokenizer.encode("\n".join(docs))
+        else:
+            eos = np.array([tokenizer.eos_id], dtype=np.int32)
+            ids = np.concatenate([piece for doc in docs for piece in (tokenizer.encode(doc), eos)])
+    except ConfigError as e:
+        raise ConfigError(key, e.message) from None
+    # uint16 halves the memory of the stream when every id fits.
+    return ids.astype(np.uint16) if tokenizer.vocab_size <= 2**16 else ids
+
+
+def check_data_config(config) -> None:
+    """Cheap checks before anything compiles; raises ConfigError.
+
+    Known source and tokenizer, files present and non-empty, positive sizes, seq_len within
+    model.max_len, a byte vocabulary that fits model.vocab_size. Reads no corpus."""
+    sources.check_source_config(config)
+    check_tokenizer_config(config)
+    data = config.data
+    for key in ("seq_len", "batch_size"):
+        if data[key] < 1:
+            raise ConfigError(f"data.{key}", f"must be positive, got {data[key]}")
+    max_len = config.get("model", {}).get("max_len")
+    if max_len is not None and data.seq_len > max_len:
+        raise ConfigError("data.seq_len", f"{data.seq_len} is longer than model.max_len = {max_len}")
+
+
+def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process_count: int = 1) -> LMData:
+    data, train = config.data, config.train
+    if data.get("task", "lm") != "lm":
+        raise ConfigError("data.task", f"the LM pipeline serves task 'lm', not {data.task!r}")
+    check_data_config(config)
+    _check_sizes(config, process_count)
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+
+    start = time.perf_counter()
+    tokenizer = build_tokenizer(config, workdir)
+    corpus = sources.load_corpus(config)
+    train_ids = encode_documents(tokenizer, corpus.train, corpus.train_key)
+    eval_ids = encode_documents(tokenizer, corpus.eval, corpus.eval_key)
+    _check_long_enough(train_ids, data.seq_len, corpus.train_key, "training")
+    _check_long_enough(eval_ids, data.seq_len, corpus.eval_key, "eval")
+    logging.info(
+        "data: %s/%s, %d train + %d eval tokens, vocab %d, loaded in %.2fs",
+        data.source, tokenizer.name, len(train_ids), len(eval_ids), tokenizer.vocab_size,
+        time.perf_counter() - start,
+    )
+
+    shard = dict(process_index=process_index, process_count=process_count)
+    train_ds = window_batches(train_ids, data.seq_len, data.batch_size, train.seed, **shard)
+    eval_ds = window_batches(eval_ids, data.seq_len, data.batch_size, EVAL_SEED, **shard)[: train.eval_steps]
+    return LMData(
+        tokenizer=tokenizer,
+        train_iter=iter(train_ds.to_iter_dataset(_READ_OPTIONS)),
+        eval_batches=lambda: iter(eval_ds.to_iter_dataset(_READ_OPTIONS)),
+        train_tokens=len(train_ids),
+        eval_tokens=len(eval_ids),
+    )
+
+
+def _check_sizes(config, process_count: int) -> None:
+    data, train = config.data, config.train
+    if data.batch_size % process_count:
+        raise ConfigError("data.batch_size", f"{data.batch_size} does not divide over {process_count} processes")
+    if not 0 <= train.seed < 2**32:
+        raise ConfigError("train.seed", f"must be in [0, 2**32), got {train.seed}")
+    if train.eval_steps < 0:
+        raise ConfigError("train.eval_steps", f"must be >= 0, got {train.eval_steps}")
+
+
+def _check_long_enough(ids: np.ndarray, seq_len: int, key: str, split: str) -> None:
+    if len(ids) < seq_len + 1:
+        raise ConfigError(
+            key, f"the {split} split has {len(ids)} tokens, too few for one window of data.seq_len + 1 = {seq_len + 1}"
+        )

@@ -1,0 +1,171 @@
+"""Tokenizers: text <-> int32 ids, vectorised with numpy (the builtin corpus is tens of MB).
+
+- `byte`: ids 0..255 are the UTF-8 bytes; then PAD=256, BOS=257, EOS=258, MASK=259 (MASK is for
+  masked-LM tasks). `vocab_size` = 260, the number of ids.
+- `char`: the sorted set of characters of the source text (nanoGPT's shakespeare_char: 65 for
+  tinyshakespeare), no specials. Built from the whole `data.path` file (as nanoGPT's prepare script
+  does, so its held-out tail never meets an unknown character) or the whole builtin corpus, never
+  from a separate `data.eval_path`. Saved as WORKDIR/vocab.json and loaded from there when it
+  exists, so a resumed run or a sampler gets the same ids.
+"""
+import json
+import os
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from bmjax.data import sources
+from bmjax.errors import ConfigError
+
+TOKENIZERS = ("byte", "char")
+VOCAB_FILE = "vocab.json"
+
+
+class Tokenizer(Protocol):
+    name: str
+    vocab_size: int
+    eos_id: int | None
+    pad_id: int | None
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
+
+
+class ByteTokenizer:
+    name = "byte"
+    pad_id = 256
+    bos_id = 257
+    eos_id = 258
+    mask_id = 259
+    vocab_size = 260
+    _SPECIALS = {256: "<|pad|>", 257: "<|bos|>", 258: "<|eos|>", 259: "<|mask|>"}
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+
+    def decode(self, ids) -> str:
+        """Bytes decode with errors="replace"; specials print as <|name|>; unknown ids as U+FFFD."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        pieces, start = [], 0
+        for i in np.flatnonzero((ids < 0) | (ids > 255)):  # split the byte runs at every non-byte id
+            pieces.append(ids[start:i].astype(np.uint8).tobytes().decode("utf-8", errors="replace"))
+            pieces.append(self._SPECIALS.get(int(ids[i]), "\ufffd"))
+            start = i + 1
+        pieces.append(ids[start:].astype(np.uint8).tobytes().decode("utf-8", errors="replace"))
+        return "".join(pieces)
+
+
+class CharTokenizer:
+    """One id per character of a fixed, sorted character list. Unknown characters are an error."""
+
+    name = "char"
+    eos_id = None
+    pad_id = None
+    bos_id = None
+    mask_id = None
+
+    def __init__(self, chars: Sequence[str], key: str = "data.path"):
+        self.chars = list(chars)
+        if not self.chars or sorted(set(self.chars)) != self.chars or any(len(c) != 1 for c in self.chars):
+            raise ConfigError(key, "a char vocabulary must be non-empty, sorted, distinct single characters")
+        self.vocab_size = len(self.chars)
+        self.key = key  # the config key blamed for a character outside the vocabulary
+        self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        self._table = np.full(int(self._codepoints.max()) + 1, -1, dtype=np.int32)
+        self._table[self._codepoints] = np.arange(self.vocab_size, dtype=np.int32)
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], key: str = "data.path") -> "CharTokenizer":
+        seen = np.zeros(0x110000, dtype=bool)
+        for text in texts:
+            seen[_codepoints(text)] = True
+        return cls([chr(c) for c in np.flatnonzero(seen)], key=key)
+
+    def encode(self, text: str) -> np.ndarray:
+        codes = _codepoints(text)
+        ids = self._table[np.minimum(codes, len(self._table) - 1)]
+        unknown = (ids < 0) | (codes >= len(self._table))
+        if unknown.any():
+            missing = sorted({chr(c) for c in codes[unknown]})
+            raise ConfigError(
+                self.key,
+                f"{len(missing)} character(s) not in the char vocabulary of {self.vocab_size}, "
+                f"e.g. {''.join(missing[:10])!r} (a vocab.json in the workdir fixes the vocabulary)",
+            )
+        return ids.astype(np.int32)
+
+    def decode(self, ids) -> str:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        return "".join(self.chars[i] if 0 <= i < self.vocab_size else "\ufffd" for i in ids.tolist())
+
+    def save(self, path: str) -> None:
+        # Write-then-rename: several processes may write the same file at once.
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"tokenizer": "char", "chars": self.chars}, f, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> "CharTokenizer":
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            return cls(saved["chars"], key="data.tokenizer")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError("data.tokenizer", f"cannot read the char vocabulary {path}: {e}") from None
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+
+
+def check_tokenizer_config(config) -> None:
+    """Cheap checks: the tokenizer is known, and the byte vocabulary fits the model's."""
+    name = config.data.tokenizer
+    if name not in TOKENIZERS:
+        # Tokenizer files (tokenizers-library json, BERT vocab.txt) are recognised here once supported.
+        raise ConfigError("data.tokenizer", f"unknown tokenizer {name!r}; expected one of {TOKENIZERS}")
+    if name == "byte":
+        check_vocab_fits(ByteTokenizer(), config)
+
+
+def check_vocab_fits(tokenizer: Tokenizer, config) -> None:
+    model = config.get("model")
+    if model is not None and model.get("vocab_size") is not None and tokenizer.vocab_size > model.vocab_size:
+        raise ConfigError(
+            "model.vocab_size",
+            f"{model.vocab_size} is smaller than the {tokenizer.name} tokenizer's {tokenizer.vocab_size} ids",
+        )
+
+
+def build_tokenizer(config, workdir: str | None) -> Tokenizer:
+    """The tokenizer `config.data.tokenizer` names, checked against `config.model.vocab_size`.
+
+    A `char` vocabulary is loaded from WORKDIR/vocab.json if present, else built from the source
+    text and saved there. `workdir=None` neither loads nor saves.
+    """
+    check_tokenizer_config(config)
+    name = config.data.tokenizer
+    if name == "byte":
+        tokenizer = ByteTokenizer()
+    elif name == "char":
+        tokenizer = _char_tokenizer(config, workdir)
+    # A tokenizer file (tokenizers-library json / vocab.txt) gets its branch here.
+    check_vocab_fits(tokenizer, config)
+    return tokenizer
+
+
+def _char_tokenizer(config, workdir: str | None) -> CharTokenizer:
+    vocab_path = os.path.join(workdir, VOCAB_FILE) if workdir else None
+    if vocab_path and os.path.exists(vocab_path):
+        return CharTokenizer.load(vocab_path)
+    corpus = sources.load_corpus(config)
+    docs = corpus.vocab_docs
+    if config.data.source == "builtin":
+        docs = docs + ("\n",)  # documents are joined with newlines
+    tokenizer = CharTokenizer.from_texts(docs)
+    if vocab_path:
+        os.makedirs(workdir, exist_ok=True)
+        tokenizer.save(vocab_path)
+    return tokenizer
