@@ -79,6 +79,10 @@ def test_char_vocab_of_tinyshakespeare_is_65_and_is_saved_and_reloaded(shakespea
     other = tmp_path / "other.txt"
     other.write_text("xyz", encoding="utf-8")
     assert build_tokenizer(make_config(path=str(other)), str(tmp_path)).chars == tok.chars
+    other.write_text("price: 5€ " * 10, encoding="utf-8")
+    with pytest.raises(ConfigError, match="vocab.json") as e:
+        make_lm_data(make_config(path=str(other)), str(tmp_path))
+    assert e.value.key == "data.path" and "'€'" in e.value.message
 
 
 # --- splits and batches --------------------------------------------------------------------------
@@ -178,6 +182,15 @@ def test_eval_batches_are_the_same_every_call_and_for_every_seed(unique_text):
     assert len({r.tobytes() for r in rows}) == len(rows)  # distinct windows, not one repeated
 
 
+def test_builtin_source_with_char_tokenizer_joins_files_with_newlines():
+    docs = sources.builtin_documents()
+    train_docs = [text for rel, text in docs if not sources.is_builtin_eval_file(rel, 0.1)]
+    data = make_lm_data(make_config(source="builtin", tokenizer="char", seq_len=32), None)
+    assert data.tokenizer.vocab_size > 95  # at least printable ASCII, plus what the stdlib holds
+    assert data.train_tokens == len("\n".join(train_docs))
+    list(data.eval_batches())  # eval files encode: the vocabulary covers every file
+
+
 def test_builtin_source_is_the_stdlib_split_by_file():
     docs = sources.builtin_documents()
     relpaths = [rel for rel, _ in docs]
@@ -219,6 +232,7 @@ def bad_inputs(tmp_path, unique_text):
         ("model.vocab_size", dict(path=unique_text, tokenizer="byte", model_vocab=256)),
     ], [
         ("data.path", dict(path=str(short))),
+        ("data.eval_fraction", dict(path=unique_text, eval_fraction=0.001)),  # 5 eval chars < 17
         ("data.eval_path", dict(path=unique_text, eval_path=str(accents))),
         ("model.vocab_size", dict(path=unique_text, model_vocab=20)),
         ("data.batch_size", dict(path=unique_text, batch_size=7)),

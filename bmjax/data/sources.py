@@ -51,7 +51,7 @@ def check_source_config(config) -> None:
         _check_file("data.path", data.path)
     if data.get("eval_path"):
         _check_file("data.eval_path", data.eval_path)
-    if not (data.source == "text" and data.get("eval_path")):
+    if not data.get("eval_path"):  # the fraction splits only when no eval file is given
         fraction = data.get("eval_fraction", 0.1)
         if not 0.0 < fraction < 1.0:
             raise ConfigError("data.eval_fraction", f"must be in (0, 1), got {fraction}")
@@ -75,7 +75,7 @@ def load_corpus(config) -> Corpus:
             eval_text = read_text("data.eval_path", data.eval_path)
             return Corpus((text,), (eval_text,), (text,), "data.path", "data.eval_path")
         cut = int(len(text) * (1.0 - fraction))
-        return Corpus((text[:cut],), (text[cut:],), (text,), "data.path", "data.path")
+        return Corpus((text[:cut],), (text[cut:],), (text,), "data.path", "data.eval_fraction")
     # builtin
     docs = builtin_documents()
     if data.get("eval_path"):
@@ -84,7 +84,7 @@ def load_corpus(config) -> Corpus:
         return Corpus(everything, eval_docs, everything, "data.source", "data.eval_path")
     train = tuple(text for rel, text in docs if not is_builtin_eval_file(rel, fraction))
     held_out = tuple(text for rel, text in docs if is_builtin_eval_file(rel, fraction))
-    return Corpus(train, held_out, train + held_out, "data.source", "data.source")
+    return Corpus(train, held_out, train + held_out, "data.source", "data.eval_fraction")
 
 
 def read_text(key: str, path: str) -> str:

@@ -65,10 +65,13 @@ class CharTokenizer:
     bos_id = None
     mask_id = None
 
-    def __init__(self, chars: Sequence[str], key: str = "data.path"):
+    def __init__(self, chars: Sequence[str], key: str = "data.path", origin: str = ""):
         self.chars = list(chars)
+        self.origin = origin  # where the vocabulary came from, for error messages
         if not self.chars or sorted(set(self.chars)) != self.chars or any(len(c) != 1 for c in self.chars):
-            raise ConfigError(key, "a char vocabulary must be non-empty, sorted, distinct single characters")
+            raise ConfigError(
+                "data.tokenizer", f"a char vocabulary {origin} must be non-empty, sorted, distinct single characters"
+            )
         self.vocab_size = len(self.chars)
         self.key = key  # the config key blamed for a character outside the vocabulary
         self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
@@ -90,8 +93,8 @@ class CharTokenizer:
             missing = sorted({chr(c) for c in codes[unknown]})
             raise ConfigError(
                 self.key,
-                f"{len(missing)} character(s) not in the char vocabulary of {self.vocab_size}, "
-                f"e.g. {''.join(missing[:10])!r} (a vocab.json in the workdir fixes the vocabulary)",
+                f"{len(missing)} character(s) outside the char vocabulary of {self.vocab_size}"
+                f"{' read from ' + self.origin if self.origin else ''}, e.g. {missing[:10]}",
             )
         return ids.astype(np.int32)
 
@@ -111,9 +114,10 @@ class CharTokenizer:
         try:
             with open(path, encoding="utf-8") as f:
                 saved = json.load(f)
-            return cls(saved["chars"], key="data.tokenizer")
+            chars = saved["chars"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError("data.tokenizer", f"cannot read the char vocabulary {path}: {e}") from None
+        return cls(chars, origin=path)
 
 
 def _codepoints(text: str) -> np.ndarray:
