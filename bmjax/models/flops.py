@@ -1,0 +1,98 @@
+"""Parameter counts and training FLOPs, analytically from a model config.
+
+Written against config fields only (vocab_size, d_model, num_layers, num_heads,
+num_kv_heads, d_ff, max_len, mlp, use_bias, tie_embeddings, position, and norm
+when present) so GPT and BERT configs share it; BERT adds its own extra pieces
+on top of `transformer_layer_params`.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+from flax import nnx
+
+from bmjax.models.layers import default_d_ff
+
+
+def _kv_heads(cfg) -> int:
+    return cfg.num_kv_heads or cfg.num_heads
+
+
+def _d_ff(cfg) -> int:
+    return cfg.d_ff or default_d_ff(cfg.d_model, cfg.mlp)
+
+
+def attention_params(cfg) -> int:
+    """q, k, v and output projections (and their biases) of one layer."""
+    d, head_dim = cfg.d_model, cfg.d_model // cfg.num_heads
+    q_width, kv_width = cfg.num_heads * head_dim, _kv_heads(cfg) * head_dim
+    n = d * q_width + 2 * d * kv_width + q_width * d
+    if cfg.use_bias:
+        n += q_width + 2 * kv_width + d
+    return n
+
+
+def mlp_params(cfg) -> int:
+    """The feed-forward of one layer: two matrices (gelu) or three (swiglu), plus biases."""
+    d, f = cfg.d_model, _d_ff(cfg)
+    if cfg.mlp == "swiglu":
+        return 3 * d * f + (2 * f + d if cfg.use_bias else 0)
+    return 2 * d * f + (f + d if cfg.use_bias else 0)
+
+
+def norm_params(cfg) -> int:
+    """One norm: LayerNorm has a scale and (with biases) a shift; RMSNorm only a scale."""
+    if getattr(cfg, "norm", "layernorm") == "rmsnorm":
+        return cfg.d_model
+    return cfg.d_model * (2 if cfg.use_bias else 1)
+
+
+def transformer_layer_params(cfg) -> int:
+    """One block: attention, MLP, two norms."""
+    return attention_params(cfg) + mlp_params(cfg) + 2 * norm_params(cfg)
+
+
+def embedding_params(cfg) -> int:
+    """Token and (learned) position embeddings, plus an untied output matrix."""
+    n = cfg.vocab_size * cfg.d_model
+    if cfg.position == "learned":
+        n += cfg.max_len * cfg.d_model
+    if not cfg.tie_embeddings:
+        n += cfg.d_model * cfg.vocab_size
+    return n
+
+
+def param_counts(cfg) -> dict[str, int]:
+    """{'total', 'non_embedding'} parameters of a GPT config.
+
+    non_embedding follows Kaplan et al. (2020): everything except the vocabulary
+    and position embedding matrices (an untied output matrix is a vocabulary
+    matrix too, so it is excluded as well). GPT-2 124M: total 124,439,808.
+    """
+    non_embedding = cfg.num_layers * transformer_layer_params(cfg) + norm_params(cfg)  # + ln_f
+    return {"total": non_embedding + embedding_params(cfg), "non_embedding": non_embedding}
+
+
+def train_flops_per_token(cfg, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), the PaLM/nanoGPT MFU convention.
+
+        6 * N + 12 * num_layers * (num_heads * head_dim) * seq_len
+
+    N = non-embedding parameters + the output projection (d_model * vocab_size):
+    the output matmul is real work every token does, tied or not, while an
+    embedding lookup does none. 6N counts 2 FLOPs per multiply-add, times three
+    for forward + backward. The second term is the q.k^T and probs.v matmuls
+    (2 * 2 * L * width * seq_len forward, times three). Causal attention is NOT
+    halved: like PaLM (appendix B) and nanoGPT, count the full square, so MFU
+    numbers compare with theirs.
+    """
+    n = param_counts(cfg)["non_embedding"] + cfg.d_model * cfg.vocab_size
+    attn_width = cfg.num_heads * (cfg.d_model // cfg.num_heads)
+    return 6.0 * n + 12.0 * cfg.num_layers * attn_width * seq_len
+
+
+def count_params(model: nnx.Module) -> int:
+    """The number of scalars in a model's nnx.Param leaves (works on nnx.eval_shape models)."""
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    return sum(math.prod(x.shape) for x in leaves)

@@ -1,0 +1,122 @@
+"""Building blocks shared by GPT and BERT: linear, norms, MLPs, embeddings, dropout.
+
+Every parameter carries logical axis names (batch, length, embed, heads, kv_heads,
+head_dim, mlp, vocab) through `nnx.with_partitioning`; `bmjax.parallel.rules` maps
+them to mesh axes. Biases take their kernel's output axes; norm parameters ('embed',).
+Build modules under `nnx.use_eager_sharding(False)` (the model builder does), since
+eager sharding needs a mesh.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Axes = tuple[str | None, ...]
+
+
+def default_d_ff(d_model: int, mlp: str) -> int:
+    """Hidden width when the config leaves d_ff unset.
+
+    gelu: 4 * d_model (GPT-2). swiglu: 8/3 * d_model (same parameter count as a
+    4x GELU MLP with three matrices instead of two), rounded up to a multiple of 64.
+    """
+    if mlp == "swiglu":
+        return 64 * math.ceil(8 * d_model / 3 / 64)
+    return 4 * d_model
+
+
+def _tuple(x: int | Sequence[int]) -> tuple[int, ...]:
+    return (x,) if isinstance(x, int) else tuple(x)
+
+
+def linear(in_features: int | Sequence[int], out_features: int | Sequence[int],
+           in_axes: Axes, out_axes: Axes, *, use_bias: bool, init_std: float, dtype, param_dtype,
+           rngs: nnx.Rngs) -> nnx.LinearGeneral:
+    """A (multi-axis) linear layer contracting the trailing input axes.
+
+    Kernel shape (*in_features, *out_features) named (*in_axes, *out_axes), init
+    N(0, init_std); bias zeros named out_axes.
+    """
+    in_features, out_features = _tuple(in_features), _tuple(out_features)
+    return nnx.LinearGeneral(
+        in_features, out_features, axis=tuple(range(-len(in_features), 0)), use_bias=use_bias,
+        dtype=dtype, param_dtype=param_dtype,
+        kernel_init=nnx.with_partitioning(nnx.initializers.normal(init_std), (*in_axes, *out_axes)),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), out_axes),
+        rngs=rngs)
+
+
+def make_norm(kind: str, d_model: int, *, eps: float, use_bias: bool, dtype, param_dtype,
+              rngs: nnx.Rngs) -> nnx.Module:
+    """LayerNorm (scale, and bias when use_bias) or RMSNorm (scale only)."""
+    scale_init = nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",))
+    if kind == "layernorm":
+        return nnx.LayerNorm(d_model, epsilon=eps, use_bias=use_bias, dtype=dtype,
+                             param_dtype=param_dtype, scale_init=scale_init,
+                             bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
+                             rngs=rngs)
+    if kind == "rmsnorm":
+        return nnx.RMSNorm(d_model, epsilon=eps, dtype=dtype, param_dtype=param_dtype,
+                           scale_init=scale_init, rngs=rngs)
+    raise ValueError(f"unknown norm {kind!r}; expected 'layernorm' or 'rmsnorm'")
+
+
+class MLP(nnx.Module):
+    """fc_in -> GELU -> fc_out (GPT-2 uses the tanh approximation; BERT the exact erf)."""
+
+    def __init__(self, d_model: int, d_ff: int, *, use_bias: bool, init_std: float,
+                 out_init_std: float, dtype, param_dtype, rngs: nnx.Rngs,
+                 approximate_gelu: bool = True):
+        common = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.fc_in = linear(d_model, d_ff, ("embed",), ("mlp",), init_std=init_std, **common)
+        self.fc_out = linear(d_ff, d_model, ("mlp",), ("embed",), init_std=out_init_std, **common)
+        self.approximate_gelu = approximate_gelu
+
+    def __call__(self, x):
+        return self.fc_out(jax.nn.gelu(self.fc_in(x), approximate=self.approximate_gelu))
+
+
+class SwiGLU(nnx.Module):
+    """down(silu(gate(x)) * up(x)) (Shazeer 2020; LLaMA)."""
+
+    def __init__(self, d_model: int, d_ff: int, *, use_bias: bool, init_std: float,
+                 out_init_std: float, dtype, param_dtype, rngs: nnx.Rngs):
+        common = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate = linear(d_model, d_ff, ("embed",), ("mlp",), init_std=init_std, **common)
+        self.up = linear(d_model, d_ff, ("embed",), ("mlp",), init_std=init_std, **common)
+        self.down = linear(d_ff, d_model, ("mlp",), ("embed",), init_std=out_init_std, **common)
+
+    def __call__(self, x):
+        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+
+
+def make_mlp(kind: str, d_model: int, d_ff: int, **kwargs) -> nnx.Module:
+    """'gelu' -> MLP, 'swiglu' -> SwiGLU; kwargs as their constructors take."""
+    if kind == "gelu":
+        return MLP(d_model, d_ff, **kwargs)
+    if kind == "swiglu":
+        return SwiGLU(d_model, d_ff, **kwargs)
+    raise ValueError(f"unknown mlp {kind!r}; expected 'gelu' or 'swiglu'")
+
+
+def embed(num_embeddings: int, d_model: int, axes: Axes, *, init_std: float, dtype, param_dtype,
+          rngs: nnx.Rngs) -> nnx.Embed:
+    """A lookup table [num_embeddings, d_model] named `axes`, init N(0, init_std).
+
+    Token embeddings use ('vocab', 'embed'); position embeddings (None, 'embed').
+    """
+    return nnx.Embed(num_embeddings, d_model, dtype=dtype, param_dtype=param_dtype,
+                     embedding_init=nnx.with_partitioning(nnx.initializers.normal(init_std), axes),
+                     rngs=rngs)
+
+
+def dropout(x, rate: float, rngs: nnx.Rngs | None):
+    """Inverted dropout, active iff rngs is given and rate > 0 (keys from rngs.dropout())."""
+    if rngs is None or rate <= 0.0:
+        return x
+    keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
