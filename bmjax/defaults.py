@@ -1,0 +1,88 @@
+"""Every config key bmjax knows, with its default. Config files start from `base_config()`.
+
+The dict is locked: a config file or a `--config.KEY=VALUE` override that names a key not listed here is an
+error, so a typo never silently does nothing. Values are plain data (numbers, strings, tuples).
+"""
+from ml_collections import config_dict
+
+
+def base_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+
+    c.model = config_dict.ConfigDict()
+    c.model.name = "gpt"  # gpt | bert
+    c.model.vocab_size = 50257
+    c.model.d_model = 768
+    c.model.num_layers = 12
+    c.model.num_heads = 12
+    c.model.num_kv_heads = config_dict.placeholder(int)  # unset: num_heads (plain multi-head attention)
+    c.model.d_ff = config_dict.placeholder(int)  # unset: 4 * d_model (gelu), 8/3 * d_model (swiglu)
+    c.model.max_len = 1024
+    c.model.dropout = 0.0
+    c.model.attention = "xla"  # xla | cudnn | reference | ring
+    c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
+    c.model.param_dtype = "float32"
+    c.model.remat = "none"
+    c.model.norm = "layernorm"  # layernorm | rmsnorm
+    c.model.mlp = "gelu"  # gelu | swiglu
+    c.model.position = "learned"  # learned | rotary
+    c.model.use_bias = True
+    c.model.tie_embeddings = True
+    c.model.rope_theta = 10000.0
+    c.model.norm_eps = 1e-5
+    c.model.init_std = 0.02
+    c.model.scan_layers = False
+
+    c.data = config_dict.ConfigDict()
+    c.data.source = "builtin"  # builtin | text
+    c.data.path = ""
+    c.data.eval_path = ""
+    c.data.eval_fraction = 0.1
+    c.data.tokenizer = "byte"  # byte | char
+    c.data.seq_len = 256
+    c.data.batch_size = 32  # global, across all processes
+    c.data.task = "lm"
+
+    c.optim = config_dict.ConfigDict()
+    c.optim.lr = 3e-4
+    c.optim.min_lr = 3e-5
+    c.optim.schedule = "cosine"  # cosine | linear | constant (all after linear warmup)
+    c.optim.warmup_steps = 100
+    c.optim.decay_steps = config_dict.placeholder(int)  # unset: train.steps
+    c.optim.weight_decay = 0.1
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.95
+    c.optim.eps = 1e-8
+    c.optim.grad_clip = 1.0  # global-norm clip; 0 turns it off
+    c.optim.grad_accum = 1
+
+    c.mesh = config_dict.ConfigDict()
+    c.mesh.data = -1  # -1: the devices the other axes leave
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.mesh.sequence = 1
+
+    c.train = config_dict.ConfigDict()
+    c.train.steps = 1000
+    c.train.log_every = 50
+    c.train.eval_every = 250
+    c.train.eval_steps = 20
+    c.train.ckpt_every = 500
+    c.train.keep_ckpts = 3
+    c.train.seed = 0
+    c.train.steps_per_call = 1  # train steps fused into one jit call with lax.scan (fewer host round trips)
+    c.train.sample_tokens = 200  # GPT: tokens sampled at the end of training (0: none)
+    c.train.sample_prompt = "\n"
+    c.train.sample_temperature = 0.8
+    c.train.progress = True
+
+    c.wandb = config_dict.ConfigDict()
+    c.wandb.mode = "disabled"  # disabled | offline | online
+    c.wandb.project = "bmjax"
+    c.wandb.group = ""
+    c.wandb.tags = ()
+
+    c.tensorboard = False
+
+    c.lock()
+    return c

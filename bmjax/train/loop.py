@@ -1,0 +1,193 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, one flat function from config to finished run.
+
+Order of work: validate everything cheap (config, files, mesh) -> data and tokenizer -> abstract model and
+shardings -> restore the newest checkpoint or initialise -> jitted steps -> loop (log, eval, checkpoint) ->
+final eval, checkpoint and, for GPT, a text sample.
+"""
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from bmjax import checkpoint as ckpt_lib
+from bmjax import data as data_lib
+from bmjax import metrics as metrics_lib
+from bmjax import validate
+from bmjax.models import build_model, flops
+from bmjax.parallel import mesh as mesh_lib
+from bmjax.parallel import rules as rules_lib
+from bmjax.train import mfu as mfu_lib
+from bmjax.train import optim, sample
+from bmjax.train import step as step_lib
+from bmjax.train import tasks as tasks_lib
+
+
+def create_state(config, mesh, tx):
+    """Abstract train state, its shardings, and a jitted initialiser that creates it already sharded."""
+    model_cfg = config.model
+
+    def init_fn(seed):
+        model = build_model(model_cfg, rngs=nnx.Rngs(params=jax.random.key(seed)))
+        graphdef, params, rest = step_lib.split_model(model)
+        state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rest=rest)
+        return graphdef, state
+
+    graphdef, abstract_state = nnx.eval_shape(lambda: init_fn(0))
+    shardings = rules_lib.state_shardings(abstract_state, mesh)
+    init = jax.jit(lambda seed: init_fn(seed)[1], static_argnums=0, out_shardings=shardings)
+    return graphdef, abstract_state, shardings, init
+
+
+def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule):
+    """The jitted train step (`train.steps_per_call` updates per call) and eval step, with their shardings.
+
+    Returns (step_fn, eval_step, batch_sharding, feed_sharding): feed_sharding is what step_fn's batch argument
+    takes ([steps_per_call, batch, length] when several steps are fused, else [batch, length]).
+    """
+    k = int(config.train.steps_per_call)
+    task = tasks_lib.get_task(config.data.task)
+    batch_sharding = rules_lib.batch_sharding(mesh)
+    feed_sharding = batch_sharding
+    if k > 1:
+        feed_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec))
+    train_step = step_lib.make_train_step(
+        graphdef, task, tx, lr_schedule, base_key=jax.random.key(int(config.train.seed)),
+        use_dropout=float(config.model.dropout) > 0, grad_accum=int(config.optim.grad_accum))
+    step_fn = jax.jit(
+        step_lib.make_multi_step(train_step, k),
+        in_shardings=(state_shardings, feed_sharding),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(step_lib.make_eval_step(graphdef, task),
+                        in_shardings=(state_shardings.params, state_shardings.rest, batch_sharding))
+    return step_fn, eval_step, batch_sharding, feed_sharding
+
+
+def stack_batches(batches: list[dict]) -> dict:
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def to_global(batch: dict, sharding) -> dict:
+    """Each process holds its rows of the global batch; assemble the global, sharded jax.Arrays."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def evaluate(eval_step, state, data, batch_sharding) -> dict:
+    totals = None
+    for batch in data.eval_batches():
+        metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding))
+        totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
+    return {k: float(s) / max(float(c), 1.0) for k, (s, c) in totals.items()}
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the last eval metrics."""
+    workdir = pathlib.Path(workdir)
+    validate.validate_config(config, workdir)
+    mesh = mesh_lib.make_mesh(config.mesh)
+    is_primary = jax.process_index() == 0
+    workdir.mkdir(parents=True, exist_ok=True)
+    if is_primary:
+        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
+
+    data = data_lib.make_lm_data(config, str(workdir), process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    validate.validate_tokenizer(config, data.tokenizer)
+
+    total_steps = int(config.train.steps)
+    tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
+    graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx)
+
+    checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
+    start_step = checkpointer.latest_step()
+    if start_step is None:
+        state = init(int(config.train.seed))
+        start_step = 0
+    else:
+        logging.info("Resuming from checkpoint at step %d", start_step)
+        print(f"resuming from {checkpointer.directory}/{start_step}", flush=True)
+        state = checkpointer.restore(start_step, ckpt_lib.abstract_like(abstract_state, state_shardings),
+                                     data.train_iter)
+        metrics_lib.truncate_jsonl(workdir / "metrics.jsonl", start_step) if is_primary else None
+    writers = metrics_lib.MetricWriters(config, workdir, is_primary)
+
+    k = int(config.train.steps_per_call)
+    step_fn, eval_step, batch_sharding, feed_sharding = make_step_fns(
+        config, mesh, graphdef, state_shardings, tx, lr_schedule)
+
+    model_cfg = build_model_config(config)
+    flops_per_token = flops.train_flops_per_token(model_cfg, int(config.data.seq_len))
+    peak = mfu_lib.total_peak_flops(config.model.dtype)
+    tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
+    log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
+                                         int(config.train.ckpt_every))
+
+    progress = _progress_bar(config, start_step, total_steps, is_primary)
+    eval_metrics: dict = {}
+    pending = []  # (step, metrics) not yet fetched from the device
+    window_start, window_steps = time.perf_counter(), 0
+    step = start_step
+    while step < total_steps:
+        batches = [next(data.train_iter) for _ in range(k)]
+        batch = stack_batches(batches) if k > 1 else batches[0]
+        state, out = step_fn(state, to_global(batch, feed_sharding))
+        step += k
+        window_steps += k
+        pending.append((step, out))
+        if len(pending) > 2:  # keep few steps in flight: bounded memory, and no collective queue pile-up
+            jax.block_until_ready(pending[-3][1])
+        if step % log_every == 0 or step == total_steps:
+            rows = jax.device_get(pending)
+            pending = []
+            elapsed = time.perf_counter() - window_start
+            tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9)
+            last_step, last = rows[-1]
+            last = {name: np.asarray(v).reshape(-1)[-1] for name, v in last.items()}
+            scalars = dict(last, tokens_per_sec=tokens_per_sec,
+                           mfu=tokens_per_sec * flops_per_token / peak)
+            writers.write(last_step, "train", scalars)
+            if progress is not None:
+                progress.set_postfix(loss=f"{float(last['loss']):.4f}", tok_s=f"{tokens_per_sec:,.0f}")
+            window_start, window_steps = time.perf_counter(), 0
+        if progress is not None:
+            progress.update(k)
+        if step % eval_every == 0 or step == total_steps:
+            eval_metrics = evaluate(eval_step, state, data, batch_sharding)
+            writers.write(step, "eval", eval_metrics)
+            if progress is not None:
+                progress.write(f"step {step}: eval loss {eval_metrics['loss']:.4f}")
+            window_start = time.perf_counter()
+        if step % ckpt_every == 0 or step == total_steps:
+            checkpointer.save(step, state, data.train_iter)
+    checkpointer.close()
+    if progress is not None:
+        progress.close()
+
+    if config.model.name == "gpt" and int(config.train.sample_tokens) > 0:
+        text = sample.sample_text(graphdef, state.params, state.rest, data.tokenizer, config)
+        if is_primary:
+            (workdir / "sample.txt").write_text(text)
+            print("--- sample ---\n" + text + "\n--------------", flush=True)
+    writers.close()
+    return eval_metrics
+
+
+def build_model_config(config):
+    """The model's own config dataclass (e.g. GPTConfig), for FLOP counts."""
+    from bmjax.models import model_config
+
+    return model_config(config.model)
+
+
+def _progress_bar(config, start_step: int, total_steps: int, is_primary: bool):
+    if not (is_primary and config.train.progress):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)

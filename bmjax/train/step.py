@@ -1,0 +1,106 @@
+"""The train and eval steps: pure functions of (state, batch), jitted once over the mesh.
+
+The model lives as an nnx GraphDef plus state; each step merges them inside jit (cheap: NNX's Python work happens
+at trace time only) so the hot loop is a plain `jax.jit` with explicit in/out shardings and donated state.
+"""
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from bmjax.train.tasks import Task
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: the number of updates applied so far
+    params: Any  # nnx.State of nnx.Param
+    opt_state: Any
+    rest: Any  # nnx.State of everything else the model holds (usually empty)
+
+
+def split_model(model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest
+
+
+def accumulate_gradients(loss_and_grad, params, batch, grad_accum: int):
+    """Mean gradient over `grad_accum` micro-batches, scanned so only one micro-batch is live at a time.
+
+    Metrics are (sum, count) pairs and the per-micro-batch loss is a mean over its tokens, so the micro-batch
+    gradients are weighted by their token counts: the result equals one step on the whole batch.
+    """
+    if grad_accum == 1:
+        (_, metrics), grads = loss_and_grad(params, batch)
+        return grads, metrics
+    micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+
+    def body(carry, micro_batch):
+        grad_sum, metric_sum = carry
+        (_, metrics), grads = loss_and_grad(params, micro_batch)
+        weight = metrics["loss"][1]
+        grad_sum = jax.tree.map(lambda a, g: a + g * weight, grad_sum, grads)
+        metric_sum = jax.tree.map(jnp.add, metric_sum, metrics)
+        return (grad_sum, metric_sum), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    metric_shape = jax.eval_shape(lambda: loss_and_grad(params, first)[0][1])
+    zeros_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shape)
+    zeros_grads = jax.tree.map(jnp.zeros_like, params)
+    (grad_sum, metrics), _ = jax.lax.scan(body, (zeros_grads, zeros_metrics), micro)
+    total = metrics["loss"][1]
+    grads = jax.tree.map(lambda g: g / jnp.maximum(total, 1.0), grad_sum)
+    return grads, metrics
+
+
+def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, lr_schedule, *, base_key,
+                    use_dropout: bool, grad_accum: int):
+    """One optimizer update: (state, batch) -> (state, {"loss", "grad_norm", "lr", ...})."""
+
+    def train_step(state: TrainState, batch):
+        step_key = jax.random.fold_in(base_key, state.step)
+
+        def loss_fn(params, micro_batch):
+            model = nnx.merge(graphdef, params, state.rest)
+            rngs = nnx.Rngs(dropout=step_key) if use_dropout else None
+            return task.loss(model, micro_batch, rngs)
+
+        loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+        grads, metrics = accumulate_gradients(loss_and_grad, state.params, batch, grad_accum)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        out = {k: s / jnp.maximum(c, 1.0) for k, (s, c) in metrics.items()}
+        out["grad_norm"] = optax.tree.norm(grads)
+        out["lr"] = lr_schedule(state.step)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, out
+
+    return train_step
+
+
+def make_multi_step(train_step, steps_per_call: int):
+    """Run `steps_per_call` train steps in one call with lax.scan: batches are stacked on a leading axis.
+
+    Fewer host round trips per step; the metrics come back stacked, one row per step.
+    """
+    if steps_per_call == 1:
+        return train_step
+
+    def multi_step(state, batches):
+        return jax.lax.scan(train_step, state, batches)
+
+    return multi_step
+
+
+def make_eval_step(graphdef, task: Task):
+    """(params, rest, batch) -> {name: (sum, count)}: summed so batches average exactly."""
+
+    def eval_step(params, rest, batch):
+        model = nnx.merge(graphdef, params, rest)
+        _, metrics = task.loss(model, batch, None)
+        return metrics
+
+    return eval_step

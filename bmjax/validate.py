@@ -1,0 +1,126 @@
+"""Config validation: every check that can run before anything compiles, each failing with one ConfigError
+that names the key, what was given and what is allowed.
+
+`validate_config` checks the resolved config against itself, the machine (device count) and the filesystem
+(data files, workdir). `validate_tokenizer` runs once the tokenizer exists (a char vocabulary comes from the data).
+"""
+import os
+import pathlib
+
+import jax
+
+from bmjax import data as data_lib
+from bmjax.errors import ConfigError
+from bmjax.parallel import mesh as mesh_lib
+
+CHOICES = {
+    "model.name": ("gpt",),
+    "model.attention": ("xla", "cudnn", "reference"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "dots_saveable"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.mlp": ("gelu", "swiglu"),
+    "model.position": ("learned", "rotary"),
+    "data.task": ("lm",),
+    "optim.schedule": ("cosine", "linear", "constant"),
+    "wandb.mode": ("disabled", "offline", "online"),
+}
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _require(condition: bool, key: str, message: str):
+    if not condition:
+        raise ConfigError(key, message)
+
+
+def check_choices(config):
+    for key, allowed in CHOICES.items():
+        value = _get(config, key)
+        _require(value in allowed, key, f"got {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+def check_ranges(config):
+    m, d, o, t = config.model, config.data, config.optim, config.train
+    for key in ("model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads", "model.max_len",
+                "data.seq_len", "data.batch_size", "optim.grad_accum", "train.steps", "train.log_every",
+                "train.eval_every", "train.eval_steps", "train.ckpt_every", "train.keep_ckpts",
+                "train.steps_per_call"):
+        value = _get(config, key)
+        _require(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
+    _require(0.0 <= m.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+    _require(o.lr >= 0, "optim.lr", f"must be >= 0, got {o.lr}")
+    _require(0 <= o.min_lr <= o.lr or o.schedule == "constant", "optim.min_lr",
+             f"must be in [0, optim.lr={o.lr}], got {o.min_lr}")
+    _require(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    _require(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _require(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 turns clipping off), got {o.grad_clip}")
+    _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1" if not 0 <= o.b1 < 1 else "optim.b2",
+             f"Adam betas must be in [0, 1), got ({o.b1}, {o.b2})")
+    if o.decay_steps is not None:
+        _require(o.decay_steps > 0, "optim.decay_steps", f"must be positive, got {o.decay_steps}")
+    _require(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {d.eval_fraction}")
+    _require(t.sample_tokens >= 0, "train.sample_tokens", f"must be >= 0, got {t.sample_tokens}")
+    k = t.steps_per_call
+    for key in ("train.log_every", "train.eval_every", "train.ckpt_every"):
+        _require(_get(config, key) % k == 0, key, f"must be a multiple of train.steps_per_call={k}")
+
+
+def check_shapes(config):
+    m, d = config.model, config.data
+    _require(m.d_model % m.num_heads == 0, "model.num_heads",
+             f"{m.num_heads} heads do not divide model.d_model={m.d_model}")
+    if m.num_kv_heads is not None:
+        _require(m.num_kv_heads > 0 and m.num_heads % m.num_kv_heads == 0, "model.num_kv_heads",
+                 f"{m.num_kv_heads} kv heads do not divide model.num_heads={m.num_heads}")
+    if m.d_ff is not None:
+        _require(m.d_ff > 0, "model.d_ff", f"must be positive, got {m.d_ff}")
+    if m.position == "rotary":
+        _require((m.d_model // m.num_heads) % 2 == 0, "model.position",
+                 f"rotary needs an even head dimension, got {m.d_model // m.num_heads}")
+    _require(d.seq_len <= m.max_len, "data.seq_len",
+             f"sequence length {d.seq_len} is longer than model.max_len={m.max_len}")
+
+
+def check_mesh(config):
+    shape = mesh_lib.mesh_shape(config.mesh, jax.device_count())
+    sizes = dict(zip(mesh_lib.AXES, shape))
+    batch_ways = sizes["data"] * sizes["fsdp"]
+    b, accum = config.data.batch_size, config.optim.grad_accum
+    _require(b % accum == 0, "optim.grad_accum", f"{accum} micro-batches do not divide data.batch_size={b}")
+    _require((b // accum) % batch_ways == 0, "data.batch_size",
+             f"{b} (per micro-batch {b // accum}) is not divisible by mesh data x fsdp = {batch_ways}")
+    _require(b % jax.process_count() == 0, "data.batch_size",
+             f"{b} is not divisible by the {jax.process_count()} processes")
+    _require(config.data.seq_len % sizes["sequence"] == 0, "data.seq_len",
+             f"{config.data.seq_len} is not divisible by mesh.sequence={sizes['sequence']}")
+
+
+def check_workdir(workdir: pathlib.Path):
+    existing = workdir
+    while not existing.exists():
+        existing = existing.parent
+    _require(existing.is_dir(), "workdir", f"{existing} is not a directory")
+    _require(os.access(existing, os.W_OK), "workdir", f"{existing} is not writable")
+
+
+def validate_config(config, workdir: pathlib.Path):
+    """Everything checkable before data is tokenized or anything compiles; raises the first ConfigError."""
+    check_choices(config)
+    check_ranges(config)
+    check_shapes(config)
+    check_mesh(config)
+    data_lib.check_data_config(config)
+    check_workdir(pathlib.Path(workdir))
+
+
+def validate_tokenizer(config, tokenizer):
+    _require(tokenizer.vocab_size <= config.model.vocab_size, "model.vocab_size",
+             f"{config.model.vocab_size} is smaller than the {tokenizer.name} tokenizer's "
+             f"{tokenizer.vocab_size} ids")

@@ -1,0 +1,67 @@
+"""GPT-2 shapes (Radford et al. 2019) for real hardware: `configs/gpt/gpt2.py:size=124m|350m|774m|1.5b`.
+
+Add `,runlocal` to shrink any of them for a CPU smoke run (same code path, tiny sizes).
+"""
+from bmjax.defaults import base_config
+
+SIZES = {  # layers, width, heads
+    "124m": (12, 768, 12),
+    "350m": (24, 1024, 16),
+    "774m": (36, 1280, 20),
+    "1.5b": (48, 1600, 25),
+}
+
+
+def parse_arg(arg: str) -> dict:
+    """`size=350m,runlocal` -> {"size": "350m", "runlocal": True}."""
+    out = {}
+    for part in filter(None, arg.split(",")):
+        key, _, value = part.partition("=")
+        out[key] = value if value else True
+    return out
+
+
+def get_config(arg: str = ""):
+    args = parse_arg(arg)
+    size = args.get("size", "124m")
+    if size not in SIZES:
+        raise ValueError(f"size={size!r}: expected one of {', '.join(SIZES)}")
+    layers, width, heads = SIZES[size]
+    c = base_config()
+    c.model.vocab_size = 50304  # GPT-2's 50257 padded to a multiple of 128 for fast matmuls
+    c.model.num_layers = layers
+    c.model.d_model = width
+    c.model.num_heads = heads
+    c.model.max_len = 1024
+    c.model.dtype = "bfloat16"
+    c.data.source = "builtin"
+    c.data.tokenizer = "byte"
+    c.data.seq_len = 1024
+    c.data.batch_size = 512
+    c.optim.lr = 6e-4
+    c.optim.min_lr = 6e-5
+    c.optim.warmup_steps = 2000
+    c.optim.weight_decay = 0.1
+    c.optim.b2 = 0.95
+    c.train.steps = 600_000
+    c.train.log_every = 100
+    c.train.eval_every = 2000
+    c.train.eval_steps = 50
+    c.train.ckpt_every = 2000
+    if args.get("runlocal"):
+        c.model.num_layers = 2
+        c.model.d_model = 64
+        c.model.num_heads = 4
+        c.model.vocab_size = 320
+        c.model.max_len = 64
+        c.model.dtype = "float32"
+        c.data.seq_len = 64
+        c.data.batch_size = 8
+        c.optim.warmup_steps = 2
+        c.train.steps = 10
+        c.train.log_every = 5
+        c.train.eval_every = 10
+        c.train.eval_steps = 2
+        c.train.ckpt_every = 10
+        c.train.sample_tokens = 8
+    return c

@@ -1,0 +1,51 @@
+"""nanoGPT's CPU recipe for shakespeare_char: a 4-layer, 128-wide character-level GPT.
+
+    bmjax-train --config configs/gpt/shakespeare_char.py --workdir runs/shakespeare \
+        --config.data.path=../shared/data/tinyshakespeare.txt
+
+The first 90% of the file trains and the last 10% evaluates, as in nanoGPT's prepare script.
+"""
+from bmjax.defaults import base_config
+
+
+def get_config(arg: str = ""):
+    c = base_config()
+    c.model.vocab_size = 65  # tinyshakespeare's characters; a file with more is a config error
+    c.model.d_model = 128
+    c.model.num_layers = 4
+    c.model.num_heads = 4
+    c.model.max_len = 64
+    c.model.dropout = 0.0
+    c.model.use_bias = False  # nanoGPT's default `bias = False`
+    c.data.source = "text"
+    c.data.path = ""  # point it at a text file: --config.data.path=...
+    c.data.tokenizer = "char"
+    c.data.eval_fraction = 0.1
+    c.data.seq_len = 64
+    c.data.batch_size = 12
+    c.optim.lr = 1e-3
+    c.optim.min_lr = 1e-4
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 100
+    c.optim.decay_steps = 2000
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.99
+    c.optim.weight_decay = 0.1
+    c.optim.grad_clip = 1.0
+    c.train.steps = 2000
+    c.train.log_every = 100
+    c.train.eval_every = 250
+    c.train.eval_steps = 20
+    c.train.ckpt_every = 1000
+    c.train.sample_tokens = 300
+    c.train.sample_prompt = "\n"
+    if "runlocal" in arg.split(","):
+        c.train.steps = 20
+        c.train.log_every = 5
+        c.train.eval_every = 10
+        c.train.eval_steps = 2
+        c.train.ckpt_every = 10
+        c.optim.warmup_steps = 5
+        c.optim.decay_steps = 20
+        c.train.sample_tokens = 16
+    return c

@@ -1,0 +1,84 @@
+"""Steady-state speed of the train step: ms/step, tokens/s and MFU for a config.
+
+    python tools/bench_step.py --config configs/gpt/shakespeare_char.py \
+        --config.data.path=../shared/data/tinyshakespeare.txt [--steps 200] [--warmup 20]
+
+Runs the exact jitted step the trainer runs (same shardings, same `train.steps_per_call` fusion) on real
+batches from the config's pipeline, after a warm-up that includes compilation, and reports the median time per
+step over timing windows. Nothing is written to disk except a throwaway workdir for the tokenizer.
+"""
+import statistics
+import sys
+import tempfile
+import time
+
+import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from bmjax import data as data_lib
+from bmjax import validate
+from bmjax.models import flops, model_config
+from bmjax.parallel import mesh as mesh_lib
+from bmjax.train import loop, mfu, optim
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
+_STEPS = flags.DEFINE_integer("steps", 200, "Timed train steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed steps first (compilation included).")
+_WINDOW = flags.DEFINE_integer("window", 20, "Steps per timing window; the median window is reported.")
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    k = int(config.train.steps_per_call)
+    workdir = tempfile.mkdtemp(prefix="bmjax-bench-")
+    validate.validate_config(config, workdir)
+    mesh = mesh_lib.make_mesh(config.mesh)
+    data = data_lib.make_lm_data(config, workdir, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    tx, lr_schedule = optim.make_optimizer(config.optim, int(config.train.steps))
+    graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
+    step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, lr_schedule)
+    state = init(int(config.train.seed))
+
+    # Batches are prepared up front so the timing is the step's, not the input pipeline's.
+    calls = (_WARMUP.value + _STEPS.value) // k
+    feeds = []
+    for _ in range(calls):
+        batches = [next(data.train_iter) for _ in range(k)]
+        batch = loop.stack_batches(batches) if k > 1 else batches[0]
+        feeds.append(loop.to_global(batch, feed_sharding))
+
+    warm_calls = _WARMUP.value // k
+    for feed in feeds[:warm_calls]:
+        state, out = step_fn(state, feed)
+    jax.block_until_ready(out)
+
+    window_calls = max(_WINDOW.value // k, 1)
+    times = []
+    timed = feeds[warm_calls:]
+    for start in range(0, len(timed) - window_calls + 1, window_calls):
+        t0 = time.perf_counter()
+        for feed in timed[start:start + window_calls]:
+            state, out = step_fn(state, feed)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / (window_calls * k))
+    ms = statistics.median(times) * 1e3
+    tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
+    tokens_per_sec = tokens_per_step / (ms / 1e3)
+    flops_per_token = flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len))
+    peak = mfu.total_peak_flops(config.model.dtype)
+    loss = float(np.asarray(out["loss"]).reshape(-1)[-1])
+    print(f"devices {jax.device_count()} ({jax.devices()[0].device_kind}), mesh {dict(mesh.shape)}, "
+          f"steps_per_call {k}")
+    print(f"ms/step {ms:.2f} (min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f}, {len(times)} windows)")
+    print(f"tokens/s {tokens_per_sec:,.0f}  GFLOP/step {flops_per_token * tokens_per_step / 1e9:.2f}  "
+          f"peak {peak / 1e9:,.1f} GFLOP/s  MFU {tokens_per_sec * flops_per_token / peak:.1%}  loss {loss:.4f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)
