@@ -11,7 +11,7 @@ import re
 import sys
 
 import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bmjax.errors import ConfigError
@@ -71,6 +71,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv):
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax and grain log every save at INFO; --verbosity=0 shows it
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if _CONFIG.value is None:
