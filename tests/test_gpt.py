@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bmjax.models import GPT, GPTConfig, build_model
+from bmjax.models import GPT, GPTConfig, build_model, model_config
 from bmjax.models.flops import count_params, param_counts
 
 TINY = dict(name="gpt", vocab_size=97, d_model=32, num_layers=2, num_heads=4, max_len=16)
@@ -126,6 +126,41 @@ def test_remat_gives_the_same_loss_and_gradients(remat):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g1, g0)
 
 
+def _scanned_copy_of(plain, **overrides):
+    """A scan_layers model holding the same weights as `plain` (its blocks stacked on a layer axis)."""
+    scanned = _model(num_layers=len(plain.blocks), scan_layers=True, **overrides)
+    # Copy values only (pure dicts), so the scanned model keeps its own axis-name metadata.
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
+                           *[nnx.to_pure_dict(nnx.state(b)) for b in plain.blocks])
+    for module, values in [(scanned.blocks, stacked)] + [
+            (getattr(scanned, n), nnx.to_pure_dict(nnx.state(getattr(plain, n))))
+            for n in ("wte", "wpe", "ln_f")]:
+        state = nnx.state(module)
+        nnx.replace_by_pure_dict(state, values)
+        nnx.update(module, state)
+    return scanned
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_scan_layers_equals_a_python_loop(remat):
+    plain = _model(num_layers=3, dropout=0.2)
+    scanned = _scanned_copy_of(plain, dropout=0.2, remat=remat)
+    assert scanned.blocks.attn.query.kernel.shape == (3, 32, 4, 8)
+    assert count_params(scanned) == count_params(plain)
+    names = nnx.get_partition_spec(nnx.state(scanned))["blocks"]["mlp"]["fc_in"]["kernel"]
+    assert tuple(names.get_value()) == (None, "embed", "mlp")
+    ids = _ids()
+    np.testing.assert_allclose(scanned(ids), plain(ids), atol=1e-5)
+    with_dropout = scanned(ids, rngs=nnx.Rngs(dropout=0))
+    assert not np.allclose(with_dropout, plain(ids), atol=1e-4)
+    np.testing.assert_array_equal(scanned(ids, rngs=nnx.Rngs(dropout=0)), with_dropout)
+
+
+def test_scan_layers_draws_each_layer_separately():
+    kernel = _model(num_layers=3, scan_layers=True).blocks.attn.query.kernel[...]
+    assert not np.allclose(kernel[0], kernel[1])
+
+
 def test_hidden_states_and_logits_from_hidden_compose_to_call():
     model = _model(tie_embeddings=False)
     ids = _ids()
@@ -172,6 +207,11 @@ def test_config_from_mapping_ignores_other_keys():
     assert (cfg.d_model, cfg.num_layers, cfg.kv_heads, cfg.max_len) == (32, 2, 4, 16)
     assert cfg.ff_dim == 128 and GPTConfig(d_model=768, mlp="swiglu").ff_dim == 2048
     assert cfg.dropout == 0.0 and cfg.tie_embeddings
+
+
+def test_model_config_returns_the_dataclass():
+    cfg = model_config(ml_collections.ConfigDict({**TINY, "scan_layers": True}))
+    assert isinstance(cfg, GPTConfig) and cfg.scan_layers and cfg.vocab_size == 97
 
 
 def test_build_model_rejects_unknown_name():

@@ -5,15 +5,27 @@ from typing import Any, Mapping
 
 from flax import nnx
 
+from bmjax.models.bert import Bert, BertConfig, BertOutput
 from bmjax.models.gpt import GPT, GPTConfig
+
+# model.name -> (config dataclass with from_mapping, module class taking (cfg, *, rngs)).
+MODELS: dict[str, tuple[type, type]] = {
+    "gpt": (GPTConfig, GPT),
+    "bert": (BertConfig, Bert),
+}
+
+
+def _lookup(model_cfg: Mapping[str, Any]) -> tuple[type, type]:
+    name = model_cfg["name"]
+    if name not in MODELS:
+        raise ValueError(f"model.name={name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name]
 
 
 def model_config(model_cfg: Mapping[str, Any]):
-    """The frozen config dataclass of the model named by model_cfg["name"] (e.g. GPTConfig)."""
-    name = model_cfg["name"]
-    if name == "gpt":
-        return GPTConfig.from_mapping(model_cfg)
-    raise ValueError(f"model.name={name!r}; expected 'gpt'")
+    """The model's own frozen config dataclass (e.g. GPTConfig) from a dict/ConfigDict."""
+    config_cls, _ = _lookup(model_cfg)
+    return config_cls.from_mapping(model_cfg)
 
 
 def build_model(model_cfg: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
@@ -22,12 +34,14 @@ def build_model(model_cfg: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
     Built without eager sharding: parameters carry logical axis names as metadata,
     and the trainer places them on a mesh afterwards (eager sharding needs a mesh).
     """
-    name = model_cfg["name"]
+    _, module_cls = _lookup(model_cfg)
+    cfg = model_config(model_cfg)
     with nnx.use_eager_sharding(False):
-        if name == "gpt":
-            return GPT(GPTConfig.from_mapping(model_cfg), rngs=rngs)
-        # "bert": added with bmjax/models/bert.py.
-    raise ValueError(f"model.name={name!r}; expected 'gpt'")
+        return module_cls(cfg, rngs=rngs)
 
 
-__all__ = ["GPT", "GPTConfig", "build_model", "model_config"]
+# Hugging Face format import/export (imports bert and gpt, so it comes after them).
+from bmjax.models.hf import config_from_hf, from_pretrained, save_pretrained  # noqa: E402
+
+__all__ = ["Bert", "BertConfig", "BertOutput", "GPT", "GPTConfig", "MODELS", "build_model",
+           "config_from_hf", "from_pretrained", "model_config", "save_pretrained"]

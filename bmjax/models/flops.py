@@ -3,7 +3,9 @@
 Written against config fields only (vocab_size, d_model, num_layers, num_heads,
 num_kv_heads, d_ff, max_len, mlp, use_bias, tie_embeddings, position, and norm
 when present) so GPT and BERT configs share it; BERT adds its own extra pieces
-on top of `transformer_layer_params`.
+on top of `transformer_layer_params`. Fields a config lacks take the plain
+transformer's value (num_kv_heads=None, mlp="gelu", use_bias=True,
+tie_embeddings=True, position="learned", norm="layernorm").
 """
 from __future__ import annotations
 
@@ -15,12 +17,24 @@ from flax import nnx
 from bmjax.models.layers import default_d_ff
 
 
+def _field(cfg, name: str, default):
+    return getattr(cfg, name, default)
+
+
 def _kv_heads(cfg) -> int:
-    return cfg.num_kv_heads or cfg.num_heads
+    return _field(cfg, "num_kv_heads", None) or cfg.num_heads
+
+
+def _mlp(cfg) -> str:
+    return _field(cfg, "mlp", "gelu")
+
+
+def _use_bias(cfg) -> bool:
+    return _field(cfg, "use_bias", True)
 
 
 def _d_ff(cfg) -> int:
-    return cfg.d_ff or default_d_ff(cfg.d_model, cfg.mlp)
+    return cfg.d_ff or default_d_ff(cfg.d_model, _mlp(cfg))
 
 
 def attention_params(cfg) -> int:
@@ -28,7 +42,7 @@ def attention_params(cfg) -> int:
     d, head_dim = cfg.d_model, cfg.d_model // cfg.num_heads
     q_width, kv_width = cfg.num_heads * head_dim, _kv_heads(cfg) * head_dim
     n = d * q_width + 2 * d * kv_width + q_width * d
-    if cfg.use_bias:
+    if _use_bias(cfg):
         n += q_width + 2 * kv_width + d
     return n
 
@@ -36,16 +50,17 @@ def attention_params(cfg) -> int:
 def mlp_params(cfg) -> int:
     """The feed-forward of one layer: two matrices (gelu) or three (swiglu), plus biases."""
     d, f = cfg.d_model, _d_ff(cfg)
-    if cfg.mlp == "swiglu":
-        return 3 * d * f + (2 * f + d if cfg.use_bias else 0)
-    return 2 * d * f + (f + d if cfg.use_bias else 0)
+    bias = _use_bias(cfg)
+    if _mlp(cfg) == "swiglu":
+        return 3 * d * f + (2 * f + d if bias else 0)
+    return 2 * d * f + (f + d if bias else 0)
 
 
 def norm_params(cfg) -> int:
     """One norm: LayerNorm has a scale and (with biases) a shift; RMSNorm only a scale."""
-    if getattr(cfg, "norm", "layernorm") == "rmsnorm":
+    if _field(cfg, "norm", "layernorm") == "rmsnorm":
         return cfg.d_model
-    return cfg.d_model * (2 if cfg.use_bias else 1)
+    return cfg.d_model * (2 if _use_bias(cfg) else 1)
 
 
 def transformer_layer_params(cfg) -> int:
@@ -56,9 +71,9 @@ def transformer_layer_params(cfg) -> int:
 def embedding_params(cfg) -> int:
     """Token and (learned) position embeddings, plus an untied output matrix."""
     n = cfg.vocab_size * cfg.d_model
-    if cfg.position == "learned":
+    if _field(cfg, "position", "learned") == "learned":
         n += cfg.max_len * cfg.d_model
-    if not cfg.tie_embeddings:
+    if not _field(cfg, "tie_embeddings", True):
         n += cfg.d_model * cfg.vocab_size
     return n
 

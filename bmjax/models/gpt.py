@@ -9,6 +9,12 @@ attention, bfloat16 compute, rematerialisation.
 Parameter names (what a Hugging Face converter maps onto):
   wte, wpe (learned positions), blocks[i].{ln_1, attn.{query,key,value,out}, ln_2,
   mlp.{fc_in,fc_out} | mlp.{gate,up,down}}, ln_f, lm_head (untied only).
+With scan_layers=True, `blocks` is instead one Block whose parameters carry a
+leading [num_layers] axis, applied with lax.scan (faster compiles for deep models).
+
+Decoding: `cache = model.init_cache(batch, length)`, then `logits, cache = model(ids, cache=cache)`
+runs the new tokens at the next positions against the keys/values of all earlier ones
+(bmjax/models/generate.py drives it).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bmjax.models import layers
-from bmjax.models.attention import Attention
+from bmjax.models.attention import Attention, KVCache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +76,10 @@ class GPTConfig:
         return self.d_ff or layers.default_d_ff(self.d_model, self.mlp)
 
 
-_REMAT_POLICIES = {
-    "full": None,  # save nothing inside a block; recompute it all in the backward pass
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs, recompute the rest
-}
+_REMAT_POLICIES = layers.REMAT_POLICIES  # model.remat -> what a block keeps for the backward pass
+
+# Logical axes of the residual stream between blocks: the trainer's rules lay it out (layers.constrain).
+RESIDUAL_AXES = ("batch", "length", "embed")
 
 
 class Block(nnx.Module):
@@ -99,26 +105,44 @@ class Block(nnx.Module):
                                    param_dtype=param_dtype, rngs=rngs)
         self.dropout = cfg.dropout
 
-    def __call__(self, x, *, positions=None, segment_ids=None, rngs: nnx.Rngs | None = None):
-        h = self.attn(self.ln_1(x), positions=positions, segment_ids=segment_ids, rngs=rngs)
+    def __call__(self, x, *, positions=None, segment_ids=None, rngs: nnx.Rngs | None = None,
+                 cache: KVCache | None = None):
+        """With a `cache` (decoding), returns (x, the cache extended by x's positions)."""
+        h = self.attn(self.ln_1(x), positions=positions, segment_ids=segment_ids, rngs=rngs, cache=cache)
+        if cache is not None:
+            h, cache = h
         x = x + layers.dropout(h, self.dropout, rngs)
         h = self.mlp(self.ln_2(x))
-        return x + layers.dropout(h, self.dropout, rngs)
+        x = x + layers.dropout(h, self.dropout, rngs)
+        return x if cache is None else (x, cache)
 
 
 def _run_block(block: Block, x, positions, segment_ids, rngs):
     # Positional arguments only: nnx.remat passes them through jax.checkpoint.
-    return block(x, positions=positions, segment_ids=segment_ids, rngs=rngs)
+    x = block(x, positions=positions, segment_ids=segment_ids, rngs=rngs)
+    return layers.constrain(x, RESIDUAL_AXES)
+
+
+def _stacked_blocks(cfg: GPTConfig, rngs: nnx.Rngs) -> Block:
+    """num_layers blocks as one Block whose parameters have a leading layer axis (for scan_layers).
+
+    Each layer draws its own initial values; the layer axis has no logical name (replicated).
+    """
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: None})
+    def make(rngs):
+        return Block(cfg, rngs=rngs)
+
+    return make(rngs)
 
 
 class GPT(nnx.Module):
     """input_ids [B, L] -> logits float32 [B, L, vocab]. Dropout is on iff `rngs` is given."""
 
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
-        if cfg.scan_layers:
-            raise ValueError("model.scan_layers=True is not supported yet; use scan_layers=False")
         if cfg.remat != "none" and cfg.remat not in _REMAT_POLICIES:
-            raise ValueError(f"model.remat={cfg.remat!r}; expected none|full|dots_saveable")
+            raise ValueError(f"model.remat={cfg.remat!r}; expected none|{'|'.join(_REMAT_POLICIES)}")
         self.cfg = cfg
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         emb = dict(init_std=cfg.init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -127,7 +151,10 @@ class GPT(nnx.Module):
             self.wpe = layers.embed(cfg.max_len, cfg.d_model, (None, "embed"), **emb)
         elif cfg.position != "rotary":
             raise ValueError(f"model.position={cfg.position!r}; expected learned|rotary")
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        if cfg.scan_layers:
+            self.blocks = _stacked_blocks(cfg, rngs)
+        else:
+            self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.ln_f = layers.make_norm(cfg.norm, cfg.d_model, eps=cfg.norm_eps, use_bias=cfg.use_bias,
                                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if not cfg.tie_embeddings:
@@ -135,22 +162,71 @@ class GPT(nnx.Module):
                                          use_bias=False, init_std=cfg.init_std, dtype=dtype,
                                          param_dtype=param_dtype, rngs=rngs)
 
+    def init_cache(self, batch: int, length: int):
+        """Empty key/value buffers of `length` positions for decoding: a tuple with one KVCache per
+        layer, or with scan_layers one KVCache whose arrays carry a leading [num_layers] axis."""
+        cfg = self.cfg
+        one = KVCache.zeros(batch, length, cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
+        if cfg.scan_layers:
+            return jax.tree.map(lambda a: jnp.zeros((cfg.num_layers, *a.shape), a.dtype), one)
+        return tuple(one for _ in range(cfg.num_layers))
+
     def hidden_states(self, input_ids, *, positions=None, segment_ids=None,
-                      rngs: nnx.Rngs | None = None):
-        """The final-normed hidden states [B, L, d_model] (compute dtype)."""
+                      rngs: nnx.Rngs | None = None, cache=None):
+        """The final-normed hidden states [B, L, d_model] (compute dtype); with a `cache`, (states, cache)."""
         cfg = self.cfg
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+            start = 0 if cache is None else _cache_index(cache)
+            positions = jnp.broadcast_to(start + jnp.arange(input_ids.shape[1]), input_ids.shape)
         x = self.wte(input_ids)
         if cfg.position == "learned":
             x = x + self.wpe(positions)
-        x = layers.dropout(x, cfg.dropout, rngs)
+        x = layers.constrain(layers.dropout(x, cfg.dropout, rngs), RESIDUAL_AXES)
+        if cache is not None:
+            if segment_ids is not None:
+                raise ValueError("decoding with a cache takes no segment_ids")
+            x, cache = self._blocks_with_cache(x, positions, cache, rngs)
+            return self.ln_f(x), cache
         run = _run_block
         if cfg.remat != "none":
             run = nnx.remat(_run_block, policy=_REMAT_POLICIES[cfg.remat])
-        for block in self.blocks:
-            x = run(block, x, positions, segment_ids, rngs)
+        if cfg.scan_layers:
+            x = self._scan_blocks(run, x, positions, segment_ids, rngs)
+        else:
+            for block in self.blocks:
+                x = run(block, x, positions, segment_ids, rngs)
         return self.ln_f(x)
+
+    def _scan_blocks(self, run, x, positions, segment_ids, rngs):
+        """Apply the stacked blocks with lax.scan: one block is traced and compiled, not num_layers."""
+        graphdef, stacked = nnx.split(self.blocks)
+        # One dropout key for the whole stack, folded with the layer index inside.
+        key = rngs.dropout() if rngs is not None and self.cfg.dropout > 0.0 else None
+
+        def body(x, layer):
+            index, state = layer
+            block = nnx.merge(graphdef, state)
+            layer_rngs = None if key is None else nnx.Rngs(dropout=jax.random.fold_in(key, index))
+            return run(block, x, positions, segment_ids, layer_rngs), None
+
+        x, _ = jax.lax.scan(body, x, (jnp.arange(self.cfg.num_layers), stacked))
+        return x
+
+    def _blocks_with_cache(self, x, positions, cache, rngs):
+        """The blocks in decoding mode: each reads and extends its own layer's cache (no remat: no backward)."""
+        if self.cfg.scan_layers:
+            graphdef, stacked = nnx.split(self.blocks)
+
+            def body(x, layer):
+                state, layer_cache = layer
+                return nnx.merge(graphdef, state)(x, positions=positions, rngs=rngs, cache=layer_cache)
+
+            return jax.lax.scan(body, x, (stacked, cache))
+        new_cache = []
+        for block, layer_cache in zip(self.blocks, cache):
+            x, layer_cache = block(x, positions=positions, rngs=rngs, cache=layer_cache)
+            new_cache.append(layer_cache)
+        return x, tuple(new_cache)
 
     def logits_from_hidden(self, h):
         """h [B, L, d_model] -> logits float32 [B, L, vocab] (matmul in compute dtype, f32 accumulate)."""
@@ -162,6 +238,16 @@ class GPT(nnx.Module):
         return jnp.einsum("bld,dv->blv", h.astype(dtype), w, preferred_element_type=jnp.float32)
 
     def __call__(self, input_ids, *, positions=None, segment_ids=None,
-                 rngs: nnx.Rngs | None = None):
+                 rngs: nnx.Rngs | None = None, cache=None):
+        """Logits [B, L, vocab]; with a `cache` from init_cache (decoding), (logits, extended cache)."""
+        if cache is not None:
+            h, cache = self.hidden_states(input_ids, positions=positions, segment_ids=segment_ids,
+                                          rngs=rngs, cache=cache)
+            return self.logits_from_hidden(h), cache
         h = self.hidden_states(input_ids, positions=positions, segment_ids=segment_ids, rngs=rngs)
         return self.logits_from_hidden(h)
+
+
+def _cache_index(cache):
+    """Positions already in a GPT cache (every layer holds the same count)."""
+    return cache.index[0] if isinstance(cache, KVCache) else cache[0].index
