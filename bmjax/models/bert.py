@@ -1,0 +1,218 @@
+"""BERT: a bidirectional encoder, exactly as published and as Hugging Face implements it.
+
+Embeddings: word + learned position + token type, then LayerNorm and dropout.
+Blocks are post-LayerNorm: x = LN(x + drop(attn(x))), then x = LN(x + drop(mlp(x))), with
+the exact (erf) GELU. The pooler is tanh(dense(h[CLS])). Heads (`BertConfig.heads`):
+  "pretraining"     MLM + NSP            (Hugging Face BertForPreTraining)
+  "mlm"             MLM only, no pooler  (BertForMaskedLM)
+  "classification"  dropout + dense on the pooled output, `num_labels` classes
+                    (BertForSequenceClassification)
+  "none"            encoder + pooler     (BertModel)
+The MLM head is dense + GELU + LayerNorm, then a decoder that reuses the word
+embedding matrix (tied) plus its own bias.
+
+Dropout: `dropout` after the embeddings, after each residual branch and before the
+classifier; `attention_dropout` on the attention probabilities. Both run iff `rngs` is
+passed at call time (as in GPT): a call without rngs is inference.
+
+Parameter names (what bmjax.models.hf maps onto):
+  wte, wpe, token_types, ln_embed, blocks[i].{attn.{query,key,value,out}, ln_attn,
+  mlp.{fc_in,fc_out}, ln_mlp}, pooler, mlm.{dense, ln, bias}, nsp, classifier.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bmjax.errors import ConfigError
+from bmjax.models import layers
+from bmjax.models.attention import Attention
+
+HEADS = ("pretraining", "mlm", "classification", "none")
+_REMAT_POLICIES = {
+    "full": None,  # recompute the whole block in the backward pass
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    d_ff: int = 3072
+    max_len: int = 512  # number of learned positions
+    type_vocab_size: int = 2
+    dropout: float = 0.1  # embeddings, residual branches, classifier input
+    attention_dropout: float = 0.1  # attention probabilities
+    norm_eps: float = 1e-12
+    init_std: float = 0.02
+    attention: str = "xla"  # a key of attention.IMPLEMENTATIONS
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    remat: str = "none"  # "none" | "full" | "dots_saveable"
+    heads: str = "pretraining"  # one of HEADS
+    num_labels: int = 0  # classes of the "classification" head
+    name: str = "bert"
+
+    def __post_init__(self):
+        if self.heads not in HEADS:
+            raise ConfigError("model.heads", f"got {self.heads!r}; allowed: {', '.join(HEADS)}")
+        if self.heads == "classification" and self.num_labels < 1:
+            raise ConfigError("model.num_labels", f"heads='classification' needs num_labels >= 1, "
+                                                  f"got {self.num_labels}")
+        if self.d_model % self.num_heads:
+            raise ConfigError("model.num_heads", f"{self.num_heads} does not divide "
+                                                 f"d_model={self.d_model}")
+        if self.remat != "none" and self.remat not in _REMAT_POLICIES:
+            raise ConfigError("model.remat", f"got {self.remat!r}; allowed: none, full, dots_saveable")
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> "BertConfig":
+        """Build from a dict or ConfigDict; keys that are not fields (other model kinds') are ignored."""
+        if hasattr(m, "to_dict"):
+            m = m.to_dict()
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in m.items() if k in names})
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def has_pooler(self) -> bool:
+        # Hugging Face's BertForMaskedLM is built without the pooler; every other class has one.
+        return self.heads != "mlm"
+
+
+@flax.struct.dataclass
+class BertOutput:
+    """What Bert returns; a pytree, so it can leave a jit. Heads the model lacks are None."""
+    hidden_states: jax.Array  # [B, L, d_model], compute dtype
+    pooled: jax.Array | None = None  # [B, d_model]
+    mlm_logits: jax.Array | None = None  # [B, L, vocab] float32
+    nsp_logits: jax.Array | None = None  # [B, 2] float32 (index 0 = "B follows A")
+    logits: jax.Array | None = None  # [B, num_labels] float32
+
+
+def _dense(cfg: BertConfig, d_in: int, d_out: int, out_axes, rngs: nnx.Rngs) -> nnx.LinearGeneral:
+    return layers.linear(d_in, d_out, ("embed",), out_axes, use_bias=True, init_std=cfg.init_std,
+                         dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+
+
+def _norm(cfg: BertConfig, rngs: nnx.Rngs) -> nnx.Module:
+    return layers.make_norm("layernorm", cfg.d_model, eps=cfg.norm_eps, use_bias=True,
+                            dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+                            rngs=rngs)
+
+
+class Block(nnx.Module):
+    """Post-LN encoder block: x = ln_attn(x + drop(attn(x))); x = ln_mlp(x + drop(mlp(x)))."""
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        self.attn = Attention(
+            d_model=cfg.d_model, num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
+            head_dim=cfg.head_dim, use_bias=True, dropout=cfg.attention_dropout,
+            implementation=cfg.attention, rotary=False, rope_theta=10000.0, dtype=dtype,
+            param_dtype=param_dtype, causal=False, rngs=rngs, init_std=cfg.init_std)
+        self.ln_attn = _norm(cfg, rngs)
+        self.mlp = layers.MLP(cfg.d_model, cfg.d_ff, use_bias=True, init_std=cfg.init_std,
+                              out_init_std=cfg.init_std, dtype=dtype, param_dtype=param_dtype,
+                              rngs=rngs, approximate_gelu=False)
+        self.ln_mlp = _norm(cfg, rngs)
+        self.dropout = cfg.dropout
+
+    def __call__(self, x, *, padding_mask=None, rngs: nnx.Rngs | None = None):
+        h = self.attn(x, padding_mask=padding_mask, rngs=rngs)
+        x = self.ln_attn(x + layers.dropout(h, self.dropout, rngs))
+        h = self.mlp(x)
+        return self.ln_mlp(x + layers.dropout(h, self.dropout, rngs))
+
+
+def _run_block(block: Block, x, padding_mask, rngs):
+    # Positional arguments only: nnx.remat passes them through jax.checkpoint.
+    return block(x, padding_mask=padding_mask, rngs=rngs)
+
+
+class MLMHead(nnx.Module):
+    """dense + GELU + LayerNorm; the decoder matrix is the word embedding (passed in), plus a bias."""
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        self.dense = _dense(cfg, cfg.d_model, cfg.d_model, (None,), rngs)
+        self.ln = _norm(cfg, rngs)
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.dtype(cfg.param_dtype)),
+                              out_sharding=("vocab",))
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def __call__(self, h, embedding):
+        h = self.ln(jax.nn.gelu(self.dense(h), approximate=False))
+        logits = jnp.einsum("bld,vd->blv", h.astype(self.dtype), embedding.astype(self.dtype),
+                            preferred_element_type=jnp.float32)
+        return logits + self.bias[...].astype(jnp.float32)
+
+
+class Bert(nnx.Module):
+    """model(input_ids, token_type_ids=None, attention_mask=None, *, rngs=None) -> BertOutput.
+
+    input_ids, token_type_ids int [B, L] (token types default to 0); attention_mask [B, L]
+    with 1 (or True) for a real token and 0 for padding, default all real. Positions are
+    0..L-1. Dropout runs iff `rngs` is given.
+    """
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        emb = dict(init_std=cfg.init_std, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.wte = layers.embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), **emb)
+        self.wpe = layers.embed(cfg.max_len, cfg.d_model, (None, "embed"), **emb)
+        self.token_types = layers.embed(cfg.type_vocab_size, cfg.d_model, (None, "embed"), **emb)
+        self.ln_embed = _norm(cfg, rngs)
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        if cfg.has_pooler:
+            self.pooler = _dense(cfg, cfg.d_model, cfg.d_model, (None,), rngs)
+        if cfg.heads in ("pretraining", "mlm"):
+            self.mlm = MLMHead(cfg, rngs=rngs)
+        if cfg.heads == "pretraining":
+            self.nsp = _dense(cfg, cfg.d_model, 2, (None,), rngs)
+        if cfg.heads == "classification":
+            self.classifier = _dense(cfg, cfg.d_model, cfg.num_labels, (None,), rngs)
+
+    def encode(self, input_ids, token_type_ids=None, attention_mask=None, *,
+               rngs: nnx.Rngs | None = None):
+        """The last encoder layer's hidden states [B, L, d_model] (compute dtype)."""
+        cfg = self.cfg
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        padding_mask = None if attention_mask is None else attention_mask.astype(bool)
+        positions = jnp.arange(input_ids.shape[1])[None, :]
+        x = self.wte(input_ids) + self.token_types(token_type_ids) + self.wpe(positions)
+        x = layers.dropout(self.ln_embed(x), cfg.dropout, rngs)
+        run = _run_block
+        if cfg.remat != "none":
+            run = nnx.remat(_run_block, policy=_REMAT_POLICIES[cfg.remat])
+        for block in self.blocks:
+            x = run(block, x, padding_mask, rngs)
+        return x
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
+                 rngs: nnx.Rngs | None = None) -> BertOutput:
+        cfg = self.cfg
+        h = self.encode(input_ids, token_type_ids, attention_mask, rngs=rngs)
+        out = {}
+        if cfg.has_pooler:
+            out["pooled"] = jnp.tanh(self.pooler(h[:, 0]))
+        if cfg.heads in ("pretraining", "mlm"):
+            out["mlm_logits"] = self.mlm(h, self.wte.embedding[...])
+        if cfg.heads == "pretraining":
+            out["nsp_logits"] = self.nsp(out["pooled"]).astype(jnp.float32)
+        if cfg.heads == "classification":
+            pooled = layers.dropout(out["pooled"], cfg.dropout, rngs)
+            out["logits"] = self.classifier(pooled).astype(jnp.float32)
+        return BertOutput(hidden_states=h, **out)

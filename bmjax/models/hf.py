@@ -1,0 +1,403 @@
+"""Hugging Face format (config.json + safetensors) <-> bmjax models, without importing torch.
+
+`from_pretrained(dir)` reads GPT2LMHeadModel, BertModel, BertForPreTraining, BertForMaskedLM
+and BertForSequenceClassification directories; `save_pretrained(model, dir)` writes one that
+`transformers` loads with the same outputs; `config_from_hf(dir)` gives the bmjax model keys.
+
+The weights are matched by a table per family: (bmjax parameter path, Hugging Face tensor
+name, how to convert). Conversions: torch `nn.Linear` stores [out, in] (transposed here);
+GPT-2's `Conv1D` stores [in, out] (as bmjax does) and fuses q, k, v into one `c_attn`
+tensor (split on load, fused on save); bmjax's attention kernels keep heads as their own
+axes ([embed, heads, head_dim], out [heads, head_dim, embed]), flattened in HF order
+(head-major). Tied matrices (BERT's MLM decoder, GPT-2's lm_head) are not stored, as
+transformers itself writes them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+from flax import nnx
+
+from bmjax.errors import ConfigError
+from bmjax.models.bert import Bert, BertConfig
+from bmjax.models.gpt import GPT, GPTConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"  # sharded checkpoints
+
+BERT_ARCHITECTURES = {  # Hugging Face class -> BertConfig.heads
+    "BertModel": "none",
+    "BertForPreTraining": "pretraining",
+    "BertForMaskedLM": "mlm",
+    "BertForSequenceClassification": "classification",
+}
+GPT_ARCHITECTURES = ("GPT2LMHeadModel",)
+_DEFAULT_ARCHITECTURE = {"bert": "BertModel", "gpt2": "GPT2LMHeadModel"}  # config without "architectures"
+# Stored by some checkpoints, derived from other tensors here: buffers and tied copies.
+_DERIVED_SUFFIXES = ("embeddings.position_ids", "attn.bias", "attn.masked_bias",
+                     "cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json <-> bmjax configs
+
+
+def _read_config(local_dir) -> dict:
+    path = pathlib.Path(local_dir)
+    if not path.is_dir():
+        raise ConfigError(str(local_dir), "no such directory (expected a Hugging Face model directory)")
+    if not (path / CONFIG_FILE).is_file():
+        raise ConfigError(str(local_dir), f"no {CONFIG_FILE} in the directory")
+    return json.loads((path / CONFIG_FILE).read_text())
+
+
+def _architecture(hf: dict, local_dir) -> str:
+    archs = hf.get("architectures") or [_DEFAULT_ARCHITECTURE.get(hf.get("model_type"), "")]
+    arch = archs[0]
+    if arch not in BERT_ARCHITECTURES and arch not in GPT_ARCHITECTURES:
+        known = ", ".join([*GPT_ARCHITECTURES, *BERT_ARCHITECTURES])
+        raise ConfigError(f"{local_dir}/{CONFIG_FILE}",
+                          f"unsupported architecture {arch or hf.get('model_type')!r}; supported: {known}")
+    return arch
+
+
+def _unsupported(local_dir, key, value, allowed) -> None:
+    raise ConfigError(f"{local_dir}/{CONFIG_FILE}", f"{key}={value!r} is not supported (bmjax needs {allowed})")
+
+
+def _bert_config(hf: dict, arch: str, local_dir) -> BertConfig:
+    checks = {"hidden_act": ("gelu",), "position_embedding_type": ("absolute",), "is_decoder": (False,),
+              "add_cross_attention": (False,), "tie_word_embeddings": (True,)}
+    for key, allowed in checks.items():
+        if key in hf and hf[key] not in allowed:
+            _unsupported(local_dir, key, hf[key], allowed[0])
+    heads = BERT_ARCHITECTURES[arch]
+    num_labels = len(hf.get("id2label") or {}) or hf.get("num_labels", 2)
+    return BertConfig(
+        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"], d_ff=hf["intermediate_size"],
+        max_len=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
+        dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        norm_eps=hf.get("layer_norm_eps", 1e-12), init_std=hf.get("initializer_range", 0.02),
+        heads=heads, num_labels=num_labels if heads == "classification" else 0)
+
+
+def _gpt_config(hf: dict, local_dir) -> GPTConfig:
+    checks = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_weights": (True,),
+              "scale_attn_by_inverse_layer_idx": (False,), "add_cross_attention": (False,)}
+    for key, allowed in checks.items():
+        if key in hf and hf[key] not in allowed:
+            _unsupported(local_dir, key, hf[key], allowed[0])
+    return GPTConfig(
+        vocab_size=hf["vocab_size"], d_model=hf["n_embd"], num_layers=hf["n_layer"],
+        num_heads=hf["n_head"], d_ff=hf.get("n_inner"), max_len=hf["n_positions"],
+        dropout=hf.get("resid_pdrop", 0.1), norm="layernorm", mlp="gelu", position="learned",
+        use_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5), init_std=hf.get("initializer_range", 0.02))
+
+
+def _bmjax_config(local_dir) -> tuple[str, BertConfig | GPTConfig]:
+    hf = _read_config(local_dir)
+    arch = _architecture(hf, local_dir)
+    if arch in GPT_ARCHITECTURES:
+        return arch, _gpt_config(hf, local_dir)
+    return arch, _bert_config(hf, arch, local_dir)
+
+
+def config_from_hf(local_dir) -> dict:
+    """The bmjax model config keys (model.*) of a Hugging Face directory, e.g. for train.init_from."""
+    _, cfg = _bmjax_config(local_dir)
+    return dict(vars(cfg))
+
+
+def _hf_bert_config(cfg: BertConfig) -> dict:
+    arch = {v: k for k, v in BERT_ARCHITECTURES.items()}[cfg.heads]
+    out = {
+        "architectures": [arch], "model_type": "bert", "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model, "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.d_ff, "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.attention_dropout,
+        "classifier_dropout": None, "max_position_embeddings": cfg.max_len,
+        "type_vocab_size": cfg.type_vocab_size, "initializer_range": cfg.init_std,
+        "layer_norm_eps": cfg.norm_eps, "pad_token_id": 0, "tie_word_embeddings": True,
+        "is_decoder": False, "add_cross_attention": False, "dtype": "float32",
+    }
+    if cfg.heads == "classification":
+        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
+        out["label2id"] = {f"LABEL_{i}": i for i in range(cfg.num_labels)}
+    return out
+
+
+def _hf_gpt2_config(cfg: GPTConfig) -> dict:
+    want = {"norm": "layernorm", "mlp": "gelu", "position": "learned", "use_bias": True}
+    for key, value in want.items():
+        if getattr(cfg, key) != value:
+            raise ConfigError(f"model.{key}", f"{getattr(cfg, key)!r} has no GPT2LMHeadModel "
+                                              f"equivalent (needs {value!r})")
+    if cfg.kv_heads != cfg.num_heads:
+        raise ConfigError("model.num_kv_heads", "GPT2LMHeadModel has no grouped-query attention")
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg.vocab_size,
+        "n_embd": cfg.d_model, "n_layer": cfg.num_layers, "n_head": cfg.num_heads,
+        "n_inner": cfg.ff_dim, "n_positions": cfg.max_len, "activation_function": "gelu_new",
+        "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+        "layer_norm_epsilon": cfg.norm_eps, "initializer_range": cfg.init_std,
+        "tie_word_embeddings": cfg.tie_embeddings, "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+        "bos_token_id": None, "eos_token_id": None, "dtype": "float32",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight tables: (bmjax path, HF name without the model prefix, conversion)
+# Conversions: ("linear", n_in) torch [out, in]; ("conv1d", n_in) [in, out]; "bias" flattened; "copy".
+# n_in is how many leading axes of the bmjax kernel are inputs (2 for [heads, head_dim, embed]).
+
+
+def _linear(path, name, n_in=1, kind="linear"):
+    return [(f"{path}.kernel", f"{name}.weight", (kind, n_in)), (f"{path}.bias", f"{name}.bias", "bias")]
+
+
+def _norm(path, name):
+    return [(f"{path}.scale", f"{name}.weight", "copy"), (f"{path}.bias", f"{name}.bias", "bias")]
+
+
+def _bert_table(cfg: BertConfig) -> list:
+    t = [("wte.embedding", "embeddings.word_embeddings.weight", "copy"),
+         ("wpe.embedding", "embeddings.position_embeddings.weight", "copy"),
+         ("token_types.embedding", "embeddings.token_type_embeddings.weight", "copy"),
+         *_norm("ln_embed", "embeddings.LayerNorm")]
+    for i in range(cfg.num_layers):
+        b, h = f"blocks.{i}", f"encoder.layer.{i}"
+        for proj in ("query", "key", "value"):
+            t += _linear(f"{b}.attn.{proj}", f"{h}.attention.self.{proj}")
+        t += _linear(f"{b}.attn.out", f"{h}.attention.output.dense", n_in=2)
+        t += _norm(f"{b}.ln_attn", f"{h}.attention.output.LayerNorm")
+        t += _linear(f"{b}.mlp.fc_in", f"{h}.intermediate.dense")
+        t += _linear(f"{b}.mlp.fc_out", f"{h}.output.dense")
+        t += _norm(f"{b}.ln_mlp", f"{h}.output.LayerNorm")
+    if cfg.has_pooler:
+        t += _linear("pooler", "pooler.dense")
+    if cfg.heads in ("pretraining", "mlm"):
+        t += _linear("mlm.dense", "cls.predictions.transform.dense")
+        t += _norm("mlm.ln", "cls.predictions.transform.LayerNorm")
+        t += [("mlm.bias", "cls.predictions.bias", "bias")]
+    if cfg.heads == "pretraining":
+        t += _linear("nsp", "cls.seq_relationship")
+    if cfg.heads == "classification":
+        t += _linear("classifier", "classifier")
+    return t
+
+
+def _gpt2_table(cfg: GPTConfig) -> list:
+    t = [("wte.embedding", "wte.weight", "copy"), ("wpe.embedding", "wpe.weight", "copy")]
+    for i in range(cfg.num_layers):
+        b, h = f"blocks.{i}", f"h.{i}"
+        t += _norm(f"{b}.ln_1", f"{h}.ln_1")
+        for proj, part in (("query", "q"), ("key", "k"), ("value", "v")):
+            t += _linear(f"{b}.attn.{proj}", f"{h}.attn.c_attn:{part}", kind="conv1d")
+        t += _linear(f"{b}.attn.out", f"{h}.attn.c_proj", n_in=2, kind="conv1d")
+        t += _norm(f"{b}.ln_2", f"{h}.ln_2")
+        t += _linear(f"{b}.mlp.fc_in", f"{h}.mlp.c_fc", kind="conv1d")
+        t += _linear(f"{b}.mlp.fc_out", f"{h}.mlp.c_proj", kind="conv1d")
+    t += _norm("ln_f", "ln_f")
+    if not cfg.tie_embeddings:
+        t += [("lm_head.kernel", "lm_head.weight", ("linear", 1))]
+    return t
+
+
+def _split_c_attn(tensors: dict) -> dict:
+    """GPT-2's fused c_attn [.., 3E] -> c_attn:q/k/v [.., E] (q, k, v in that order)."""
+    out = {}
+    for name, x in tensors.items():
+        stem, _, leaf = name.rpartition(".")
+        if stem.endswith("attn.c_attn"):
+            for part, piece in zip("qkv", np.split(x, 3, axis=-1)):
+                out[f"{stem}:{part}.{leaf}"] = piece
+        else:
+            out[name] = x
+    return out
+
+
+def _fuse_c_attn(tensors: dict) -> dict:
+    out = {}
+    for name, x in tensors.items():
+        stem, _, leaf = name.rpartition(".")
+        if stem.endswith("attn.c_attn:q"):
+            base = stem[:-2]
+            parts = [tensors[f"{base}:{p}.{leaf}"] for p in "qkv"]
+            out[f"{base}.{leaf}"] = np.concatenate(parts, axis=-1)
+        elif not stem.endswith(("attn.c_attn:k", "attn.c_attn:v")):
+            out[name] = x
+    return out
+
+
+def _to_bmjax(x: np.ndarray, conversion, shape, name: str) -> np.ndarray:
+    if conversion[0] == "linear":
+        x = x.T
+    if x.size != math.prod(shape):
+        raise ConfigError(name, f"tensor has shape {x.shape}, the bmjax parameter needs {shape}")
+    return x.reshape(shape)
+
+
+def _to_hf(x: np.ndarray, conversion) -> np.ndarray:
+    if conversion == "bias":
+        return x.reshape(-1)
+    if conversion == "copy":
+        return x
+    kind, n_in = conversion
+    x = x.reshape(math.prod(x.shape[:n_in]), -1)
+    return x.T if kind == "linear" else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing
+
+
+def _read_tensors(local_dir) -> dict:
+    path = pathlib.Path(local_dir)
+    if (path / WEIGHTS_FILE).is_file():
+        return safetensors.numpy.load_file(path / WEIGHTS_FILE)
+    if (path / INDEX_FILE).is_file():
+        shards = sorted(set(json.loads((path / INDEX_FILE).read_text())["weight_map"].values()))
+        tensors = {}
+        for shard in shards:
+            tensors.update(safetensors.numpy.load_file(path / shard))
+        return tensors
+    raise ConfigError(str(local_dir), f"no {WEIGHTS_FILE} (or {INDEX_FILE}) in the directory; "
+                                      "only safetensors weights are read")
+
+
+def _canonical_names(tensors: dict, prefix: str) -> dict:
+    """Strip the base-model prefix ("bert.", "transformer.") and rename TF-era LayerNorm gamma/beta."""
+    out = {}
+    for name, x in tensors.items():
+        name = name.removeprefix(prefix)
+        name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        out[name] = x
+    if "cls.predictions.bias" not in out and "cls.predictions.decoder.bias" in out:
+        out["cls.predictions.bias"] = out["cls.predictions.decoder.bias"]
+    return out
+
+
+def _params(model: nnx.Module) -> dict:
+    """'dotted.path' -> nnx.Param for every parameter of the model."""
+    return {".".join(map(str, path)): node for path, node in nnx.iter_graph(model)
+            if isinstance(node, nnx.Param)}
+
+
+def _param_arrays(model: nnx.Module) -> dict:
+    """'dotted.path' -> float32 numpy array; a scanned GPT's stacked blocks become blocks.{i}.*."""
+    out = {}
+    for path, var in _params(model).items():
+        x = np.asarray(var[...], dtype=np.float32)
+        if getattr(model.cfg, "scan_layers", False) and path.startswith("blocks."):
+            for i, layer in enumerate(x):  # leading axis: the layer
+                out[f"blocks.{i}.{path.removeprefix('blocks.')}"] = layer
+        else:
+            out[path] = x
+    return out
+
+
+def _check_table(table: list, params: dict) -> None:
+    missing = sorted(set(params) - {path for path, _, _ in table})
+    if missing:  # the model grew a parameter the table does not know: a bug here, not bad input
+        raise RuntimeError(f"no Hugging Face name for bmjax parameters {missing}")
+
+
+def _build(cfg, rngs: nnx.Rngs, abstract: bool) -> nnx.Module:
+    """The model; abstract (shapes only, nothing initialised) when every parameter gets loaded."""
+    def make(rngs):
+        return GPT(cfg, rngs=rngs) if isinstance(cfg, GPTConfig) else Bert(cfg, rngs=rngs)
+
+    with nnx.use_eager_sharding(False):
+        return nnx.eval_shape(lambda: make(nnx.Rngs(0))) if abstract else make(rngs)
+
+
+_HEAD_PATHS = ("pooler.", "mlm.", "nsp.", "classifier.")
+
+
+def from_pretrained(local_dir, *, heads: str | None = None, num_labels: int | None = None,
+                    rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """A Hugging Face directory as a bmjax GPT or Bert, ready for inference.
+
+    Dropout runs in bmjax only when a call passes `rngs`, so the returned model is in
+    inference mode; its config keeps the checkpoint's dropout rates for fine-tuning.
+    BERT only: `heads` (and `num_labels`) build different heads than the checkpoint's
+    architecture (e.g. "classification" from a pretraining checkpoint); parameters the file
+    lacks for them (a new classifier, say) start from `rngs` (default seed 0) and are logged.
+    Tensors the model has no place for (e.g. a pretraining head under "none") are logged and skipped.
+    """
+    arch, cfg = _bmjax_config(local_dir)
+    if heads is not None or num_labels is not None:
+        if isinstance(cfg, GPTConfig):
+            raise ConfigError("heads", f"{arch} has no alternative heads; load it without heads=")
+        new_heads = heads or cfg.heads
+        cfg = BertConfig(**{**vars(cfg), "heads": new_heads,
+                            "num_labels": num_labels or (cfg.num_labels if new_heads == cfg.heads else 0)})
+    tensors = _canonical_names(_read_tensors(local_dir), "transformer." if arch in GPT_ARCHITECTURES
+                               else "bert.")
+    if isinstance(cfg, GPTConfig):
+        tensors, table = _split_c_attn(tensors), _gpt2_table(cfg)
+    else:
+        table = _bert_table(cfg)
+    fresh = [path for path, name, _ in table if name not in tensors]
+    for path, name, _ in table:
+        if name not in tensors and not (heads is not None and path.startswith(_HEAD_PATHS)):
+            raise ConfigError(f"{local_dir}/{WEIGHTS_FILE}", f"missing tensor {name!r} for {arch}")
+    # Initialise only when some head starts fresh; otherwise every value comes from the file.
+    model = _build(cfg, rngs or nnx.Rngs(0), abstract=not fresh)
+    params = _params(model)
+    _check_table(table, params)
+    for path, name, conversion in table:
+        if name in tensors:
+            var = params[path]
+            x = _to_bmjax(tensors[name], conversion, var.shape, f"{local_dir}: {name}")
+            var.set_value(jnp.asarray(x, dtype=var.dtype))
+    if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(model))):
+        raise RuntimeError("a model variable was left without a value")  # a bug here, not bad input
+    if fresh:
+        log.warning("%s: freshly initialised (not in the checkpoint): %s", local_dir, ", ".join(fresh))
+    used = {name for _, name, _ in table}
+    unused = sorted(n for n in tensors if n not in used and not n.endswith(_DERIVED_SUFFIXES)
+                    and not (n == "lm_head.weight" and isinstance(cfg, GPTConfig)))
+    if unused:
+        log.warning("%s: tensors not used by the bmjax %s: %s", local_dir, cfg.heads if
+                    isinstance(cfg, BertConfig) else "gpt", ", ".join(unused))
+    return model
+
+
+def save_pretrained(model: nnx.Module, out_dir) -> pathlib.Path:
+    """Write model (a bmjax GPT or Bert) as config.json + model.safetensors (float32) into out_dir."""
+    cfg = model.cfg
+    if isinstance(cfg, GPTConfig):
+        hf_config, table, prefix = _hf_gpt2_config(cfg), _gpt2_table(cfg), "transformer."
+    elif isinstance(cfg, BertConfig):
+        hf_config, table = _hf_bert_config(cfg), _bert_table(cfg)
+        prefix = "" if cfg.heads == "none" else "bert."  # BertModel's tensors carry no prefix
+    else:
+        raise ConfigError("model", f"cannot write {type(model).__name__} in Hugging Face format")
+    params = _param_arrays(model)
+    _check_table(table, params)
+    tensors = {name: _to_hf(params[path], conversion) for path, name, conversion in table}
+    if isinstance(cfg, GPTConfig):
+        tensors = _fuse_c_attn(tensors)
+    head_names = ("cls.", "classifier.", "lm_head.")
+    tensors = {(n if n.startswith(head_names) else prefix + n): np.ascontiguousarray(x)
+               for n, x in tensors.items()}
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
+    safetensors.numpy.save_file(tensors, out / WEIGHTS_FILE, metadata={"format": "pt"})
+    return out
