@@ -174,6 +174,20 @@ def test_classification_head_on_a_pretraining_checkpoint(batch, tmp_path):
         hf.from_pretrained(tmp_path, heads="classification")
 
 
+def test_scan_layers_loads_and_saves_the_same_model(batch, tmp_path):
+    """With scan_layers the blocks are stacked on load and come apart again on save."""
+    ids, types, mask = batch
+    ref = _hf_bert("BertForPreTraining", seed=2)
+    ref.save_pretrained(tmp_path / "hf")
+    model = hf.from_pretrained(tmp_path / "hf", scan_layers=True)
+    assert model.cfg.scan_layers and model.blocks.attn.query.kernel.shape == (2, 32, 4, 8)
+    want = _hf_outputs(ref, ids, types, mask)
+    _assert_close(_bmjax_outputs(model, ids, types, mask), want, mask)
+    hf.save_pretrained(model, tmp_path / "back")
+    back = transformers.BertForPreTraining.from_pretrained(tmp_path / "back").eval()
+    _assert_close(_hf_outputs(back, ids, types, mask), want, mask)
+
+
 def test_config_from_hf_gives_bmjax_model_keys(bert_dir):
     cls_name, ref, path = bert_dir
     keys = hf.config_from_hf(path)
@@ -200,8 +214,11 @@ def test_bad_directories_raise_config_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_act": "relu"}))
     with pytest.raises(ConfigError, match="hidden_act='relu' is not supported"):
         hf.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="d_model: cannot be changed"):
+        hf.from_pretrained(tmp_path, d_model=64)
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "vocab_size": 100}))
-    with pytest.raises(ConfigError, match="word_embeddings.weight.*shape"):
+    with pytest.raises(ConfigError, match="word_embeddings.weight: shape \\(99, 32\\) does not match"):
         hf.from_pretrained(tmp_path)
 
 

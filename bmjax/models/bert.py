@@ -11,13 +11,16 @@ the exact (erf) GELU. The pooler is tanh(dense(h[CLS])). Heads (`BertConfig.head
 The MLM head is dense + GELU + LayerNorm, then a decoder that reuses the word
 embedding matrix (tied) plus its own bias.
 
-Dropout: `dropout` after the embeddings, after each residual branch and before the
-classifier; `attention_dropout` on the attention probabilities. Both run iff `rngs` is
-passed at call time (as in GPT): a call without rngs is inference.
+One dropout rate (`dropout`, as in GPT and bmjax's shared model.* config) serves every
+place Hugging Face drops: after the embeddings, on the attention probabilities, after each
+residual branch and before the classifier. It runs iff `rngs` is passed at call time: a
+call without rngs is inference.
 
 Parameter names (what bmjax.models.hf maps onto):
   wte, wpe, token_types, ln_embed, blocks[i].{attn.{query,key,value,out}, ln_attn,
   mlp.{fc_in,fc_out}, ln_mlp}, pooler, mlm.{dense, ln, bias}, nsp, classifier.
+With scan_layers=True, `blocks` is one Block whose parameters carry a leading [num_layers]
+axis, applied with lax.scan (compile time flat in depth), as in GPT.
 """
 from __future__ import annotations
 
@@ -34,10 +37,8 @@ from bmjax.models import layers
 from bmjax.models.attention import Attention
 
 HEADS = ("pretraining", "mlm", "classification", "none")
-_REMAT_POLICIES = {
-    "full": None,  # recompute the whole block in the backward pass
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs
-}
+# Logical axes of the residual stream between blocks: the trainer's rules lay it out (layers.constrain).
+RESIDUAL_AXES = ("batch", "length", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,17 +47,17 @@ class BertConfig:
     d_model: int = 768
     num_layers: int = 12
     num_heads: int = 12
-    d_ff: int = 3072
+    d_ff: int | None = None  # None: 4 * d_model (3072 for BERT-base)
     max_len: int = 512  # number of learned positions
     type_vocab_size: int = 2
-    dropout: float = 0.1  # embeddings, residual branches, classifier input
-    attention_dropout: float = 0.1  # attention probabilities
+    dropout: float = 0.1  # embeddings, attention probabilities, residual branches, classifier input
     norm_eps: float = 1e-12
     init_std: float = 0.02
     attention: str = "xla"  # a key of attention.IMPLEMENTATIONS
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
-    remat: str = "none"  # "none" | "full" | "dots_saveable"
+    remat: str = "none"  # "none" or a key of layers.REMAT_POLICIES
+    scan_layers: bool = False  # one lax.scan over stacked blocks
     heads: str = "pretraining"  # one of HEADS
     num_labels: int = 0  # classes of the "classification" head
     name: str = "bert"
@@ -70,8 +71,9 @@ class BertConfig:
         if self.d_model % self.num_heads:
             raise ConfigError("model.num_heads", f"{self.num_heads} does not divide "
                                                  f"d_model={self.d_model}")
-        if self.remat != "none" and self.remat not in _REMAT_POLICIES:
-            raise ConfigError("model.remat", f"got {self.remat!r}; allowed: none, full, dots_saveable")
+        if self.remat != "none" and self.remat not in layers.REMAT_POLICIES:
+            raise ConfigError("model.remat", f"got {self.remat!r}; allowed: "
+                                             f"{', '.join(['none', *layers.REMAT_POLICIES])}")
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> "BertConfig":
@@ -84,6 +86,10 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff or 4 * self.d_model
 
     @property
     def has_pooler(self) -> bool:
@@ -119,11 +125,11 @@ class Block(nnx.Module):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.attn = Attention(
             d_model=cfg.d_model, num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
-            head_dim=cfg.head_dim, use_bias=True, dropout=cfg.attention_dropout,
+            head_dim=cfg.head_dim, use_bias=True, dropout=cfg.dropout,
             implementation=cfg.attention, rotary=False, rope_theta=10000.0, dtype=dtype,
             param_dtype=param_dtype, causal=False, rngs=rngs, init_std=cfg.init_std)
         self.ln_attn = _norm(cfg, rngs)
-        self.mlp = layers.MLP(cfg.d_model, cfg.d_ff, use_bias=True, init_std=cfg.init_std,
+        self.mlp = layers.MLP(cfg.d_model, cfg.ff_dim, use_bias=True, init_std=cfg.init_std,
                               out_init_std=cfg.init_std, dtype=dtype, param_dtype=param_dtype,
                               rngs=rngs, approximate_gelu=False)
         self.ln_mlp = _norm(cfg, rngs)
@@ -138,7 +144,18 @@ class Block(nnx.Module):
 
 def _run_block(block: Block, x, padding_mask, rngs):
     # Positional arguments only: nnx.remat passes them through jax.checkpoint.
-    return block(x, padding_mask=padding_mask, rngs=rngs)
+    return layers.constrain(block(x, padding_mask=padding_mask, rngs=rngs), RESIDUAL_AXES)
+
+
+def _stacked_blocks(cfg: BertConfig, rngs: nnx.Rngs) -> Block:
+    """num_layers blocks as one Block whose parameters have a leading, unnamed layer axis."""
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: None})
+    def make(rngs):
+        return Block(cfg, rngs=rngs)
+
+    return make(rngs)
 
 
 class MLMHead(nnx.Module):
@@ -174,7 +191,10 @@ class Bert(nnx.Module):
         self.wpe = layers.embed(cfg.max_len, cfg.d_model, (None, "embed"), **emb)
         self.token_types = layers.embed(cfg.type_vocab_size, cfg.d_model, (None, "embed"), **emb)
         self.ln_embed = _norm(cfg, rngs)
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        if cfg.scan_layers:
+            self.blocks = _stacked_blocks(cfg, rngs)
+        else:
+            self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         if cfg.has_pooler:
             self.pooler = _dense(cfg, cfg.d_model, cfg.d_model, (None,), rngs)
         if cfg.heads in ("pretraining", "mlm"):
@@ -193,12 +213,28 @@ class Bert(nnx.Module):
         padding_mask = None if attention_mask is None else attention_mask.astype(bool)
         positions = jnp.arange(input_ids.shape[1])[None, :]
         x = self.wte(input_ids) + self.token_types(token_type_ids) + self.wpe(positions)
-        x = layers.dropout(self.ln_embed(x), cfg.dropout, rngs)
+        x = layers.constrain(layers.dropout(self.ln_embed(x), cfg.dropout, rngs), RESIDUAL_AXES)
         run = _run_block
         if cfg.remat != "none":
-            run = nnx.remat(_run_block, policy=_REMAT_POLICIES[cfg.remat])
+            run = nnx.remat(_run_block, policy=layers.REMAT_POLICIES[cfg.remat])
+        if cfg.scan_layers:
+            return self._scan_blocks(run, x, padding_mask, rngs)
         for block in self.blocks:
             x = run(block, x, padding_mask, rngs)
+        return x
+
+    def _scan_blocks(self, run, x, padding_mask, rngs):
+        """The stacked blocks under lax.scan: one block is traced and compiled, not num_layers."""
+        graphdef, stacked = nnx.split(self.blocks)
+        # One dropout key for the stack, folded with the layer index inside.
+        key = rngs.dropout() if rngs is not None and self.cfg.dropout > 0.0 else None
+
+        def body(x, layer):
+            index, state = layer
+            layer_rngs = None if key is None else nnx.Rngs(dropout=jax.random.fold_in(key, index))
+            return run(nnx.merge(graphdef, state), x, padding_mask, layer_rngs), None
+
+        x, _ = jax.lax.scan(body, x, (jnp.arange(self.cfg.num_layers), stacked))
         return x
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,

@@ -14,6 +14,7 @@ transformers itself writes them.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -87,8 +88,7 @@ def _bert_config(hf: dict, arch: str, local_dir) -> BertConfig:
         vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
         num_heads=hf["num_attention_heads"], d_ff=hf["intermediate_size"],
         max_len=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
-        dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        dropout=hf.get("hidden_dropout_prob", 0.1),  # one rate in bmjax (see bert.py)
         norm_eps=hf.get("layer_norm_eps", 1e-12), init_std=hf.get("initializer_range", 0.02),
         heads=heads, num_labels=num_labels if heads == "classification" else 0)
 
@@ -126,8 +126,8 @@ def _hf_bert_config(cfg: BertConfig) -> dict:
     out = {
         "architectures": [arch], "model_type": "bert", "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model, "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.d_ff, "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.attention_dropout,
+        "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.ff_dim, "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout,
         "classifier_dropout": None, "max_position_embeddings": cfg.max_len,
         "type_vocab_size": cfg.type_vocab_size, "initializer_range": cfg.init_std,
         "layer_norm_eps": cfg.norm_eps, "pad_token_id": 0, "tie_word_embeddings": True,
@@ -243,12 +243,19 @@ def _fuse_c_attn(tensors: dict) -> dict:
     return out
 
 
-def _to_bmjax(x: np.ndarray, conversion, shape, name: str) -> np.ndarray:
-    if conversion[0] == "linear":
-        x = x.T
-    if x.size != math.prod(shape):
-        raise ConfigError(name, f"tensor has shape {x.shape}, the bmjax parameter needs {shape}")
-    return x.reshape(shape)
+def _hf_shape(conversion, shape: tuple) -> tuple:
+    """The shape Hugging Face stores for a bmjax parameter of `shape`."""
+    if conversion == "bias":
+        return (math.prod(shape),)
+    if conversion == "copy":
+        return tuple(shape)
+    kind, n_in = conversion
+    d_in, d_out = math.prod(shape[:n_in]), math.prod(shape[n_in:])
+    return (d_out, d_in) if kind == "linear" else (d_in, d_out)
+
+
+def _to_bmjax(x: np.ndarray, conversion, shape) -> np.ndarray:
+    return (x.T if conversion[0] == "linear" else x).reshape(shape)
 
 
 def _to_hf(x: np.ndarray, conversion) -> np.ndarray:
@@ -297,85 +304,131 @@ def _params(model: nnx.Module) -> dict:
             if isinstance(node, nnx.Param)}
 
 
-def _param_arrays(model: nnx.Module) -> dict:
-    """'dotted.path' -> float32 numpy array; a scanned GPT's stacked blocks become blocks.{i}.*."""
-    out = {}
-    for path, var in _params(model).items():
-        x = np.asarray(var[...], dtype=np.float32)
-        if getattr(model.cfg, "scan_layers", False) and path.startswith("blocks."):
-            for i, layer in enumerate(x):  # leading axis: the layer
-                out[f"blocks.{i}.{path.removeprefix('blocks.')}"] = layer
-        else:
-            out[path] = x
-    return out
+def _slot(path: str, scanned: bool) -> tuple[str, int | None]:
+    """Where table path `path` lives in the model: (path, None), or with scan_layers
+    ('blocks.X', i) for 'blocks.{i}.X' (layer i of a stacked parameter)."""
+    if scanned and path.startswith("blocks."):
+        _, layer, rest = path.split(".", 2)
+        return f"blocks.{rest}", int(layer)
+    return path, None
 
 
-def _check_table(table: list, params: dict) -> None:
-    missing = sorted(set(params) - {path for path, _, _ in table})
+def _check_table(table: list, params: dict, scanned: bool) -> None:
+    missing = sorted(set(params) - {_slot(path, scanned)[0] for path, _, _ in table})
     if missing:  # the model grew a parameter the table does not know: a bug here, not bad input
         raise RuntimeError(f"no Hugging Face name for bmjax parameters {missing}")
 
 
-def _build(cfg, rngs: nnx.Rngs, abstract: bool) -> nnx.Module:
-    """The model; abstract (shapes only, nothing initialised) when every parameter gets loaded."""
+def _build(cfg, rngs: nnx.Rngs | None) -> nnx.Module:
+    """The model initialised from rngs, or abstract (shapes only, nothing computed) when rngs is None."""
     def make(rngs):
         return GPT(cfg, rngs=rngs) if isinstance(cfg, GPTConfig) else Bert(cfg, rngs=rngs)
 
     with nnx.use_eager_sharding(False):
-        return nnx.eval_shape(lambda: make(nnx.Rngs(0))) if abstract else make(rngs)
+        return nnx.eval_shape(lambda: make(nnx.Rngs(0))) if rngs is None else make(rngs)
 
 
 _HEAD_PATHS = ("pooler.", "mlm.", "nsp.", "classifier.")
+# Config fields from_pretrained may change: how the model runs, and (BERT) which heads it has.
+RUNTIME_KEYS = ("dtype", "param_dtype", "attention", "remat", "scan_layers", "dropout")
+HEAD_KEYS = ("heads", "num_labels")
 
 
-def from_pretrained(local_dir, *, heads: str | None = None, num_labels: int | None = None,
-                    rngs: nnx.Rngs | None = None) -> nnx.Module:
+def _override(cfg, overrides: dict, arch: str, local_dir):
+    for key in overrides:
+        if key not in RUNTIME_KEYS + HEAD_KEYS:
+            raise ConfigError(key, f"cannot be changed when loading {local_dir} (can: "
+                                   f"{', '.join(RUNTIME_KEYS + HEAD_KEYS)})")
+        if key in HEAD_KEYS and isinstance(cfg, GPTConfig):
+            raise ConfigError(key, f"{arch} has no alternative heads")
+    if overrides.get("heads", getattr(cfg, "heads", None)) != getattr(cfg, "heads", None):
+        overrides.setdefault("num_labels", 0)  # BertConfig asks for it when the new heads classify
+    return dataclasses.replace(cfg, **overrides)
+
+
+def from_pretrained(local_dir, *, rngs: nnx.Rngs | None = None, **overrides) -> nnx.Module:
     """A Hugging Face directory as a bmjax GPT or Bert, ready for inference.
 
     Dropout runs in bmjax only when a call passes `rngs`, so the returned model is in
-    inference mode; its config keeps the checkpoint's dropout rates for fine-tuning.
-    BERT only: `heads` (and `num_labels`) build different heads than the checkpoint's
-    architecture (e.g. "classification" from a pretraining checkpoint); parameters the file
-    lacks for them (a new classifier, say) start from `rngs` (default seed 0) and are logged.
-    Tensors the model has no place for (e.g. a pretraining head under "none") are logged and skipped.
+    inference mode; its config keeps the checkpoint's dropout rate for fine-tuning.
+    `overrides` (None values are ignored) change config fields the file does not fix:
+    dtype, param_dtype, attention, remat, scan_layers, dropout; and for BERT `heads` and
+    `num_labels`, to build other heads than the checkpoint's (e.g. "classification" from a
+    pretraining checkpoint). With `heads` or `num_labels` given, head parameters the file
+    lacks or holds in another shape (a new classifier) start from `rngs` (default seed 0)
+    and are logged. Tensors the model has no place for (e.g. the pretraining heads under
+    "none") are logged and skipped.
     """
     arch, cfg = _bmjax_config(local_dir)
-    if heads is not None or num_labels is not None:
-        if isinstance(cfg, GPTConfig):
-            raise ConfigError("heads", f"{arch} has no alternative heads; load it without heads=")
-        new_heads = heads or cfg.heads
-        cfg = BertConfig(**{**vars(cfg), "heads": new_heads,
-                            "num_labels": num_labels or (cfg.num_labels if new_heads == cfg.heads else 0)})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    cfg = _override(cfg, overrides, arch, local_dir)
     tensors = _canonical_names(_read_tensors(local_dir), "transformer." if arch in GPT_ARCHITECTURES
                                else "bert.")
     if isinstance(cfg, GPTConfig):
         tensors, table = _split_c_attn(tensors), _gpt2_table(cfg)
     else:
         table = _bert_table(cfg)
-    fresh = [path for path, name, _ in table if name not in tensors]
-    for path, name, _ in table:
-        if name not in tensors and not (heads is not None and path.startswith(_HEAD_PATHS)):
-            raise ConfigError(f"{local_dir}/{WEIGHTS_FILE}", f"missing tensor {name!r} for {arch}")
-    # Initialise only when some head starts fresh; otherwise every value comes from the file.
-    model = _build(cfg, rngs or nnx.Rngs(0), abstract=not fresh)
+    scanned = cfg.scan_layers
+    model = _build(cfg, None)
     params = _params(model)
-    _check_table(table, params)
+    _check_table(table, params, scanned)
+
+    def shape_of(path):
+        target, layer = _slot(path, scanned)
+        shape = params[target].shape
+        return shape if layer is None else shape[1:]
+
+    fresh = [path for path, name, conversion in table if name not in tensors
+             or tensors[name].shape != _hf_shape(conversion, shape_of(path))]
+    may_be_fresh = any(k in overrides for k in HEAD_KEYS)
+    for path in fresh:
+        if not (may_be_fresh and path.startswith(_HEAD_PATHS)):
+            name, conversion = {p: (n, c) for p, n, c in table}[path]
+            if name not in tensors:
+                raise ConfigError(f"{local_dir}/{WEIGHTS_FILE}", f"missing tensor {name!r} for {arch}")
+            raise ConfigError(f"{local_dir}: {name}", f"shape {tensors[name].shape} does not match the "
+                                                      f"config ({_hf_shape(conversion, shape_of(path))})")
+    if fresh:  # initialise for real only when some head starts fresh
+        model = _build(cfg, rngs or nnx.Rngs(0))
+        params = _params(model)
+
+    stacked = {}  # with scan_layers: stacked path -> {layer: array}
     for path, name, conversion in table:
-        if name in tensors:
-            var = params[path]
-            x = _to_bmjax(tensors[name], conversion, var.shape, f"{local_dir}: {name}")
-            var.set_value(jnp.asarray(x, dtype=var.dtype))
+        if path in fresh:
+            continue
+        x = _to_bmjax(tensors[name], conversion, shape_of(path))
+        target, layer = _slot(path, scanned)
+        if layer is None:
+            params[target].set_value(jnp.asarray(x, dtype=params[target].dtype))
+        else:
+            stacked.setdefault(target, {})[layer] = x
+    for target, per_layer in stacked.items():
+        x = np.stack([per_layer[i] for i in range(len(per_layer))])
+        params[target].set_value(jnp.asarray(x, dtype=params[target].dtype))
     if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(model))):
         raise RuntimeError("a model variable was left without a value")  # a bug here, not bad input
+
     if fresh:
         log.warning("%s: freshly initialised (not in the checkpoint): %s", local_dir, ", ".join(fresh))
     used = {name for _, name, _ in table}
     unused = sorted(n for n in tensors if n not in used and not n.endswith(_DERIVED_SUFFIXES)
                     and not (n == "lm_head.weight" and isinstance(cfg, GPTConfig)))
     if unused:
-        log.warning("%s: tensors not used by the bmjax %s: %s", local_dir, cfg.heads if
-                    isinstance(cfg, BertConfig) else "gpt", ", ".join(unused))
+        log.warning("%s: tensors the bmjax model has no place for: %s", local_dir, ", ".join(unused))
     return model
+
+
+def _param_arrays(model: nnx.Module) -> dict:
+    """Table path -> float32 numpy array; stacked (scan_layers) blocks come apart into blocks.{i}.*."""
+    out = {}
+    for path, var in _params(model).items():
+        x = np.asarray(var[...], dtype=np.float32)
+        if model.cfg.scan_layers and path.startswith("blocks."):
+            for i, layer in enumerate(x):  # the leading axis is the layer
+                out[f"blocks.{i}.{path.removeprefix('blocks.')}"] = layer
+        else:
+            out[path] = x
+    return out
 
 
 def save_pretrained(model: nnx.Module, out_dir) -> pathlib.Path:
@@ -389,7 +442,7 @@ def save_pretrained(model: nnx.Module, out_dir) -> pathlib.Path:
     else:
         raise ConfigError("model", f"cannot write {type(model).__name__} in Hugging Face format")
     params = _param_arrays(model)
-    _check_table(table, params)
+    _check_table(table, params, scanned=False)
     tensors = {name: _to_hf(params[path], conversion) for path, name, conversion in table}
     if isinstance(cfg, GPTConfig):
         tensors = _fuse_c_attn(tensors)
