@@ -120,3 +120,33 @@ def dropout(x, rate: float, rngs: nnx.Rngs | None):
         return x
     keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+# Activation layout hints. A model names the axes of the activations it passes between blocks; the trainer
+# (bmjax.parallel.context) installs the function that turns the names into a sharding constraint on its mesh.
+# Models never see a mesh: without an installed function `constrain` is the identity.
+_activation_constraint = None
+
+
+def set_activation_constraint(fn):
+    """Install fn(x, names) -> x (None removes it); returns the previous one so the caller can restore it."""
+    global _activation_constraint
+    previous, _activation_constraint = _activation_constraint, fn
+    return previous
+
+
+def constrain(x, names: Axes):
+    """Hint that activation `x` is laid out by the logical axis `names`; identity unless the trainer set rules."""
+    return x if _activation_constraint is None else _activation_constraint(x, names)
+
+
+# Rematerialisation policies (model.remat): what a block keeps from its forward pass for the backward pass.
+# "none" keeps everything (no jax.checkpoint); the others recompute whatever they do not keep.
+REMAT_POLICIES = {
+    "full": None,  # keep only the block's input; recompute the whole block
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep every matmul output
+    # keep the weight matmuls' outputs but not attention's batched q.k / p.v products (MaxText's "minimal")
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # keep only the attention output (named "attention_out" by Attention); recompute projections and MLP
+    "save_attention_out": jax.checkpoint_policies.save_only_these_names("attention_out"),
+}
