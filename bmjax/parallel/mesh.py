@@ -1,13 +1,22 @@
-"""The device mesh: four named axes, (data, fsdp, tensor, sequence), sized by `config.mesh`."""
+"""The device mesh: four named axes, (data, fsdp, tensor, sequence), sized by `config.mesh`.
+
+`mesh.{data, fsdp, tensor, sequence}` are the sizes of the whole mesh; one may be -1 ("the devices the others
+leave"). On several TPU slices or GPU nodes, `mesh.dcn_data` / `mesh.dcn_fsdp` say how many of the data / fsdp
+ways cross the slow data-centre network (DCN) between slices (or between processes on GPUs): the mesh is then
+built with `mesh_utils.create_hybrid_device_mesh`, so that tensor, sequence and the rest of fsdp stay inside a
+slice, on the fast interconnect.
+"""
 import math
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 from bmjax.errors import ConfigError
 
 AXES = ("data", "fsdp", "tensor", "sequence")
+DCN_AXES = ("data", "fsdp")  # only these may cross slices: their collectives are one all-reduce per step
 
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
@@ -31,16 +40,62 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def dcn_shape(mesh_cfg, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How many ways each axis crosses slices: (dcn_data, dcn_fsdp, 1, 1); each must divide its axis."""
+    dcn = []
+    for name, size in zip(AXES, shape):
+        ways = int(mesh_cfg.get(f"dcn_{name}", 1)) if name in DCN_AXES else 1
+        if ways < 1:
+            raise ConfigError(f"mesh.dcn_{name}", f"must be a positive size, got {ways}")
+        if size % ways:
+            raise ConfigError(f"mesh.dcn_{name}", f"{ways} does not divide mesh.{name}={size}")
+        dcn.append(ways)
+    return tuple(dcn)
+
+
+def granules(devices) -> tuple[str, int]:
+    """What the DCN connects and how many there are: TPU slices when devices carry a slice index, else processes
+    (GPU nodes, CPU processes)."""
+    slices = {getattr(d, "slice_index", None) for d in devices}
+    if None not in slices and len(slices) > 1:
+        return "slices", len(slices)
+    return "processes", len({d.process_index for d in devices})
+
+
+def check_dcn(mesh_cfg, devices) -> tuple[int, ...]:
+    """The DCN shape, checked against the slices (or processes) the devices form; raises ConfigError."""
+    shape = mesh_shape(mesh_cfg, len(devices))
+    dcn = dcn_shape(mesh_cfg, shape)
+    ways = math.prod(dcn)
+    if ways > 1:
+        kind, count = granules(devices)
+        if count != ways:
+            raise ConfigError("mesh.dcn_data" if dcn[0] > 1 else "mesh.dcn_fsdp",
+                              f"dcn_data x dcn_fsdp = {ways} but the devices form {count} {kind}")
+    return dcn
+
+
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
     """A mesh over all (or the given) devices. Axis types are Auto so XLA propagates shardings."""
-    devices = jax.devices() if devices is None else devices
+    devices = jax.devices() if devices is None else list(devices)
     shape = mesh_shape(mesh_cfg, len(devices))
-    device_grid = np.asarray(devices).reshape(shape)
-    if devices is jax.devices() or len(devices) == jax.device_count():
-        from jax.experimental import mesh_utils
-
+    dcn = check_dcn(mesh_cfg, devices)
+    if math.prod(dcn) > 1:
+        ici = tuple(s // d for s, d in zip(shape, dcn))
+        by_process = granules(devices)[0] == "processes"
+        device_grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=by_process)
+    elif len(devices) == jax.device_count():
+        # Lays the axes out along the physical interconnect (TPU torus, NVLink islands) when it knows one.
         device_grid = mesh_utils.create_device_mesh(shape, devices=devices)
+    else:
+        device_grid = np.asarray(devices).reshape(shape)
     return Mesh(device_grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
+def single_device_mesh(device=None) -> Mesh:
+    """Every axis of size 1 on one device: the reference layout sharded runs are compared against."""
+    device = jax.devices()[0] if device is None else device
+    return Mesh(np.asarray([device]).reshape(1, 1, 1, 1), AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
 def data_parallel_size(mesh: Mesh) -> int:

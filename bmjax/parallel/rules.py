@@ -3,10 +3,18 @@
 Models name their axes (batch, length, embed, heads, kv_heads, head_dim, mlp, vocab); a rule maps each logical
 name to a mesh axis, a tuple of mesh axes, or None (replicated). Shardings of every parameter and optimizer-state
 leaf are derived from these names, never written per leaf.
+
+The defaults give data parallelism over `data`, ZeRO-3 style FSDP over `fsdp` (parameters sharded on their
+embedding dimension, the batch split over data x fsdp), Megatron tensor parallelism over `tensor` (heads, MLP
+hidden units and vocabulary) and context parallelism over `sequence`. A config overrides any rule with a string,
+`mesh.rules.NAME = "axis[,axis...]"` ("" replicates), e.g. `--config.mesh.rules.embed=` turns FSDP into plain
+data parallelism of the optimizer state.
 """
 import jax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from bmjax.errors import ConfigError
 
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp")),
@@ -19,6 +27,41 @@ DEFAULT_RULES = (
     ("head_dim", None),
 )
 
+_MESH_AXES = ("data", "fsdp", "tensor", "sequence")
+
+
+def rule_to_config(target) -> str:
+    """The config string of a rule target: ("data", "fsdp") -> "data,fsdp", None -> ""."""
+    if target is None:
+        return ""
+    return target if isinstance(target, str) else ",".join(target)
+
+
+def parse_rule(name: str, text) -> str | tuple[str, ...] | None:
+    """A config string -> rule target; raises ConfigError naming `mesh.rules.NAME` on an unknown mesh axis."""
+    axes = tuple(a.strip() for a in (text or "").split(",") if a.strip())
+    for axis in axes:
+        if axis not in _MESH_AXES:
+            raise ConfigError(f"mesh.rules.{name}", f"unknown mesh axis {axis!r}; allowed: {', '.join(_MESH_AXES)}")
+    if len(set(axes)) != len(axes):
+        raise ConfigError(f"mesh.rules.{name}", f"{text!r} names a mesh axis twice")
+    return None if not axes else axes[0] if len(axes) == 1 else axes
+
+
+def rules_from_config(mesh_cfg) -> tuple:
+    """DEFAULT_RULES with `mesh.rules` applied (a config without `mesh.rules` gets the defaults)."""
+    overrides = dict(mesh_cfg.get("rules") or {})
+    rules = [(name, parse_rule(name, overrides.pop(name)) if name in overrides else target)
+             for name, target in DEFAULT_RULES]
+    rules += [(name, parse_rule(name, text)) for name, text in overrides.items()]
+    return tuple(rules)
+
+
+def mesh_axes(name, rules=DEFAULT_RULES) -> tuple[str, ...]:
+    """The mesh axes a logical name maps to (empty when replicated or unknown)."""
+    target = dict(rules).get(name) if name is not None else None
+    return (target,) if isinstance(target, str) else tuple(target or ())
+
 
 def logical_to_spec(names, rules=DEFAULT_RULES, mesh=None) -> P:
     """Map a tuple of logical names to a PartitionSpec, using each mesh axis at most once.
@@ -26,33 +69,44 @@ def logical_to_spec(names, rules=DEFAULT_RULES, mesh=None) -> P:
     Mesh axes of size 1 are dropped (they shard nothing), and an axis already used by an earlier dimension
     leaves the later dimension replicated, so any combination of rules gives a valid spec.
     """
-    table = dict(rules)
     used: set[str] = set()
     spec = []
     for name in names:
-        target = table.get(name) if name is not None else None
-        axes = (target,) if isinstance(target, str) else tuple(target or ())
-        axes = tuple(a for a in axes if a not in used and (mesh is None or mesh.shape[a] > 1))
+        axes = tuple(a for a in mesh_axes(name, rules) if a not in used and (mesh is None or mesh.shape[a] > 1))
         used.update(axes)
         spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
     return P(*spec)
 
 
-def _divisible(shape, spec: P, mesh) -> P:
+def spec_axes(entry) -> tuple[str, ...]:
+    """The mesh axes of one PartitionSpec entry."""
+    return (entry,) if isinstance(entry, str) else tuple(entry or ())
+
+
+def fit_spec(shape, spec: P, mesh) -> P:
     """Replicate any dimension the mesh axes do not divide evenly (e.g. a 65-character vocabulary)."""
     fixed = []
-    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
         size = 1
-        for a in names:
-            size *= mesh.shape[a]
-        fixed.append(axes if dim % size == 0 else None)
+        for axis in spec_axes(entry):
+            size *= mesh.shape[axis]
+        fixed.append(entry if dim % size == 0 else None)
     return P(*fixed)
 
 
+def shaped_spec(names, shape, mesh, rules=DEFAULT_RULES) -> P:
+    """The PartitionSpec of an array of `shape` named `names`: the rules, then `fit_spec`."""
+    return fit_spec(shape, logical_to_spec(names, rules, mesh), mesh)
+
+
 def leaf_sharding(names, shape, mesh, rules=DEFAULT_RULES) -> NamedSharding:
-    spec = logical_to_spec(names, rules, mesh) if names else P()
-    return NamedSharding(mesh, _divisible(shape, spec, mesh))
+    return NamedSharding(mesh, shaped_spec(names, shape, mesh, rules) if names else P())
+
+
+def variable_names(leaf: nnx.Variable):
+    """The logical axis names an nnx Variable carries (None when it has none)."""
+    metadata = leaf.get_metadata()
+    return metadata.get("out_sharding") or metadata.get("sharding_names")
 
 
 def state_shardings(state, mesh, rules=DEFAULT_RULES):
@@ -64,11 +118,24 @@ def state_shardings(state, mesh, rules=DEFAULT_RULES):
     def one(leaf):
         if not isinstance(leaf, nnx.Variable):
             return NamedSharding(mesh, P())
-        metadata = leaf.get_metadata()
-        names = metadata.get("out_sharding") or metadata.get("sharding_names")
-        return leaf.replace(leaf_sharding(names, leaf.get_raw_value().shape, mesh, rules))
+        return leaf.replace(leaf_sharding(variable_names(leaf), leaf.get_raw_value().shape, mesh, rules))
 
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def spec_table(state, mesh, rules=DEFAULT_RULES) -> dict[str, tuple]:
+    """{"blocks.0.attn.query.kernel": (shape, logical names, PartitionSpec)} for every Variable: what to print
+    when asking "where does this parameter live?"."""
+    table = {}
+    leaves = jax.tree_util.tree_leaves_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for path, leaf in leaves:
+        if not isinstance(leaf, nnx.Variable):
+            continue
+        key = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        shape = leaf.get_raw_value().shape
+        names = variable_names(leaf)
+        table[key] = (shape, names, leaf_sharding(names, shape, mesh, rules).spec)
+    return table
 
 
 def batch_sharding(mesh, rank: int = 2, rules=DEFAULT_RULES) -> NamedSharding:
