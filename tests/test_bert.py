@@ -44,8 +44,12 @@ def _inputs(batch=2, length=10, seed=0):
     ("none", {"pooled"}),
 ])
 def test_each_head_returns_its_outputs(heads, present):
-    model = _bert(heads=heads, num_labels=3 if heads == "classification" else 0)
-    out = _run(model, *_inputs())
+    cfg = BertConfig.from_mapping({**TINY, "heads": heads, "num_labels": 3})
+    ids, types, mask = _inputs()
+    # Shapes and dtypes only (values are checked against Hugging Face in test_hf_parity.py):
+    # an abstract build and call, nothing compiled.
+    with nnx.use_eager_sharding(False):
+        out = jax.eval_shape(lambda: Bert(cfg, rngs=nnx.Rngs(0))(ids, types, mask))
     assert isinstance(out, BertOutput)
     shapes = {"hidden_states": (2, 10, 32), "pooled": (2, 32), "mlm_logits": (2, 10, 61),
               "nsp_logits": (2, 2), "logits": (2, 3)}
@@ -53,7 +57,6 @@ def test_each_head_returns_its_outputs(heads, present):
         value = getattr(out, field)
         if field == "hidden_states" or field in present:
             assert value.shape == shape, field
-            assert bool(jnp.all(jnp.isfinite(value))), field
         else:
             assert value is None, field
     for field in ("mlm_logits", "nsp_logits", "logits"):
@@ -67,8 +70,9 @@ def test_padded_tokens_do_not_change_real_outputs(model):
     a, b = _run(model, ids, types, mask), _run(model, other_ids, types, mask)
     np.testing.assert_allclose(a.hidden_states[1, :6], b.hidden_states[1, :6], atol=1e-6)
     np.testing.assert_allclose(a.nsp_logits, b.nsp_logits, atol=1e-6)
-    # Without the mask the same change does reach the real tokens (so the check above means something).
-    c, d = _run(model, ids, types), _run(model, other_ids, types)
+    # Without padding the same change does reach the real tokens (so the check above means something).
+    no_padding = jnp.ones_like(mask)
+    c, d = _run(model, ids, types, no_padding), _run(model, other_ids, types, no_padding)
     assert float(jnp.max(jnp.abs(c.hidden_states[1, :6] - d.hidden_states[1, :6]))) > 1e-3
 
 
@@ -78,11 +82,10 @@ def test_token_types_default_to_zero(model):
     np.testing.assert_array_equal(a.hidden_states, b.hidden_states)
 
 
-def test_dropout_runs_only_with_rngs():
-    model = _bert(heads="classification", num_labels=2)
+def test_dropout_runs_only_with_rngs(model):
     x = _inputs()
     plain = _run(model, *x)
-    np.testing.assert_array_equal(plain.logits, _run(model, *x).logits)
+    np.testing.assert_array_equal(plain.nsp_logits, _run(model, *x).nsp_logits)
     # "rbg" keys: XLA compiles their random bits far faster on CPU than threefry's.
     drop1 = _run(model, *x, rngs=nnx.Rngs(dropout=jax.random.key(1, impl="rbg")))
     drop2 = _run(model, *x, rngs=nnx.Rngs(dropout=jax.random.key(2, impl="rbg")))
@@ -90,24 +93,23 @@ def test_dropout_runs_only_with_rngs():
     assert float(jnp.max(jnp.abs(drop1.hidden_states - drop2.hidden_states))) > 1e-3
 
 
-def test_output_leaves_jit_and_gradients_reach_every_parameter(model):
-    graphdef, params = nnx.split(model, nnx.Param)
+def test_gradients_reach_every_parameter_through_remat(model):
+    """Under remat="full" (blocks recomputed in the backward pass) the outputs are unchanged,
+    leave the jit as a BertOutput, and every parameter gets a gradient."""
+    remat = _bert(remat="full")  # same seed, so the same parameters as `model`
+    graphdef, params = nnx.split(remat, nnx.Param)
     ids, types, mask = _inputs()
 
     def loss(params):
-        o = nnx.merge(graphdef, params)(ids, types, mask)  # a BertOutput, out of jit below
-        return jnp.sum(jax.nn.log_softmax(o.mlm_logits)[..., 0]) + jnp.sum(jax.nn.log_softmax(o.nsp_logits)[:, 0]), o
+        o = nnx.merge(graphdef, params)(ids, types, mask)
+        mlm = jnp.sum(jax.nn.log_softmax(o.mlm_logits)[..., 0])
+        return mlm + jnp.sum(jax.nn.log_softmax(o.nsp_logits)[:, 0]), o
 
     grads, out = jax.jit(jax.grad(loss, has_aux=True))(params)
-    assert isinstance(out, BertOutput) and out.mlm_logits.shape == (2, 10, 61)
+    assert isinstance(out, BertOutput)
+    np.testing.assert_allclose(out.mlm_logits, _run(model, ids, types, mask).mlm_logits, atol=1e-5)
     for path, g in nnx.to_flat_state(grads):
         assert float(jnp.max(jnp.abs(g[...]))) > 0, f"no gradient reaches {path}"
-
-
-def test_remat_gives_the_same_outputs():
-    x = _inputs()
-    a, b = _bert(), _bert(remat="full")
-    np.testing.assert_allclose(_run(a, *x).mlm_logits, _run(b, *x).mlm_logits, atol=1e-6)
 
 
 def test_every_parameter_has_logical_axis_names(model):

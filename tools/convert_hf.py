@@ -37,7 +37,7 @@ CHECKPOINT_DIR = "checkpoint"
 
 
 def _param_dict(model: nnx.Module) -> dict:
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def from_hf(hf_dir: pathlib.Path, out: pathlib.Path, to_orbax: bool) -> None:
@@ -59,7 +59,7 @@ def to_hf(bmjax_dir: pathlib.Path, out: pathlib.Path) -> None:
     else:
         model = build_model(json.loads(keys_file.read_text()), rngs=nnx.Rngs(0))
         state = nnx.state(model, nnx.Param)
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.to_pure_dict())
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
         with ocp.StandardCheckpointer() as ckptr:
             restored = ckptr.restore((bmjax_dir / CHECKPOINT_DIR).resolve(), target)
         nnx.replace_by_pure_dict(state, restored)
