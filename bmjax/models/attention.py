@@ -4,21 +4,27 @@ Three layers, outermost last:
   * `attention_reference`: a plain einsum version, the ground truth every other
     implementation is tested against.
   * `attend`: picks an implementation by name from `IMPLEMENTATIONS`
-    ("reference", "xla", "cudnn"; other modules may register more, e.g. "ring").
+    ("reference", "xla", "cudnn"; bmjax.parallel registers "ring", which needs the trainer's mesh).
   * `Attention`: the NNX module (projections, rotary positions, attend, output).
 
 Shapes: q [batch, q_len, heads, head_dim]; k, v [batch, kv_len, kv_heads, head_dim]
 with heads % kv_heads == 0 (each kv head serves heads // kv_heads query heads).
 Masks: `segment_ids` int [batch, len] (packed documents: a token sees only its own
 document; needs q_len == kv_len), `padding_mask` bool [batch, kv_len] (True = a real key).
+
+Decoding: `Attention(x, cache=KVCache)` writes the new keys/values into fixed-size
+buffers at `cache.index` and attends over everything written so far; it returns
+(output, new cache), so a decode step is a pure function that jits once.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from bmjax.models import layers
 
@@ -139,6 +145,43 @@ def apply_rotary(x, positions, *, theta: float = 10000.0):
     return out.astype(x.dtype)
 
 
+@flax.struct.dataclass
+class KVCache:
+    """One layer's keys and values for decoding, in buffers of a fixed length (so shapes never change).
+
+    k, v [batch, length, kv_heads, head_dim]; `index` (int32 scalar) counts the positions written:
+    the next tokens go to index, index + 1, ... Slots at and after `index` are never attended to.
+    """
+    k: jax.Array
+    v: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def zeros(cls, batch: int, length: int, kv_heads: int, head_dim: int, dtype) -> "KVCache":
+        buf = jnp.zeros((batch, length, kv_heads, head_dim), dtype)
+        return cls(k=buf, v=buf, index=jnp.zeros((), jnp.int32))
+
+    def append(self, k, v) -> "KVCache":
+        """Write k, v [batch, T, kv_heads, head_dim] at `index`; the index moves on by T."""
+        at = (0, self.index, 0, 0)
+        return KVCache(k=jax.lax.dynamic_update_slice(self.k, k.astype(self.k.dtype), at),
+                       v=jax.lax.dynamic_update_slice(self.v, v.astype(self.v.dtype), at),
+                       index=self.index + k.shape[1])
+
+
+def attend_cached(q, cache: KVCache):
+    """The last q_len written positions of `cache` attend causally to all its written positions.
+
+    q [B, T, heads, head_dim] are the queries of positions index-T .. index-1 (their keys are already in
+    the cache). Always the XLA path: decoding queries are few, and the mask is not plain causal.
+    """
+    q_len, kv_len = q.shape[1], cache.k.shape[1]
+    q_pos = cache.index - q_len + jnp.arange(q_len)
+    mask = (q_pos[:, None] >= jnp.arange(kv_len)[None, :])[None, None]  # [1, 1, T, S]
+    return jax.nn.dot_product_attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), mask=mask,
+                                        implementation="xla")
+
+
 class Attention(nnx.Module):
     """Self-attention: q/k/v projections, optional rotary, `attend`, output projection.
 
@@ -193,10 +236,19 @@ class Attention(nnx.Module):
         return self.out(o)
 
     def __call__(self, x, *, positions=None, segment_ids=None, padding_mask=None,
-                 rngs: nnx.Rngs | None = None):
+                 rngs: nnx.Rngs | None = None, cache: KVCache | None = None):
+        """x [B, L, embed] -> [B, L, embed]; with a `cache`, (output, cache extended by these L positions)."""
         q, k, v = self.project_qkv(x)
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+            start = 0 if cache is None else cache.index
+            positions = jnp.broadcast_to(start + jnp.arange(x.shape[1]), x.shape[:2])
         q, k = self.add_positions(q, k, positions)
+        if cache is not None:
+            if segment_ids is not None or padding_mask is not None:
+                raise ValueError("decoding with a cache takes no segment_ids or padding_mask")
+            cache = cache.append(k, v)
+            return self.project_out(attend_cached(q, cache)), cache
         o = self.attend(q, k, v, segment_ids=segment_ids, padding_mask=padding_mask, rngs=rngs)
+        # Named so the remat policy "save_attention_out" can keep it and recompute the cheap rest.
+        o = checkpoint_name(o, "attention_out")
         return self.project_out(o)
