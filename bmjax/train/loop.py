@@ -19,6 +19,7 @@ from bmjax import data as data_lib
 from bmjax import metrics as metrics_lib
 from bmjax import validate
 from bmjax.models import build_model, flops
+from bmjax.parallel import context
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
 from bmjax.train import mfu as mfu_lib
@@ -38,7 +39,7 @@ def create_state(config, mesh, tx):
         return graphdef, state
 
     graphdef, abstract_state = nnx.eval_shape(lambda: init_fn(0))
-    shardings = rules_lib.state_shardings(abstract_state, mesh)
+    shardings = rules_lib.state_shardings(abstract_state, mesh, rules_lib.rules_from_config(config.mesh))
     init = jax.jit(lambda seed: init_fn(seed)[1], static_argnums=0, out_shardings=shardings)
     return graphdef, abstract_state, shardings, init
 
@@ -51,20 +52,22 @@ def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule):
     """
     k = int(config.train.steps_per_call)
     task = tasks_lib.get_task(config.data.task)
-    batch_sharding = rules_lib.batch_sharding(mesh)
+    rules = rules_lib.rules_from_config(config.mesh)
+    batch_sharding = rules_lib.batch_sharding(mesh, rules=rules)
     feed_sharding = batch_sharding
     if k > 1:
         feed_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec))
     train_step = step_lib.make_train_step(
         graphdef, task, tx, lr_schedule, base_key=jax.random.key(int(config.train.seed)),
         use_dropout=float(config.model.dropout) > 0, grad_accum=int(config.optim.grad_accum))
+    # Traced inside the mesh's layout: activation constraints, ring attention and the vocab-parallel loss.
     step_fn = jax.jit(
-        step_lib.make_multi_step(train_step, k),
+        context.within(step_lib.make_multi_step(train_step, k), mesh, rules),
         in_shardings=(state_shardings, feed_sharding),
         out_shardings=(state_shardings, None),
         donate_argnums=0,
     )
-    eval_step = jax.jit(step_lib.make_eval_step(graphdef, task),
+    eval_step = jax.jit(context.within(step_lib.make_eval_step(graphdef, task), mesh, rules),
                         in_shardings=(state_shardings.params, state_shardings.rest, batch_sharding))
     return step_fn, eval_step, batch_sharding, feed_sharding
 

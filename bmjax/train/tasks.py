@@ -9,6 +9,8 @@ from typing import Callable
 import jax.numpy as jnp
 import optax
 
+from bmjax.parallel import vocab_parallel
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -25,7 +27,8 @@ def weighted_mean(values, weights):
 def lm_loss(model, batch, rngs):
     """Next-token cross-entropy, averaged over target tokens (all of them unless the batch has `weights`)."""
     logits = model(batch["inputs"], segment_ids=batch.get("segment_ids"), rngs=rngs)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["targets"])
+    # Vocabulary-parallel when the mesh shards the vocabulary (tensor > 1): the full logits are never gathered.
+    ce = vocab_parallel.cross_entropy(logits, batch["targets"])
     weights = batch.get("weights", jnp.ones_like(ce))
     loss, count = weighted_mean(ce, weights)
     return loss, {"loss": (loss * count, count)}
