@@ -22,7 +22,7 @@ def base_config() -> config_dict.ConfigDict:
     c.model.attention = "xla"  # xla | cudnn | reference | ring
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.model.param_dtype = "float32"
-    c.model.remat = "none"
+    c.model.remat = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | save_attention_out
     c.model.norm = "layernorm"  # layernorm | rmsnorm
     c.model.mlp = "gelu"  # gelu | swiglu
     c.model.position = "learned"  # learned | rotary
@@ -31,7 +31,7 @@ def base_config() -> config_dict.ConfigDict:
     c.model.rope_theta = 10000.0
     c.model.norm_eps = 1e-5
     c.model.init_std = 0.02
-    c.model.scan_layers = False
+    c.model.scan_layers = False  # one lax.scan over stacked layers: compile time flat in depth
 
     c.data = config_dict.ConfigDict()
     c.data.source = "builtin"  # builtin | text
@@ -61,6 +61,20 @@ def base_config() -> config_dict.ConfigDict:
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
     c.mesh.sequence = 1
+    # Multi-slice TPU / multi-node GPU: how many of the data (fsdp) ways cross the data-centre network between
+    # slices (processes on GPUs). Each divides its axis; their product is the number of slices.
+    c.mesh.dcn_data = 1
+    c.mesh.dcn_fsdp = 1
+    # Logical axis -> mesh axes ("data,fsdp"; "" = replicated), see bmjax/parallel/rules.py.
+    c.mesh.rules = config_dict.ConfigDict()
+    c.mesh.rules.batch = "data,fsdp"
+    c.mesh.rules.length = "sequence"
+    c.mesh.rules.embed = "fsdp"
+    c.mesh.rules.heads = "tensor"
+    c.mesh.rules.kv_heads = "tensor"
+    c.mesh.rules.mlp = "tensor"
+    c.mesh.rules.vocab = "tensor"
+    c.mesh.rules.head_dim = ""
 
     c.train = config_dict.ConfigDict()
     c.train.steps = 1000

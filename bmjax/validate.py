@@ -12,13 +12,14 @@ import jax
 from bmjax import data as data_lib
 from bmjax.errors import ConfigError
 from bmjax.parallel import mesh as mesh_lib
+from bmjax.parallel import rules as rules_lib
 
 CHOICES = {
     "model.name": ("gpt",),
-    "model.attention": ("xla", "cudnn", "reference"),
+    "model.attention": ("xla", "cudnn", "reference", "ring"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
-    "model.remat": ("none", "full", "dots_saveable"),
+    "model.remat": ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "save_attention_out"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
     "model.position": ("learned", "rotary"),
@@ -90,6 +91,8 @@ def check_shapes(config):
 
 def check_mesh(config):
     shape = mesh_lib.mesh_shape(config.mesh, jax.device_count())
+    mesh_lib.check_dcn(config.mesh, jax.devices())
+    rules_lib.rules_from_config(config.mesh)
     sizes = dict(zip(mesh_lib.AXES, shape))
     batch_ways = sizes["data"] * sizes["fsdp"]
     b, accum = config.data.batch_size, config.optim.grad_accum
