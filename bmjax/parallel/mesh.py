@@ -54,8 +54,8 @@ def dcn_shape(mesh_cfg, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def granules(devices) -> tuple[str, int]:
-    """What the DCN connects and how many there are: TPU slices when devices carry a slice index, else processes
-    (GPU nodes, CPU processes)."""
+    """What the DCN connects ("slices" or "processes") and how many: TPU slices when devices carry a slice
+    index, else processes (GPU nodes, CPU processes)."""
     slices = {getattr(d, "slice_index", None) for d in devices}
     if None not in slices and len(slices) > 1:
         return "slices", len(slices)
@@ -71,7 +71,8 @@ def check_dcn(mesh_cfg, devices) -> tuple[int, ...]:
         kind, count = granules(devices)
         if count != ways:
             raise ConfigError("mesh.dcn_data" if dcn[0] > 1 else "mesh.dcn_fsdp",
-                              f"dcn_data x dcn_fsdp = {ways} but the devices form {count} {kind}")
+                              f"dcn_data x dcn_fsdp = {ways} but the devices form {count} "
+                              f"{kind if count > 1 else kind[:-1]}")
     return dcn
 
 
