@@ -32,16 +32,29 @@ def base_config() -> config_dict.ConfigDict:
     c.model.norm_eps = 1e-5
     c.model.init_std = 0.02
     c.model.scan_layers = False  # one lax.scan over stacked layers: compile time flat in depth
+    # BERT only:
+    c.model.type_vocab_size = 2  # token types (segments A and B)
+    c.model.heads = "pretraining"  # pretraining (MLM + NSP) | mlm | classification | none
+    c.model.num_labels = 0  # classes of the classification head (heads="classification")
 
     c.data = config_dict.ConfigDict()
-    c.data.source = "builtin"  # builtin | text
+    c.data.source = "builtin"  # builtin | text (tasks lm, mlm); csv | jsonl | tfds (task classification)
     c.data.path = ""
     c.data.eval_path = ""
     c.data.eval_fraction = 0.1
-    c.data.tokenizer = "byte"  # byte | char
+    c.data.tokenizer = "byte"  # byte | char | PATH of a tokenizer.json or WordPiece vocab.txt
     c.data.seq_len = 256
     c.data.batch_size = 32  # global, across all processes
-    c.data.task = "lm"
+    c.data.task = "lm"  # lm (GPT) | mlm (BERT pretraining: masked LM + next sentence) | classification
+    # Classification (bmjax/data/classification.py):
+    c.data.text_column = "text"
+    c.data.text_pair_column = ""  # empty: single texts; else the second text of a pair
+    c.data.label_column = "label"
+    c.data.labels = ""  # label names "neg,pos", or their number "2" (names "0", "1")
+    c.data.tfds_data_dir = ""  # source tfds: where the dataset is prepared (empty: TFDS's default)
+    c.data.train_split = "train"  # source tfds: split names
+    c.data.eval_split = "validation"
+
 
     c.optim = config_dict.ConfigDict()
     c.optim.lr = 3e-4
@@ -78,6 +91,8 @@ def base_config() -> config_dict.ConfigDict:
 
     c.train = config_dict.ConfigDict()
     c.train.steps = 1000
+    c.train.epochs = 0  # classification: > 0 trains this many passes over the data instead (set steps to 0)
+    c.train.init_from = ""  # start from the params of a bmjax workdir's newest checkpoint or a Hugging Face dir
     c.train.log_every = 50
     c.train.eval_every = 250
     c.train.eval_steps = 20

@@ -13,9 +13,11 @@ from bmjax import data as data_lib
 from bmjax.errors import ConfigError
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
+from bmjax.train import init_from as init_from_lib
 
 CHOICES = {
-    "model.name": ("gpt",),
+    "model.name": ("gpt", "bert"),
+    "model.heads": ("pretraining", "mlm", "classification", "none"),
     "model.attention": ("xla", "cudnn", "reference", "ring"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
@@ -23,7 +25,7 @@ CHOICES = {
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
     "model.position": ("learned", "rotary"),
-    "data.task": ("lm",),
+    "data.task": ("lm", "mlm", "classification"),
     "optim.schedule": ("cosine", "linear", "constant"),
     "wandb.mode": ("disabled", "offline", "online"),
 }
@@ -50,7 +52,7 @@ def check_choices(config):
 def check_ranges(config):
     m, d, o, t = config.model, config.data, config.optim, config.train
     for key in ("model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads", "model.max_len",
-                "data.seq_len", "data.batch_size", "optim.grad_accum", "train.steps", "train.log_every",
+                "data.seq_len", "data.batch_size", "optim.grad_accum", "train.log_every",
                 "train.eval_every", "train.eval_steps", "train.ckpt_every", "train.keep_ckpts",
                 "train.steps_per_call"):
         value = _get(config, key)
@@ -71,6 +73,37 @@ def check_ranges(config):
     k = t.steps_per_call
     for key in ("train.log_every", "train.eval_every", "train.ckpt_every"):
         _require(_get(config, key) % k == 0, key, f"must be a multiple of train.steps_per_call={k}")
+
+
+def check_steps(config):
+    """train.steps, or train.epochs (classification only) with train.steps = 0: one of them says how long."""
+    t = config.train
+    if not t.epochs:
+        _require(isinstance(t.steps, int) and t.steps > 0, "train.steps",
+                 f"must be a positive integer, got {t.steps!r}")
+        return
+    _require(isinstance(t.epochs, int) and t.epochs > 0, "train.epochs",
+             f"must be a positive integer, got {t.epochs!r}")
+    _require(config.data.task == "classification", "train.epochs",
+             f"counts passes over a classification data set; task {config.data.task!r} trains for train.steps")
+    _require(t.steps == 0, "train.steps", f"must be 0 when train.epochs is set (the epochs decide), got {t.steps}")
+
+
+def check_task(config):
+    """The model fits the task: GPT for lm; BERT with the task's heads for mlm and classification."""
+    m, task = config.model, config.data.task
+    if task == "lm":
+        _require(m.name == "gpt", "model.name", f"task 'lm' trains a GPT, got {m.name!r}")
+        return
+    _require(m.name == "bert", "model.name", f"task {task!r} trains a BERT, got {m.name!r}")
+    heads = {"mlm": "pretraining", "classification": "classification"}[task]
+    _require(m.heads == heads, "model.heads", f"task {task!r} needs heads={heads!r}, got {m.heads!r}")
+    if task == "classification":
+        from bmjax.data.classification import label_names
+
+        names = label_names(config)
+        _require(m.num_labels == len(names), "model.num_labels",
+                 f"{m.num_labels} does not match the {len(names)} labels of data.labels ({', '.join(names)})")
 
 
 def check_shapes(config):
@@ -117,9 +150,12 @@ def validate_config(config, workdir: pathlib.Path):
     """Everything checkable before data is tokenized or anything compiles; raises the first ConfigError."""
     check_choices(config)
     check_ranges(config)
+    check_steps(config)
+    check_task(config)
     check_shapes(config)
     check_mesh(config)
     data_lib.check_data_config(config)
+    init_from_lib.check_init_from(config)
     check_workdir(pathlib.Path(workdir))
 
 

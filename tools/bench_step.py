@@ -37,9 +37,9 @@ def main(argv):
     workdir = tempfile.mkdtemp(prefix="bmjax-bench-")
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
-    data = data_lib.make_lm_data(config, workdir, process_index=jax.process_index(),
-                                 process_count=jax.process_count())
-    tx, lr_schedule = optim.make_optimizer(config.optim, int(config.train.steps))
+    data = data_lib.make_data(config, workdir, process_index=jax.process_index(),
+                              process_count=jax.process_count())  # the pipeline of data.task (lm, mlm, ...)
+    tx, lr_schedule = optim.make_optimizer(config.optim, loop.total_train_steps(config, data))
     graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
     step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, lr_schedule)
     state = init(int(config.train.seed))

@@ -7,6 +7,12 @@
   does, so its held-out tail never meets an unknown character) or the whole builtin corpus, never
   from a separate `data.eval_path`. Saved as WORKDIR/vocab.json and loaded from there when it
   exists, so a resumed run or a sampler gets the same ids.
+- a file path: a tokenizers-library `tokenizer.json` or a BERT WordPiece `vocab.txt`
+  (bmjax/data/tokenizer_files.py).
+
+BERT tasks need [CLS], [SEP], [MASK] and [PAD] ids (`cls_id`, `sep_id`, `mask_id`, `pad_id`) and
+`special_ids` (never masked or drawn as random replacements). The byte tokenizer's BOS and EOS
+serve as [CLS] and [SEP], so its 260 ids stay the same for GPT and BERT.
 """
 import json
 import os
@@ -15,6 +21,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from bmjax.data import sources
+from bmjax.data.tokenizer_files import is_tokenizer_file, load_tokenizer_file
 from bmjax.errors import ConfigError
 
 TOKENIZERS = ("byte", "char")
@@ -39,6 +46,10 @@ class ByteTokenizer:
     eos_id = 258
     mask_id = 259
     vocab_size = 260
+    cls_id = bos_id  # BERT's [CLS] and [SEP] reuse BOS and EOS
+    sep_id = eos_id
+    unk_id = None
+    special_ids = (256, 257, 258, 259)
     _SPECIALS = {256: "<|pad|>", 257: "<|bos|>", 258: "<|eos|>", 259: "<|mask|>"}
 
     def encode(self, text: str) -> np.ndarray:
@@ -64,6 +75,9 @@ class CharTokenizer:
     pad_id = None
     bos_id = None
     mask_id = None
+    cls_id = None
+    sep_id = None
+    special_ids = ()
 
     def __init__(self, chars: Sequence[str], key: str = "data.path", origin: str = ""):
         self.chars = list(chars)
@@ -127,11 +141,13 @@ def _codepoints(text: str) -> np.ndarray:
 def check_tokenizer_config(config) -> None:
     """Cheap checks: the tokenizer is known, and the byte vocabulary fits the model's."""
     name = config.data.tokenizer
-    if name not in TOKENIZERS:
-        # Tokenizer files (tokenizers-library json, BERT vocab.txt) are recognised here once supported.
-        raise ConfigError("data.tokenizer", f"unknown tokenizer {name!r}; expected one of {TOKENIZERS}")
+    if name not in TOKENIZERS and not is_tokenizer_file(name):
+        raise ConfigError("data.tokenizer", f"unknown tokenizer {name!r}; expected one of {TOKENIZERS} "
+                                            "or a tokenizer file (tokenizer.json, vocab.txt)")
     if name == "byte":
         check_vocab_fits(ByteTokenizer(), config)
+    elif name != "char":
+        check_vocab_fits(load_tokenizer_file(name), config)  # a missing or broken file fails here
 
 
 def check_vocab_fits(tokenizer: Tokenizer, config) -> None:
@@ -155,7 +171,8 @@ def build_tokenizer(config, workdir: str | None) -> Tokenizer:
         tokenizer = ByteTokenizer()
     elif name == "char":
         tokenizer = _char_tokenizer(config, workdir)
-    # A tokenizer file (tokenizers-library json / vocab.txt) gets its branch here.
+    else:
+        tokenizer = load_tokenizer_file(name)
     check_vocab_fits(tokenizer, config)
     return tokenizer
 

@@ -22,6 +22,7 @@ from bmjax.models import build_model, flops
 from bmjax.parallel import context
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
+from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
 from bmjax.train import optim, sample
 from bmjax.train import step as step_lib
@@ -63,12 +64,12 @@ def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule):
     # Traced inside the mesh's layout: activation constraints, ring attention and the vocab-parallel loss.
     step_fn = jax.jit(
         context.within(step_lib.make_multi_step(train_step, k), mesh, rules),
-        in_shardings=(state_shardings, feed_sharding),
+        in_shardings=(state_shardings, None),  # None: the batch arrays' own shardings (see to_global)
         out_shardings=(state_shardings, None),
         donate_argnums=0,
     )
     eval_step = jax.jit(context.within(step_lib.make_eval_step(graphdef, task), mesh, rules),
-                        in_shardings=(state_shardings.params, state_shardings.rest, batch_sharding))
+                        in_shardings=(state_shardings.params, state_shardings.rest, None))
     return step_fn, eval_step, batch_sharding, feed_sharding
 
 
@@ -77,16 +78,24 @@ def stack_batches(batches: list[dict]) -> dict:
 
 
 def to_global(batch: dict, sharding) -> dict:
-    """Each process holds its rows of the global batch; assemble the global, sharded jax.Arrays."""
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    """Each process holds its rows of the global batch; assemble the global, sharded jax.Arrays.
+
+    An array of lower rank than `sharding`'s spec (labels [batch] beside ids [batch, length]) takes the
+    spec's leading axes."""
+    def one(v):
+        spec = jax.sharding.PartitionSpec(*tuple(sharding.spec)[:np.ndim(v)])
+        return jax.make_array_from_process_local_data(jax.sharding.NamedSharding(sharding.mesh, spec), v)
+
+    return {k: one(v) for k, v in batch.items()}
 
 
-def evaluate(eval_step, state, data, batch_sharding) -> dict:
+def evaluate(eval_step, state, data, batch_sharding, finalize=tasks_lib.finalize) -> dict:
+    """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's)."""
     totals = None
     for batch in data.eval_batches():
         metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
-    return {k: float(s) / max(float(c), 1.0) for k, (s, c) in totals.items()}
+    return finalize(jax.device_get(totals))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -99,11 +108,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if is_primary:
         (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
 
-    data = data_lib.make_lm_data(config, str(workdir), process_index=jax.process_index(),
-                                 process_count=jax.process_count())
+    data = data_lib.make_data(config, str(workdir), process_index=jax.process_index(),
+                              process_count=jax.process_count())
     validate.validate_tokenizer(config, data.tokenizer)
 
-    total_steps = int(config.train.steps)
+    total_steps = total_train_steps(config, data)
     tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
     graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx)
 
@@ -112,6 +121,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if start_step is None:
         state = init(int(config.train.seed))
         start_step = 0
+        if config.train.init_from:
+            params, message = init_from_lib.init_params(config, state.params)
+            state = state.replace(params=params)
+            if is_primary:
+                print(message, flush=True)
     else:
         logging.info("Resuming from checkpoint at step %d", start_step)
         print(f"resuming from {checkpointer.directory}/{start_step}", flush=True)
@@ -161,7 +175,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if progress is not None:
             progress.update(k)
         if step % eval_every == 0 or step == total_steps:
-            eval_metrics = evaluate(eval_step, state, data, batch_sharding)
+            eval_metrics = evaluate(eval_step, state, data, batch_sharding,
+                                    tasks_lib.get_task(config.data.task).finalize)
             writers.write(step, "eval", eval_metrics)
             if progress is not None:
                 progress.write(f"step {step}: eval loss {eval_metrics['loss']:.4f}")
@@ -179,6 +194,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
             print("--- sample ---\n" + text + "\n--------------", flush=True)
     writers.close()
     return eval_metrics
+
+
+def total_train_steps(config, data) -> int:
+    """train.steps, or with train.epochs (classification) that many passes over the training examples,
+    rounded up to whole batches and to a multiple of train.steps_per_call."""
+    if not config.train.epochs:
+        return int(config.train.steps)
+    steps = -(-int(config.train.epochs) * data.train_examples // int(config.data.batch_size))
+    k = int(config.train.steps_per_call)
+    return -(-steps // k) * k
 
 
 def build_model_config(config):

@@ -100,6 +100,8 @@ def make_eval_step(graphdef, task: Task):
 
     def eval_step(params, rest, batch):
         model = nnx.merge(graphdef, params, rest)
+        if task.eval_metrics is not None:  # tasks that report more on eval (e.g. F1 counts)
+            return task.eval_metrics(model, batch)
         _, metrics = task.loss(model, batch, None)
         return metrics
 

@@ -2,14 +2,30 @@
 
 A task's `loss(model, batch, rngs)` returns `(loss, metrics)` where every metric is a `(sum, count)` pair, so
 averages over micro-batches, devices and eval batches stay exact (a mean of means would not be).
+
+Eval may report more than training (`eval_metrics`), and metrics that are not averages, such as F1, are
+computed from summed counts at the end of an eval pass (`finalize`).
+
+- lm: next-token cross-entropy (GPT).
+- mlm: BERT pretraining, masked-LM cross-entropy over the selected tokens + next-sentence cross-entropy;
+  metrics mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy (batches from bmjax/data/mlm.py).
+- classification: cross-entropy of the sequence label; metrics accuracy, and on eval F1 (binary F1 of
+  label 1 with two labels, macro F1 otherwise) (batches from bmjax/data/classification.py).
 """
 import dataclasses
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bmjax.parallel import vocab_parallel
+
+
+def finalize(metrics: dict) -> dict:
+    """(sum, count) pairs -> averages (floats)."""
+    return {k: float(s) / max(float(c), 1.0) for k, (s, c) in metrics.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +33,8 @@ class Task:
     name: str
     loss: Callable  # (model, batch, rngs) -> (scalar loss, {name: (sum, count)})
     batch_keys: tuple[str, ...]  # the arrays a batch of this task holds
+    eval_metrics: Callable | None = None  # (model, batch) -> {name: (sum, count)}; default: loss's metrics
+    finalize: Callable = finalize  # summed eval metrics -> {name: float}
 
 
 def weighted_mean(values, weights):
@@ -34,15 +52,92 @@ def lm_loss(model, batch, rngs):
     return loss, {"loss": (loss * count, count)}
 
 
+def _bert_outputs(model, batch, rngs):
+    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
+
+
+def mlm_loss(model, batch, rngs):
+    """BERT pretraining: mean CE over the selected (mlm_weights) tokens + mean NSP CE over the examples.
+
+    The loss's count is the number of examples, so gradient accumulation weighs micro-batches equally; the
+    MLM part is then exact only when micro-batches select equally many tokens (they do, within rounding).
+    """
+    out = _bert_outputs(model, batch, rngs)
+    weights = batch["mlm_weights"].astype(jnp.float32)
+    targets = batch["mlm_targets"]
+    ce = vocab_parallel.cross_entropy(out.mlm_logits, targets)  # as lm_loss: vocabulary-parallel when sharded
+    mlm_mean, selected = weighted_mean(ce, weights)
+    mlm_hits = jnp.sum((jnp.argmax(out.mlm_logits, axis=-1) == targets) * weights)
+    nsp_labels = batch["nsp_labels"]
+    nsp_ce = optax.softmax_cross_entropy_with_integer_labels(out.nsp_logits.astype(jnp.float32), nsp_labels)
+    examples = jnp.asarray(nsp_ce.shape[0], jnp.float32)
+    nsp_hits = jnp.sum(jnp.argmax(out.nsp_logits, axis=-1) == nsp_labels).astype(jnp.float32)
+    loss = mlm_mean + jnp.mean(nsp_ce)
+    return loss, {
+        "loss": (loss * examples, examples),
+        "mlm_loss": (mlm_mean * selected, selected),
+        "mlm_accuracy": (mlm_hits, selected),
+        "nsp_loss": (jnp.sum(nsp_ce), examples),
+        "nsp_accuracy": (nsp_hits, examples),
+    }
+
+
+def _example_weights(batch):
+    """1 per real example; eval batches padded to full size carry 0 on the padding rows."""
+    return batch.get("weights", jnp.ones(batch["labels"].shape, jnp.float32)).astype(jnp.float32)
+
+
+def _classification_metrics(logits, batch):
+    labels, weights = batch["labels"], _example_weights(batch)
+    loss, count = weighted_mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels), weights)
+    hits = jnp.sum((jnp.argmax(logits, axis=-1) == labels) * weights)
+    return loss, {"loss": (loss * count, count), "accuracy": (hits, count)}
+
+
+def classification_loss(model, batch, rngs):
+    """Cross-entropy of the label predicted from the pooled [CLS] vector."""
+    return _classification_metrics(_bert_outputs(model, batch, rngs).logits.astype(jnp.float32), batch)
+
+
+def classification_eval(model, batch):
+    """Loss and accuracy, plus per-class [tp, fp, fn] counts (`confusion`, [3, num_labels]) for F1."""
+    logits = _bert_outputs(model, batch, None).logits.astype(jnp.float32)
+    _, metrics = _classification_metrics(logits, batch)
+    num_labels = logits.shape[-1]
+    weights = _example_weights(batch)[:, None]
+    predicted = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_labels) * weights
+    actual = jax.nn.one_hot(batch["labels"], num_labels) * weights
+    tp = jnp.sum(predicted * actual, axis=0)
+    confusion = jnp.stack([tp, jnp.sum(predicted, axis=0) - tp, jnp.sum(actual, axis=0) - tp])
+    metrics["confusion"] = (confusion, metrics["accuracy"][1])
+    return metrics
+
+
+def f1_score(confusion) -> float:
+    """F1 from summed [tp, fp, fn] per class: of label 1 with two labels; else the mean over the labels that
+    occur (as truth or prediction), which is scikit-learn's macro F1."""
+    tp, fp, fn = np.asarray(confusion, dtype=np.float64)
+    denominator = 2 * tp + fp + fn
+    if len(tp) == 2:
+        return float(2 * tp[1] / denominator[1]) if denominator[1] > 0 else 0.0
+    present = denominator > 0
+    return float(np.mean(2 * tp[present] / denominator[present])) if present.any() else 0.0
+
+
+def classification_finalize(metrics: dict) -> dict:
+    metrics = dict(metrics)
+    confusion, _ = metrics.pop("confusion")
+    return dict(finalize(metrics), f1=f1_score(confusion))
+
+
+BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 TASKS = {
     "lm": Task("lm", lm_loss, ("inputs", "targets")),
+    "mlm": Task("mlm", mlm_loss, BERT_INPUTS + ("mlm_targets", "mlm_weights", "nsp_labels")),
+    "classification": Task("classification", classification_loss, BERT_INPUTS + ("labels", "weights"),
+                           eval_metrics=classification_eval, finalize=classification_finalize),
 }
 
 
 def get_task(name: str) -> Task:
     return TASKS[name]
-
-
-def finalize(metrics: dict) -> dict:
-    """(sum, count) pairs -> averages."""
-    return {k: s / jnp.maximum(c, 1.0) for k, (s, c) in metrics.items()}

@@ -1,0 +1,143 @@
+"""`train.init_from`: start a new run from the parameters of a finished one, or of a Hugging Face model.
+
+`train.init_from=DIR` where DIR is
+- a bmjax workdir (it has `checkpoints/`): the parameters of its newest checkpoint, and nothing else (the
+  optimizer state, step count and data position start afresh, as fine-tuning wants);
+- a Hugging Face model directory (config.json + safetensors): read by `bmjax.models.from_pretrained`
+  with the heads its architecture has (BertForPreTraining: MLM + NSP, BertModel: none, ...).
+
+Parameters are matched by name. Where this model and the source disagree, the rule is:
+- the encoder (everything outside the heads) must match exactly: the structural model keys are compared
+  before anything compiles (`check_init_from`), and a parameter the source lacks or holds with another shape
+  is a ConfigError naming it;
+- task heads (`HEADS`: BERT's MLM, NSP and classifier) that the source lacks or holds with another shape
+  (a new classification head, a different number of labels) keep their fresh initialisation; source heads
+  this model lacks (MLM and NSP when fine-tuning) are left out. Both are reported in one line.
+Only used for a fresh run: a workdir that already has checkpoints resumes from them instead.
+"""
+import json
+import pathlib
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from bmjax.errors import ConfigError
+
+KEY = "train.init_from"
+HEADS = ("mlm", "nsp", "classifier")  # top-level parameter groups that belong to a task, not the encoder
+# Model keys that change parameter shapes or meaning: they must agree with the source.
+STRUCTURE_KEYS = ("name", "vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "d_ff", "max_len",
+                  "type_vocab_size", "norm", "mlp", "position", "use_bias", "tie_embeddings")
+
+
+def _is_workdir(path: pathlib.Path) -> bool:
+    return (path / "checkpoints").is_dir()
+
+
+def source_model_keys(path: pathlib.Path) -> dict:
+    """The source's model config: from a workdir's config.json, or converted from a Hugging Face config."""
+    if _is_workdir(path):
+        try:
+            return json.loads((path / "config.json").read_text())["model"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(KEY, f"cannot read the model config of workdir {path} ({e})") from None
+    if (path / "config.json").is_file():
+        from bmjax.models import config_from_hf
+
+        try:
+            return config_from_hf(path)
+        except ConfigError as e:
+            raise ConfigError(KEY, f"{e.key}: {e.message}") from None
+    raise ConfigError(KEY, f"{path} is neither a bmjax workdir (no checkpoints/) nor a Hugging Face model "
+                           "directory (no config.json)")
+
+
+def check_init_from(config) -> None:
+    """Cheap checks before anything compiles: the directory exists and its model has this config's shape."""
+    if not config.train.init_from:
+        return
+    path = pathlib.Path(config.train.init_from).expanduser()
+    if not path.is_dir():
+        raise ConfigError(KEY, f"no such directory: {path}")
+    source = source_model_keys(path)
+    if _is_workdir(path) and _newest_step(path) is None:
+        raise ConfigError(KEY, f"workdir {path} has no checkpoint yet")
+    for key in STRUCTURE_KEYS:
+        ours, theirs = config.model.get(key), source.get(key)
+        if ours is not None and theirs is not None and ours != theirs:
+            raise ConfigError(KEY, f"{path} holds a model with model.{key}={theirs!r}; this config has {ours!r}")
+
+
+def _newest_step(workdir: pathlib.Path) -> int | None:
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit() and p.is_dir()]
+    return max(steps) if steps else None
+
+
+def _name(path) -> str:
+    """'blocks/0/attn/query/kernel' for a pytree path (nnx.State, or orbax's nested dicts)."""
+    parts = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return "/".join(parts[:-1] if parts and parts[-1] == "value" else parts)
+
+
+def flat_params(tree) -> dict:
+    return {_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def workdir_params(workdir: pathlib.Path) -> tuple[dict, str]:
+    """{name: np.ndarray} of the newest checkpoint's params (read alone: optimizer state stays on disk)."""
+    step = _newest_step(workdir)
+    item = workdir / "checkpoints" / str(step) / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    saved = checkpointer.metadata(item).item_metadata["params"]
+    target = {"params": jax.tree.map(lambda m: np.zeros((), m.dtype), saved)}
+    restore_args = {"params": jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)}
+    restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                                                      partial_restore=True))
+    return flat_params(restored["params"]), f"{item.parent}"
+
+
+def hf_params(path: pathlib.Path) -> tuple[dict, str]:
+    """{name: np.ndarray} of a Hugging Face directory, loaded with its own heads (merge sorts them out)."""
+    from flax import nnx
+
+    from bmjax.models import from_pretrained
+
+    model = from_pretrained(path)
+    return {k: np.asarray(v) for k, v in flat_params(nnx.state(model, nnx.Param)).items()}, str(path)
+
+
+def merge(params, source: dict, where: str):
+    """`params` with every leaf the source holds in the same shape replaced by the source's value.
+
+    Returns (params, message). Heads missing from or shaped differently in the source keep their values;
+    anything else missing or misshaped is a ConfigError.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    new_leaves, fresh = [], []
+    for path, leaf in leaves:
+        name = _name(path)
+        value = source.get(name)
+        is_head = name.split("/")[0] in HEADS
+        if value is not None and tuple(value.shape) == tuple(leaf.shape):
+            value = np.asarray(value, dtype=leaf.dtype)
+            new_leaves.append(jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda idx, v=value: v[idx]))
+            continue
+        if not is_head:
+            found = "lacks it" if value is None else f"has shape {tuple(value.shape)}, this model {tuple(leaf.shape)}"
+            raise ConfigError(KEY, f"{where}: parameter {name!r}: the source {found}")
+        fresh.append(name)
+        new_leaves.append(leaf)
+    ours = {_name(path) for path, _ in leaves}
+    unused = sorted({n.split("/")[0] for n in source if n not in ours})
+    message = (f"initialised {len(leaves) - len(fresh)} of {len(leaves)} parameters from {where}"
+               f"; fresh: {', '.join(sorted({n.split('/')[0] for n in fresh})) or 'none'}"
+               f"; not used: {', '.join(unused) or 'none'}")
+    return jax.tree_util.tree_unflatten(treedef, new_leaves), message
+
+
+def init_params(config, params):
+    """`params` (a fresh run's, sharded) overwritten from `train.init_from`; returns (params, message)."""
+    path = pathlib.Path(config.train.init_from).expanduser()
+    source, where = workdir_params(path) if _is_workdir(path) else hf_params(path)
+    return merge(params, source, where)

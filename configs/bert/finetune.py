@@ -1,0 +1,102 @@
+"""Fine-tune a BERT for sequence classification: `configs/bert/finetune.py:data=PATH,labels=N[,...]`.
+
+    bmjax-train --config configs/bert/finetune.py:data=train.csv,labels=2,init=runs/bert-base \
+        --workdir runs/finetune
+
+Arguments (comma-separated):
+  data=PATH     a .csv/.tsv (source csv) or .jsonl/.json (source jsonl) file with columns text and label
+                (see data.text_column, data.text_pair_column, data.label_column), or a TFDS name such as
+                glue/sst2 (source tfds, prepared locally; its text column is `sentence`, as in GLUE).
+  labels=N      the number of classes; file labels are then "0" .. "N-1". For named labels set
+                --config.data.labels=negative,positive (and model.num_labels to their number).
+  model=NAME    the encoder's shape, from configs/bert/NAME.py (default base: bert-base-uncased;
+                tiny: the demo's). It must match the checkpoint in train.init_from.
+  init=DIR      train.init_from: a bmjax pretraining workdir or a Hugging Face directory
+                (e.g. bert-base-uncased with its config.json and model.safetensors).
+  runlocal      a few steps, for a CPU smoke run.
+The tokenizer is the model config's (byte for both by default); set --config.data.tokenizer to the one the
+checkpoint was trained with (bert-base-uncased's vocab.txt for Hugging Face's bert-base-uncased).
+
+The recipe is the seed guide's (Hugging Face Trainer defaults plus its settings): 3 epochs (train.epochs;
+the steps follow from the data set's size), batch 16, AdamW lr 2e-5 (betas 0.9/0.999, eps 1e-8) with 500
+warmup steps then linear decay to 0, weight decay 0.01, gradient clipping at 1.0, dropout 0.1,
+sequences of 128 tokens. Eval reports accuracy and F1 on the whole eval split.
+"""
+import importlib.util
+import pathlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def parse_arg(arg: str) -> dict:
+    out = {}
+    for part in filter(None, arg.split(",")):
+        key, _, value = part.partition("=")
+        out[key] = value if value else True
+    return out
+
+
+def model_config(name: str):
+    """configs/bert/NAME.py's config (its model keys are the encoder's shape)."""
+    path = HERE / f"{name}.py"
+    if name == "finetune" or not path.is_file():
+        raise ValueError(f"model={name!r}: no configs/bert/{name}.py to take the model shape from")
+    spec = importlib.util.spec_from_file_location(f"bmjax_config_bert_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("")
+
+
+def source_of(path: str) -> str:
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    return "tfds"
+
+
+def get_config(arg: str = ""):
+    args = parse_arg(arg)
+    for required in ("data", "labels"):
+        if required not in args or args[required] is True:
+            raise ValueError(f"finetune.py needs {required}=...: configs/bert/finetune.py:data=PATH,labels=N")
+    if not str(args["labels"]).isdigit():
+        raise ValueError(f"labels={args['labels']!r}: the number of classes (named labels: --config.data.labels)")
+    c = model_config(args.get("model", "base"))  # the encoder's shape and tokenizer; the rest is set below
+    c.model.heads = "classification"
+    c.model.num_labels = int(args["labels"])
+    c.model.dropout = 0.1
+    c.data.task = "classification"
+    c.data.path = args["data"]
+    c.data.source = source_of(args["data"])
+    if c.data.source == "tfds":
+        c.data.text_column = "sentence"
+    c.data.labels = str(args["labels"])
+    c.data.seq_len = 128
+    c.data.batch_size = 16
+    c.optim.lr = 2e-5
+    c.optim.min_lr = 0.0
+    c.optim.schedule = "linear"
+    c.optim.warmup_steps = 500
+    c.optim.weight_decay = 0.01
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.grad_clip = 1.0
+    c.train.epochs = 3
+    c.train.steps = 0  # from the epochs
+    c.train.log_every = 50
+    c.train.eval_every = 500
+    c.train.eval_steps = 1_000_000  # at most this many eval batches: the whole eval split
+    c.train.ckpt_every = 1000
+    c.train.init_from = args.get("init", "")
+    if args.get("runlocal"):
+        c.data.seq_len = min(c.data.seq_len, c.model.max_len)
+        c.optim.warmup_steps = 2
+        c.train.epochs = 0
+        c.train.steps = 10
+        c.train.log_every = 5
+        c.train.eval_every = 10
+        c.train.ckpt_every = 10
+    return c
