@@ -90,9 +90,11 @@ class Checkpointer:
                     restored_step = int(jax.device_get(state.step))
                     if restored_step != step:
                         raise ValueError(f"the state inside says step {restored_step}")
-                    return step, state
                 except Exception as e:  # noqa: BLE001  any failure to read the files means the step is damaged
                     problem = f"{type(e).__name__}: {_first_line(e)}"
+            if _all_processes(problem is None):
+                return step, state
+            problem = problem or "another process could not read its part"
             moved = self._set_aside(step)
             log(f"skipping checkpoint {self.path(step)}: incomplete or unreadable ({problem}); moved to {moved}")
         return None, None
@@ -134,6 +136,15 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _all_processes(ok: bool) -> bool:
+    """True when every process says ok: all of them must restore the same step (or all skip it)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
 
 
 def abstract_like(tree, shardings):

@@ -98,6 +98,9 @@ def base_config() -> config_dict.ConfigDict:
     c.train.eval_steps = 20
     c.train.ckpt_every = 500
     c.train.keep_ckpts = 3
+    # A step whose loss or gradient norm is NaN/inf: "halt" stops the run there (the last checkpoint stays as
+    # it was); "skip" drops that update and counts it in the train metrics as "skipped".
+    c.train.on_nonfinite = "halt"
     c.train.seed = 0
     c.train.steps_per_call = 1  # train steps fused into one jit call with lax.scan (fewer host round trips)
     c.train.sample_tokens = 200  # GPT: tokens sampled at the end of training (0: none)

@@ -5,6 +5,10 @@
 
 Re-running with the same workdir resumes from its newest complete checkpoint. Bad input (an unknown key, a bad
 value, a missing file) prints one line, `error: ...`, and exits with status 2 before anything compiles.
+
+Exit codes: 0 finished; 2 bad config or input; 3 halted at a NaN/inf loss or gradient norm
+(train.on_nonfinite=halt; the line names the step and the last good checkpoint); 143 preempted: SIGTERM
+arrived, a checkpoint was saved at that step, and the same command resumes from it.
 """
 import os
 import re
@@ -23,9 +27,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes i
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process run.")
 
 
-def fail(message: str):
+def fail(message: str, code: int = 2):
     print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def _one_line(error: BaseException) -> str:
@@ -46,13 +50,17 @@ def _config_path(argv: list[str]) -> str | None:
 
 def _unknown_key_message(argv: list[str], error: BaseException) -> str:
     """Name the override that asked for a key the config does not have."""
-    match = re.search(r"'([A-Za-z0-9_]+)", str(error))
+    # ml_collections says 'Key "NAME" does not exist ... Did you mean "OTHER" instead of "NAME"?' for a locked
+    # config (a typo in a config file), or just the quoted name (a typo in an override).
+    match = re.search(r'Key "([A-Za-z0-9_]+)"', str(error)) or re.search(r"'([A-Za-z0-9_]+)", str(error))
     name = match.group(1) if match else str(error)
+    suggestion = re.search(r'Did you mean "([A-Za-z0-9_]+)"', str(error))
+    hint = f" (did you mean {suggestion.group(1)!r}?)" if suggestion else ""
     for arg in argv:
         path = arg.split("=", 1)[0].removeprefix("--config.")
         if arg.startswith("--config.") and name in path.split("."):
-            return f"--config.{path}: unknown config key {name!r}"
-    return f"--config: unknown config key {name!r}"
+            return f"--config.{path}: unknown config key {name!r}{hint}"
+    return f"--config: unknown config key {name!r}{hint}"
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -79,6 +87,8 @@ def main(argv):
         fail("--config: required (a config file such as configs/gpt/tiny.py)")
     if not _WORKDIR.value:
         fail("--workdir: required (where checkpoints and metrics go)")
+    from bmjax.train import faults  # imports jax, but makes no jax call before distributed.initialize
+
     try:
         from bmjax.parallel import distributed
 
@@ -88,6 +98,11 @@ def main(argv):
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except ConfigError as e:
         fail(str(e))
+    except faults.NonFiniteError as e:
+        fail(str(e), faults.NONFINITE_EXIT_CODE)
+    except faults.Preempted as e:
+        print(str(e), file=sys.stderr, flush=True)
+        sys.exit(faults.PREEMPTED_EXIT_CODE)
 
 
 def run_main():

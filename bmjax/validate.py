@@ -1,11 +1,14 @@
 """Config validation: every check that can run before anything compiles, each failing with one ConfigError
 that names the key, what was given and what is allowed.
 
-`validate_config` checks the resolved config against itself, the machine (device count) and the filesystem
-(data files, workdir). `validate_tokenizer` runs once the tokenizer exists (a char vocabulary comes from the data).
+`validate_config(config, workdir)` is the one entry point: it checks the resolved config against itself, the
+machine (device count, backend), the filesystem (data and tokenizer files, workdir writable) and the tokenizer
+(its ids fit model.vocab_size), and raises the first problem. It runs before anything compiles; the CLI prints
+the error as one line and exits with status 2. `validate_tokenizer` is the vocabulary check on its own.
 """
-import os
+import math
 import pathlib
+import tempfile
 
 import jax
 
@@ -28,7 +31,11 @@ CHOICES = {
     "data.task": ("lm", "mlm", "classification"),
     "optim.schedule": ("cosine", "linear", "constant"),
     "wandb.mode": ("disabled", "offline", "online"),
+    "train.on_nonfinite": ("halt", "skip"),
 }
+# Float keys that must be finite numbers (an inf or NaN here would only show up as a diverged run).
+FINITE = ("model.dropout", "model.init_std", "model.norm_eps", "model.rope_theta", "optim.lr", "optim.min_lr",
+          "optim.weight_decay", "optim.b1", "optim.b2", "optim.eps", "optim.grad_clip", "data.eval_fraction")
 
 
 def _get(config, dotted: str):
@@ -51,6 +58,12 @@ def check_choices(config):
 
 def check_ranges(config):
     m, d, o, t = config.model, config.data, config.optim, config.train
+    for key in FINITE:
+        value = _get(config, key)
+        _require(isinstance(value, (int, float)) and math.isfinite(value), key,
+                 f"must be a finite number, got {value!r}")
+    _require(m.init_std > 0, "model.init_std", f"must be > 0, got {m.init_std}")
+    _require(m.norm_eps > 0, "model.norm_eps", f"must be > 0, got {m.norm_eps}")
     for key in ("model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads", "model.max_len",
                 "data.seq_len", "data.batch_size", "optim.grad_accum", "train.log_every",
                 "train.eval_every", "train.eval_steps", "train.ckpt_every", "train.keep_ckpts",
@@ -138,12 +151,46 @@ def check_mesh(config):
              f"{config.data.seq_len} is not divisible by mesh.sequence={sizes['sequence']}")
 
 
+def check_machine(config):
+    """What the config asks of the hardware: cuDNN attention runs only on NVIDIA GPUs."""
+    backend = jax.default_backend()
+    _require(config.model.attention != "cudnn" or backend == "gpu", "model.attention",
+             f"'cudnn' needs an NVIDIA GPU, this machine runs on {backend}; allowed here: xla, reference")
+
+
+def check_tokenizer(config, workdir: pathlib.Path):
+    """The tokenizer's ids fit model.vocab_size, and the sampling prompt is encodable.
+
+    A char vocabulary comes from the data (or from WORKDIR/vocab.json, saved by an earlier run of this
+    workdir), so this reads the corpus; the reads are cached for the pipeline that follows. Nothing is written.
+    """
+    from bmjax.data import tokenizers
+
+    saved_vocab = workdir / tokenizers.VOCAB_FILE
+    if config.data.tokenizer == "char" and saved_vocab.is_file():
+        tokenizer = tokenizers.CharTokenizer.load(str(saved_vocab))
+    else:
+        tokenizer = data_lib.build_tokenizer(config, None)
+    validate_tokenizer(config, tokenizer)
+    if config.model.name == "gpt" and config.train.sample_tokens > 0:
+        try:
+            tokenizer.encode(config.train.sample_prompt)
+        except ConfigError as e:
+            raise ConfigError("train.sample_prompt", e.message) from None
+
+
 def check_workdir(workdir: pathlib.Path):
     existing = workdir
     while not existing.exists():
         existing = existing.parent
     _require(existing.is_dir(), "workdir", f"{existing} is not a directory")
-    _require(os.access(existing, os.W_OK), "workdir", f"{existing} is not writable")
+    # Write a file rather than trust os.access, which says yes to root even where writes fail (/sys, read-only
+    # mounts).
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError("workdir", f"{existing} is not writable ({e.strerror})") from None
 
 
 def validate_config(config, workdir: pathlib.Path):
@@ -156,7 +203,9 @@ def validate_config(config, workdir: pathlib.Path):
     check_mesh(config)
     data_lib.check_data_config(config)
     init_from_lib.check_init_from(config)
+    check_machine(config)
     check_workdir(pathlib.Path(workdir))
+    check_tokenizer(config, pathlib.Path(workdir))
 
 
 def validate_tokenizer(config, tokenizer):

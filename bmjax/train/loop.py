@@ -22,6 +22,7 @@ from bmjax.models import build_model, flops
 from bmjax.parallel import context
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
+from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
 from bmjax.train import optim, sample
@@ -36,7 +37,8 @@ def create_state(config, mesh, tx):
     def init_fn(seed):
         model = build_model(model_cfg, rngs=nnx.Rngs(params=jax.random.key(seed)))
         graphdef, params, rest = step_lib.split_model(model)
-        state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rest=rest)
+        state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                                    rest=rest, skipped=jnp.zeros((), jnp.int32))
         return graphdef, state
 
     graphdef, abstract_state = nnx.eval_shape(lambda: init_fn(0))
@@ -60,7 +62,8 @@ def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule):
         feed_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec))
     train_step = step_lib.make_train_step(
         graphdef, task, tx, lr_schedule, base_key=jax.random.key(int(config.train.seed)),
-        use_dropout=float(config.model.dropout) > 0, grad_accum=int(config.optim.grad_accum))
+        use_dropout=float(config.model.dropout) > 0, grad_accum=int(config.optim.grad_accum),
+        skip_nonfinite=config.train.on_nonfinite == "skip")
     # Traced inside the mesh's layout: activation constraints, ring attention and the vocab-parallel loss.
     step_fn = jax.jit(
         context.within(step_lib.make_multi_step(train_step, k), mesh, rules),
@@ -117,7 +120,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
-    start_step = checkpointer.latest_step()
+    start_step, state = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_shardings),
+                                                    data.train_iter, log=lambda line: print(line, flush=True))
     if start_step is None:
         state = init(int(config.train.seed))
         start_step = 0
@@ -128,10 +132,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 print(message, flush=True)
     else:
         logging.info("Resuming from checkpoint at step %d", start_step)
-        print(f"resuming from {checkpointer.directory}/{start_step}", flush=True)
-        state = checkpointer.restore(start_step, ckpt_lib.abstract_like(abstract_state, state_shardings),
-                                     data.train_iter)
-        metrics_lib.truncate_jsonl(workdir / "metrics.jsonl", start_step) if is_primary else None
+        print(f"resuming from {checkpointer.path(start_step)} (the newest complete checkpoint)", flush=True)
+    if is_primary:  # rows a killed run logged after its last complete checkpoint are logged again from here
+        metrics_lib.truncate_jsonl(workdir / "metrics.jsonl", start_step)
     writers = metrics_lib.MetricWriters(config, workdir, is_primary)
 
     k = int(config.train.steps_per_call)
@@ -148,41 +151,58 @@ def train_and_evaluate(config, workdir: str) -> dict:
     progress = _progress_bar(config, start_step, total_steps, is_primary)
     eval_metrics: dict = {}
     pending = []  # (step, metrics) not yet fetched from the device
+    halt_on_nonfinite = config.train.on_nonfinite == "halt"
+    unchecked = []  # (step, loss, grad_norm) not yet checked for NaN/inf (train.on_nonfinite=halt)
     window_start, window_steps = time.perf_counter(), 0
     step = start_step
-    while step < total_steps:
-        batches = [next(data.train_iter) for _ in range(k)]
-        batch = stack_batches(batches) if k > 1 else batches[0]
-        state, out = step_fn(state, to_global(batch, feed_sharding))
-        step += k
-        window_steps += k
-        pending.append((step, out))
-        if len(pending) > 2:  # keep few steps in flight: bounded memory, and no collective queue pile-up
-            jax.block_until_ready(pending[-3][1])
-        if step % log_every == 0 or step == total_steps:
-            rows = jax.device_get(pending)
-            pending = []
-            elapsed = time.perf_counter() - window_start
-            tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9)
-            last_step, last = rows[-1]
-            last = {name: np.asarray(v).reshape(-1)[-1] for name, v in last.items()}
-            scalars = dict(last, tokens_per_sec=tokens_per_sec,
-                           mfu=tokens_per_sec * flops_per_token / peak)
-            writers.write(last_step, "train", scalars)
+    with faults.PreemptionWatch() as preemption:
+        while step < total_steps:
+            batches = [next(data.train_iter) for _ in range(k)]
+            batch = stack_batches(batches) if k > 1 else batches[0]
+            state, out = step_fn(state, to_global(batch, feed_sharding))
+            step += k
+            window_steps += k
+            pending.append((step, out))
+            if halt_on_nonfinite:
+                unchecked.append((step, out["loss"], out["grad_norm"]))
+            if len(pending) > 2:  # keep few steps in flight: bounded memory, and no collective queue pile-up
+                jax.block_until_ready(pending[-3][1])
+            preempted = preemption.reached(step)
+            boundary = preempted or step == total_steps or any(step % n == 0
+                                                               for n in (log_every, eval_every, ckpt_every))
+            if unchecked and (boundary or len(unchecked) > 2):
+                # Steps that finished are checked as they go; all of them before anything is logged, evaluated or
+                # saved, so a checkpoint never holds parameters a non-finite step produced.
+                _halt_if_nonfinite(unchecked if boundary else unchecked[:-2], k, checkpointer, writers,
+                                   progress)
+                unchecked = [] if boundary else unchecked[-2:]
+            if step % log_every == 0 or step == total_steps:
+                rows = jax.device_get(pending)
+                pending = []
+                elapsed = time.perf_counter() - window_start
+                tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                last_step, last = rows[-1]
+                last = {name: np.asarray(v).reshape(-1)[-1] for name, v in last.items()}
+                scalars = dict(last, tokens_per_sec=tokens_per_sec,
+                               mfu=tokens_per_sec * flops_per_token / peak)
+                writers.write(last_step, "train", scalars)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{float(last['loss']):.4f}", tok_s=f"{tokens_per_sec:,.0f}")
+                window_start, window_steps = time.perf_counter(), 0
             if progress is not None:
-                progress.set_postfix(loss=f"{float(last['loss']):.4f}", tok_s=f"{tokens_per_sec:,.0f}")
-            window_start, window_steps = time.perf_counter(), 0
-        if progress is not None:
-            progress.update(k)
-        if step % eval_every == 0 or step == total_steps:
-            eval_metrics = evaluate(eval_step, state, data, batch_sharding,
-                                    tasks_lib.get_task(config.data.task).finalize)
-            writers.write(step, "eval", eval_metrics)
-            if progress is not None:
-                progress.write(f"step {step}: eval loss {eval_metrics['loss']:.4f}")
-            window_start = time.perf_counter()
-        if step % ckpt_every == 0 or step == total_steps:
-            checkpointer.save(step, state, data.train_iter)
+                progress.update(k)
+            if step % eval_every == 0 or step == total_steps:
+                eval_metrics = evaluate(eval_step, state, data, batch_sharding,
+                                        tasks_lib.get_task(config.data.task).finalize)
+                writers.write(step, "eval", eval_metrics)
+                if progress is not None:
+                    progress.write(f"step {step}: eval loss {eval_metrics['loss']:.4f}")
+                window_start = time.perf_counter()
+            if step % ckpt_every == 0 or step == total_steps or preempted:
+                checkpointer.save(step, state, data.train_iter, force=preempted)
+            if preempted:
+                _stop(checkpointer, writers, progress)
+                raise faults.Preempted(step, str(checkpointer.path(step)))
     checkpointer.close()
     if progress is not None:
         progress.close()
@@ -194,6 +214,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
             print("--- sample ---\n" + text + "\n--------------", flush=True)
     writers.close()
     return eval_metrics
+
+
+def _stop(checkpointer, writers, progress):
+    """Finish the checkpoint being written and flush the metrics, before stopping early."""
+    checkpointer.close()
+    writers.close()
+    if progress is not None:
+        progress.close()
+
+
+def _halt_if_nonfinite(entries, steps_per_call, checkpointer, writers, progress):
+    bad = faults.first_nonfinite(entries, steps_per_call)
+    if bad is None:
+        return
+    _stop(checkpointer, writers, progress)
+    last = checkpointer.latest_step()
+    raise faults.NonFiniteError(*bad, last_checkpoint=None if last is None else str(checkpointer.path(last)))
 
 
 def total_train_steps(config, data) -> int:

@@ -20,6 +20,7 @@ class TrainState:
     params: Any  # nnx.State of nnx.Param
     opt_state: Any
     rest: Any  # nnx.State of everything else the model holds (usually empty)
+    skipped: jax.Array  # int32 scalar: updates dropped for a non-finite loss or gradient (train.on_nonfinite=skip)
 
 
 def split_model(model):
@@ -57,8 +58,13 @@ def accumulate_gradients(loss_and_grad, params, batch, grad_accum: int):
 
 
 def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, lr_schedule, *, base_key,
-                    use_dropout: bool, grad_accum: int):
-    """One optimizer update: (state, batch) -> (state, {"loss", "grad_norm", "lr", ...})."""
+                    use_dropout: bool, grad_accum: int, skip_nonfinite: bool = False):
+    """One optimizer update: (state, batch) -> (state, {"loss", "grad_norm", "lr", ...}).
+
+    With `skip_nonfinite`, a step whose loss or gradient norm is NaN or infinite keeps the old parameters and
+    optimizer state (the step count still advances, so the next step reads the next batch and key) and adds
+    one to `state.skipped`, which the metrics report as "skipped".
+    """
 
     def train_step(state: TrainState, batch):
         step_key = jax.random.fold_in(base_key, state.step)
@@ -75,6 +81,13 @@ def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, lr_s
         out = {k: s / jnp.maximum(c, 1.0) for k, (s, c) in metrics.items()}
         out["grad_norm"] = optax.tree.norm(grads)
         out["lr"] = lr_schedule(state.step)
+        if skip_nonfinite:
+            finite = jnp.isfinite(out["loss"]) & jnp.isfinite(out["grad_norm"])
+            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+            params = jax.tree.map(keep, params, state.params)
+            opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+            state = state.replace(skipped=state.skipped + jnp.where(finite, 0, 1).astype(state.skipped.dtype))
+            out["skipped"] = state.skipped
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, out
 

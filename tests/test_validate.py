@@ -1,0 +1,146 @@
+"""Every bad config or input is caught before anything compiles and reported as one line naming the key.
+
+The table runs `validate.validate_config` in process (what the CLI runs first, on the resolved config, with the
+8 fake devices of conftest); a few cases go through the real CLI to check exit code 2, one line, no traceback.
+"""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from bmjax import validate
+from bmjax.errors import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(relpath: str, arg: str = ""):
+    spec = importlib.util.spec_from_file_location("cfg", REPO / relpath)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture
+def files(tmp_path, shared_data):
+    """Paths the table refers to by name: a small text file, empty files, a file standing where a dir should."""
+    text = tmp_path / "text.txt"
+    text.write_text((shared_data / "tinyshakespeare.txt").read_text()[:20_000])
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "a_file").write_text("not a directory")
+    bad_vocab_dir = tmp_path / "bad_vocab_run"
+    bad_vocab_dir.mkdir()
+    (bad_vocab_dir / "vocab.json").write_text("")
+    return {"TEXT": str(text), "EMPTY": str(tmp_path / "empty.txt"), "EMPTYJSON": str(tmp_path / "empty.json"),
+            "MISSING": str(tmp_path / "missing.txt"), "TMP": str(tmp_path)}
+
+
+CHAR = {"data.source": "text", "data.path": "TEXT", "data.tokenizer": "char"}
+
+# (id, overrides on configs/gpt/tiny.py, workdir, the key the one-line error must name, text it must contain)
+CASES = [
+    ("unknown model", {"model.name": "llama"}, None, "model.name", "allowed: gpt"),
+    ("unknown schedule", {"optim.schedule": "exponential"}, None, "optim.schedule", "allowed: cosine"),
+    ("unknown dtype", {"model.dtype": "float8"}, None, "model.dtype", "allowed: float32, bfloat16"),
+    ("unknown attention", {"model.attention": "flash"}, None, "model.attention", "allowed: xla"),
+    ("unknown tokenizer", {"data.tokenizer": "sentencepiece"}, None, "data.tokenizer", "byte"),
+    ("unknown on_nonfinite", {"train.on_nonfinite": "ignore"}, None, "train.on_nonfinite", "allowed: halt, skip"),
+    ("unknown source", {"data.source": "s3"}, None, "data.source", "builtin"),
+    ("heads do not divide width", {"model.num_heads": 3}, None, "model.num_heads", "d_model=128"),
+    ("kv heads do not divide heads", {"model.num_kv_heads": 3}, None, "model.num_kv_heads", "num_heads=4"),
+    ("batch not divisible by devices", {"data.batch_size": 12}, None, "data.batch_size", "data x fsdp = 8"),
+    ("grad_accum does not divide batch", {"optim.grad_accum": 3}, None, "optim.grad_accum", "batch_size=16"),
+    ("mesh product is not the device count", {"mesh.data": 3}, None, "mesh", "there are 8"),
+    ("mesh axes leave no whole data axis", {"mesh.tensor": 3}, None, "mesh.data", "does not divide 8"),
+    ("negative lr", {"optim.lr": -1e-3}, None, "optim.lr", ">= 0"),
+    ("NaN lr", {"optim.lr": float("nan")}, None, "optim.lr", "finite"),
+    ("negative steps", {"train.steps": -5}, None, "train.steps", "positive"),
+    ("dropout of 1", {"model.dropout": 1.0}, None, "model.dropout", "[0, 1)"),
+    ("negative dropout", {"model.dropout": -0.1}, None, "model.dropout", "[0, 1)"),
+    ("zero layers", {"model.num_layers": 0}, None, "model.num_layers", "positive"),
+    ("zero checkpoints kept", {"train.keep_ckpts": 0}, None, "train.keep_ckpts", "positive"),
+    ("log_every not a multiple of steps_per_call", {"train.steps_per_call": 2, "train.log_every": 5}, None,
+     "train.log_every", "multiple"),
+    ("sequence longer than max_len", {"data.seq_len": 256}, None, "data.seq_len", "max_len"),
+    ("vocab smaller than the byte tokenizer", {"model.vocab_size": 100}, None, "model.vocab_size", "260"),
+    ("vocab smaller than the char tokenizer", {**CHAR, "model.vocab_size": 20}, None, "model.vocab_size", "char"),
+    ("sample prompt outside the char vocab", {**CHAR, "train.sample_prompt": "\u00e9t\u00e9"}, None,
+     "train.sample_prompt", "outside the char vocabulary"),
+    ("missing data file", {"data.source": "text", "data.path": "MISSING"}, None, "data.path", "no such file"),
+    ("empty data file", {"data.source": "text", "data.path": "EMPTY"}, None, "data.path", "empty"),
+    ("empty saved char vocabulary", CHAR, "TMP/bad_vocab_run", "data.tokenizer", "vocab.json"),
+    ("cudnn attention without a GPU", {"model.attention": "cudnn"}, None, "model.attention", "GPU"),
+    ("workdir under a file", {}, "TMP/a_file/run", "workdir", "not a directory"),
+    ("workdir on a filesystem that refuses writes", {}, "/sys/bmjax-run", "workdir", "not writable"),
+]
+
+
+@pytest.mark.parametrize("overrides,workdir,key,text", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_config_raises_one_line_naming_the_key(tmp_path, files, overrides, workdir, key, text):
+    def fill(value):
+        if not isinstance(value, str):
+            return value
+        for name in sorted(files, key=len, reverse=True):  # EMPTYJSON before EMPTY
+            value = value.replace(name, files[name])
+        return value
+
+    config = load_config("configs/gpt/tiny.py")
+    with config.unlocked():
+        for dotted, value in overrides.items():
+            node = config
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = fill(value)
+    with pytest.raises(ConfigError) as info:
+        validate.validate_config(config, pathlib.Path(fill(workdir) if workdir else tmp_path / "run"))
+    message = str(info.value)
+    assert info.value.key == key, message
+    assert message.startswith(f"{key}: ") and "\n" not in message
+    assert fill(text) in message, message
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 20
+
+
+def run_cli(*args, timeout=180):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    return subprocess.run([sys.executable, "-m", "bmjax.main", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def bad_config_file(tmp_path):
+    path = tmp_path / "typo.py"
+    path.write_text("from bmjax.defaults import base_config\n\n\ndef get_config(arg=''):\n"
+                    "    c = base_config()\n    c.train.ckpt_evry = 5\n    return c\n")
+    return str(path)
+
+
+# (id, arguments after --config, the key the line must name, text it must contain)
+CLI_CASES = [
+    ("unknown enum", ["configs/gpt/tiny.py", "--config.train.on_nonfinite=ignore"], "train.on_nonfinite",
+     "allowed: halt, skip"),
+    ("misspelt override", ["configs/gpt/tiny.py", "--config.train.ckpt_evry=5"], "ckpt_evry", "unknown"),
+    ("misspelt key in a config file", ["TYPO"], "ckpt_evry", "did you mean 'ckpt_every'?"),
+    ("mesh does not match devices", ["configs/gpt/tiny.py", "--config.mesh.data=3"], "mesh", "there are 8"),
+    ("unwritable workdir", ["configs/gpt/tiny.py", "--workdir=/sys/bmjax-run"], "workdir", "not writable"),
+    ("missing config file", ["configs/gpt/no_such_config.py"], "--config", "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,key,text", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path, args, key, text):
+    args = [bad_config_file(tmp_path) if a == "TYPO" else a for a in args]
+    workdir = [] if any(a.startswith("--workdir") for a in args) else ["--workdir", str(tmp_path / "run")]
+    result = run_cli("--config", *args, *workdir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ") and key in lines[0] and text in lines[0], lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "run").exists()  # nothing was written before the error

@@ -1,0 +1,98 @@
+"""What asynchronous checkpointing costs the training loop: steady-state ms/step with and without saves.
+
+    python tools/bench_ckpt.py --config configs/gpt/tiny.py [--ckpt_every 10] [--rounds 5] [--window 50]
+
+Runs the trainer's own jitted step (same shardings, same donation) on batches prepared up front, and times
+windows of `--window` steps, alternating windows without checkpoints and windows that save a checkpoint every
+`--ckpt_every` steps through the trainer's Checkpointer (state + data iterator, asynchronous), so both see the
+same machine load. Each "with" window ends by waiting for its last save, so the cost of a save that outlives its
+window is counted too. Reports the median ms/step of each and the overhead in percent. Writes checkpoints to a
+throwaway directory.
+"""
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from bmjax import checkpoint as ckpt_lib
+from bmjax import data as data_lib
+from bmjax import validate
+from bmjax.parallel import mesh as mesh_lib
+from bmjax.train import loop, optim
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
+_CKPT_EVERY = flags.DEFINE_integer("ckpt_every", 10, "Steps between checkpoints in the timed windows.")
+_WINDOW = flags.DEFINE_integer("window", 50, "Steps per timed window (a multiple of --ckpt_every).")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Pairs of windows (without, with checkpoints).")
+_WARMUP = flags.DEFINE_integer("warmup", 10, "Untimed steps first (compilation included).")
+
+
+def run_window(step_fn, state, feeds, checkpointer, data_iter, first_step, ckpt_every):
+    """Steps as the trainer's loop runs them (at most 3 in flight); saves every ckpt_every when a
+    checkpointer is given. Returns (state, seconds)."""
+    pending = []
+    start = time.perf_counter()
+    for i, feed in enumerate(feeds):
+        state, out = step_fn(state, feed)
+        pending.append(out)
+        if len(pending) > 2:
+            jax.block_until_ready(pending[-3])
+        step = first_step + i + 1
+        if checkpointer is not None and step % ckpt_every == 0:
+            checkpointer.save(step, state, data_iter)
+    jax.block_until_ready(pending[-1])
+    if checkpointer is not None:
+        checkpointer.wait()
+    return state, time.perf_counter() - start
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    config = _CONFIG.value
+    window, ckpt_every = _WINDOW.value, _CKPT_EVERY.value
+    if int(config.train.steps_per_call) != 1 or window % ckpt_every:
+        sys.exit("error: needs train.steps_per_call=1 and --window a multiple of --ckpt_every")
+    workdir = tempfile.mkdtemp(prefix="bmjax-bench-ckpt-")
+    validate.validate_config(config, workdir)
+    mesh = mesh_lib.make_mesh(config.mesh)
+    data = data_lib.make_data(config, workdir, process_index=jax.process_index(),
+                              process_count=jax.process_count())
+    tx, lr_schedule = optim.make_optimizer(config.optim, int(config.train.steps))
+    graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
+    step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, lr_schedule)
+    state = init(int(config.train.seed))
+    checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
+
+    # Batches prepared up front: the timing is the step's and the checkpoint's, not the input pipeline's.
+    feeds = [loop.to_global(next(data.train_iter), feed_sharding) for _ in range(window)]
+    state, _ = run_window(step_fn, state, feeds[:_WARMUP.value], checkpointer, data.train_iter, 0, 1)
+
+    step, plain, saving = _WARMUP.value, [], []
+    for _ in range(_ROUNDS.value):
+        state, seconds = run_window(step_fn, state, feeds, None, data.train_iter, step, ckpt_every)
+        plain.append(seconds / window)
+        step += window
+        state, seconds = run_window(step_fn, state, feeds, checkpointer, data.train_iter, step, ckpt_every)
+        saving.append(seconds / window)
+        step += window
+    checkpointer.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    without, with_ckpt = statistics.median(plain) * 1e3, statistics.median(saving) * 1e3
+    print(f"devices {jax.device_count()}, {window}-step windows x {_ROUNDS.value} rounds, "
+          f"a checkpoint every {ckpt_every} steps")
+    print(f"without checkpoints: {without:.2f} ms/step (windows: {', '.join(f'{t * 1e3:.1f}' for t in plain)})")
+    print(f"with checkpoints:    {with_ckpt:.2f} ms/step (windows: {', '.join(f'{t * 1e3:.1f}' for t in saving)})")
+    print(f"overhead: {100 * (with_ckpt - without) / without:+.1f}% of step time")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)
