@@ -25,7 +25,7 @@ def runner(tmp_path_factory, shared_data):
 LAYOUTS = {1: (), 4: ("--config.mesh.fsdp=2",)}
 
 
-@pytest.mark.parametrize("model", ["gpt"])
+@pytest.mark.parametrize("model", sorted(MODEL_ARGS))
 @pytest.mark.parametrize("devices", sorted(LAYOUTS))
 def test_kill9_at_a_random_step_then_rerun_is_bitwise_identical(runner, tmp_path, model, devices):
     args = runner.args(MODEL_ARGS[model], *LAYOUTS[devices])

@@ -70,6 +70,8 @@ CASES = [
     ("vocab smaller than the char tokenizer", {**CHAR, "model.vocab_size": 20}, None, "model.vocab_size", "char"),
     ("sample prompt outside the char vocab", {**CHAR, "train.sample_prompt": "\u00e9t\u00e9"}, None,
      "train.sample_prompt", "outside the char vocabulary"),
+    ("missing tokenizer file", {"data.tokenizer": "MISSING/vocab.txt"}, None, "data.tokenizer", "no such"),
+    ("empty tokenizer file", {"data.tokenizer": "EMPTYJSON"}, None, "data.tokenizer", "EMPTYJSON"),
     ("missing data file", {"data.source": "text", "data.path": "MISSING"}, None, "data.path", "no such file"),
     ("empty data file", {"data.source": "text", "data.path": "EMPTY"}, None, "data.path", "empty"),
     ("empty saved char vocabulary", CHAR, "TMP/bad_vocab_run", "data.tokenizer", "vocab.json"),
