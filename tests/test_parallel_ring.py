@@ -43,12 +43,11 @@ def weighted_sum(implementation, masks):
 
 
 CASES = {
-    "causal_sequence4_fsdp2": (dict(sequence=4, fsdp=2), dict(causal=True), H),
-    "bidirectional_sequence4_data2": (dict(sequence=4, data=2), dict(causal=False), H),
-    "causal_segments_sequence4_tensor2": (dict(sequence=4, tensor=2), dict(causal=True, segment_ids="seg"), H),
-    "padding_sequence2_fsdp2_tensor2": (dict(sequence=2, fsdp=2, tensor=2),
+    # causal + packed documents + grouped-query heads, heads split over tensor, 4 blocks round the ring
+    "causal_segments_gqa_sequence4_tensor2": (dict(sequence=4, tensor=2), dict(causal=True, segment_ids="seg"), 2),
+    # bidirectional (BERT) with key padding, the batch split over data
+    "padding_sequence2_data2_tensor2": (dict(sequence=2, data=2, tensor=2),
                                         dict(causal=False, padding_mask="pad"), H),
-    "gqa_causal_sequence2_tensor2_data2": (dict(sequence=2, tensor=2, data=2), dict(causal=True), 2),
 }
 
 

@@ -10,6 +10,8 @@ import os
 
 import jax
 
+from bmjax.errors import ConfigError
+
 GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of Google's vendor id
 
 
@@ -21,9 +23,11 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
     detected from its environment and jax finds the values itself; anything else is a single process.
     """
     if coordinator_address:
-        if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise ValueError(f"--coordinator_address needs --num_processes >= 1 and 0 <= --process_id < "
-                             f"num_processes, got {num_processes} and {process_id}")
+        if num_processes < 1:
+            raise ConfigError("--num_processes", f"--coordinator_address needs --num_processes >= 1, "
+                                                 f"got {num_processes}")
+        if not 0 <= process_id < num_processes:
+            raise ConfigError("--process_id", f"must be in [0, --num_processes={num_processes}), got {process_id}")
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
         return "flags"
     if in_slurm_job():

@@ -1,0 +1,69 @@
+"""tools/compile_check.py: compile the train step for a mesh without running it and report per-device memory."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bmjax.defaults import base_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("compile_check", os.path.join(REPO, "tools/compile_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_config(**mesh):
+    c = base_config()
+    c.model.update(name="gpt", vocab_size=64, d_model=64, num_layers=1, num_heads=4, max_len=32)
+    c.data.update(seq_len=32, batch_size=16)
+    c.mesh.update(dict(data=-1), **mesh)
+    return c
+
+
+def test_fsdp_splits_parameters_and_optimizer_state_over_devices():
+    import jax
+
+    tool = load_tool()
+    replicated = tool.compile_step(tiny_config(data=8), jax.devices(), FAST_COMPILE)
+    sharded = tool.compile_step(tiny_config(data=1, fsdp=8), jax.devices(), FAST_COMPILE)
+    assert replicated["params"] == sharded["params"] > 0
+    # Matrices are split 8 ways over their embedding dimension; only small biases stay whole.
+    assert replicated["params_bytes"] == 4 * replicated["params"]
+    assert replicated["params_bytes"] / 8 < sharded["params_bytes"] < replicated["params_bytes"] / 7
+    assert replicated["opt_state_bytes"] / 8 < sharded["opt_state_bytes"] < replicated["opt_state_bytes"] / 7
+    assert sharded["argument_bytes"] < replicated["argument_bytes"] / 4
+    assert sharded["temp_bytes"] > 0 and sharded["peak_bytes"] > sharded["argument_bytes"]
+
+
+def run_tool(*args):
+    # The tool adds its own device count to XLA_FLAGS; the lowest optimisation level compiles faster.
+    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+    return subprocess.run([sys.executable, "tools/compile_check.py", "--config", "configs/gpt/tiny.py", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_reports_memory_and_fails_over_the_limit():
+    result = run_tool("--devices", "4", "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.model.num_layers=1",
+                      "--memory_limit_gb", "0.0001", "--print_shardings")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "mesh data=2 fsdp=2 tensor=1 sequence=1 on 4 cpu devices" in result.stdout
+    assert "peak estimate per device" in result.stdout
+    assert "wte.embedding" in result.stdout and "does not fit" in result.stdout
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--devices", "4", "--config.mesh.data=8"], "error: mesh:"),
+    (["--topology", "v5e:2x2"], "error: --topology v5e:2x2"),
+])
+def test_cli_bad_target_is_one_line(args, culprit):
+    result = run_tool(*args)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "spmd_partitioner" not in line]
+    assert len(lines) == 1 and lines[0].startswith(culprit), result.stderr[-2000:]

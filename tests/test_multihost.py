@@ -1,0 +1,106 @@
+"""Multi-host training on one machine: two processes with 4 fake CPU devices each, joined by jax.distributed
+(gloo collectives), train the single-process 8-device loss curve; their checkpoint restores on another mesh.
+
+The two processes run the real CLI (`--coordinator_address/--num_processes/--process_id`) on a hybrid mesh
+whose data axis crosses the processes (`mesh.dcn_data=2`, the multi-node GPU layout). Each process feeds only
+its half of every batch, only process 0 writes metrics, and both write their checkpoint shards. A single
+process with 8 devices then resumes that checkpoint on a tensor-parallel mesh and must continue the
+single-process run's curve.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bmjax.train.loop import train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, HALF = 16, 8
+OVERRIDES = {  # a small model; the schedule spans all STEPS so the first run's half is the same run's half
+    "model.d_model": 32, "model.num_layers": 1, "model.num_heads": 4, "model.max_len": 32,
+    "data.seq_len": 32, "data.batch_size": 16,
+    "optim.lr": 3e-3, "optim.warmup_steps": 2, "optim.decay_steps": STEPS,
+    "train.steps": STEPS, "train.log_every": 1, "train.eval_every": HALF, "train.eval_steps": 1,
+    "train.ckpt_every": HALF, "train.sample_tokens": 0, "train.progress": False,
+    "mesh.data": 2, "mesh.fsdp": 4,
+}
+WORKER_TIMEOUT = 300
+
+
+def config_with(**changes):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny", os.path.join(REPO, "configs/gpt/tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("")
+    for key, value in {**OVERRIDES, **changes}.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
+
+
+def train_losses(workdir):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["split"] == "train"]
+    assert len(steps) == len(set(steps)), "metrics written by more than one process"
+    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(workdir, **changes):
+    """The CLI in two processes of 4 CPU devices each; returns their outputs. Leftovers are killed."""
+    args = [f"--config.{k}={v}" for k, v in {**OVERRIDES, **changes}.items()]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4", PJRT_NPROC="64",
+               # A hung collective fails in a minute instead of hanging; the lowest backend optimisation level
+               # compiles this tiny model faster (it changes no number beyond float32 rounding).
+               XLA_FLAGS="--xla_cpu_collective_call_terminate_timeout_seconds=60 --xla_backend_optimization_level=0")
+    address = f"127.0.0.1:{free_port()}"
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "bmjax.main", "--config", "configs/gpt/tiny.py", "--workdir", str(workdir),
+         "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i), *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        outputs = [w.communicate(timeout=WORKER_TIMEOUT)[0] for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    for w, out in zip(workers, outputs):
+        assert w.returncode == 0, out[-3000:]
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def single_process_run(tmp_path_factory):
+    """The reference: one process, 8 devices, all STEPS steps on the same (data=2, fsdp=4) mesh."""
+    workdir = tmp_path_factory.mktemp("single")
+    train_and_evaluate(config_with(), str(workdir))
+    return train_losses(workdir)
+
+
+def test_two_processes_train_the_single_process_curve_and_resume_on_another_mesh(tmp_path, single_process_run):
+    workdir = tmp_path / "multi"
+    run_two_processes(workdir, **{"train.steps": HALF, "mesh.dcn_data": 2})
+    first = train_losses(workdir)
+    assert sorted(first) == list(range(1, HALF + 1))
+    np.testing.assert_allclose([first[s] for s in sorted(first)],
+                               [single_process_run[s] for s in sorted(first)], rtol=1e-4)
+    assert (workdir / "checkpoints" / str(HALF)).is_dir()
+
+    # One process, 8 devices, tensor parallel: restores the two processes' checkpoint and carries on.
+    train_and_evaluate(config_with(**{"mesh.data": 4, "mesh.fsdp": 1, "mesh.tensor": 2}), str(workdir))
+    rest = train_losses(workdir)
+    assert sorted(rest) == list(range(1, STEPS + 1))
+    np.testing.assert_allclose([rest[s] for s in range(HALF + 1, STEPS + 1)],
+                               [single_process_run[s] for s in range(HALF + 1, STEPS + 1)], rtol=1e-4)

@@ -1,0 +1,191 @@
+"""Will it fit? Lower and compile the train step for a target mesh without running it, and print the per-device
+memory the compiler plans, so a config that runs out of memory is caught before a pod is rented.
+
+    python tools/compile_check.py --config configs/gpt/gpt2.py:size=350m --devices 64 \
+        --config.mesh.fsdp=8 --config.mesh.data=8 [--memory_limit_gb 16] [--print_shardings]
+    python tools/compile_check.py --config configs/gpt/gpt2.py:size=1.5b --topology v5e:4x4   (needs libtpu)
+
+Without --topology the step is compiled for `--devices` fake CPU devices: the shardings, collectives and the
+size of every per-device buffer are those of the real mesh, though a TPU/GPU compiler fuses and schedules
+differently (expect the same order of magnitude, not the same byte). With --topology (a TPU topology such as
+`v5e:4x4`, where libtpu is installed) the TPU compiler itself plans the memory. The state is abstract: nothing
+is allocated and the step never runs. Exit status 1 when the estimate exceeds --memory_limit_gb; 2 on a bad
+config (one line naming the key).
+"""
+import os
+import sys
+import time
+
+import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
+_DEVICES = flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (ignored with --topology).")
+_TOPOLOGY = flags.DEFINE_string("topology", "", "A TPU topology to compile for, e.g. v5e:4x4 (needs libtpu).")
+_LIMIT = flags.DEFINE_float("memory_limit_gb", 0.0, "Exit 1 when the per-device estimate exceeds this (0: off).")
+_PRINT_SHARDINGS = flags.DEFINE_bool("print_shardings", False, "Print every parameter's PartitionSpec.")
+
+GIB = 2**30
+
+
+def batch_shapes(config) -> dict:
+    """{key: (shape, dtype)} of one global batch of the config's task (what bmjax.data feeds)."""
+    import numpy as np
+
+    b, length, k = int(config.data.batch_size), int(config.data.seq_len), int(config.train.steps_per_call)
+    lead = (k,) if k > 1 else ()
+    tokens = (lead + (b, length), np.int32)
+    rows = (lead + (b,), np.int32)
+    task = config.data.task
+    if task == "lm":
+        return {"inputs": tokens, "targets": tokens}
+    bert = {"input_ids": tokens, "token_type_ids": tokens, "attention_mask": tokens}
+    if task == "mlm":
+        return dict(bert, mlm_targets=tokens, mlm_weights=(tokens[0], np.float32), nsp_labels=rows)
+    if task == "classification":
+        return dict(bert, labels=rows, weights=(rows[0], np.float32))
+    raise ValueError(f"data.task={task!r} has no batch layout here")
+
+
+def check_config(config, num_devices: int):
+    """The config checks that need no files or data: choices, ranges, shapes, mesh against the device count."""
+    from bmjax import validate
+    from bmjax.errors import ConfigError
+    from bmjax.parallel import mesh as mesh_lib
+    from bmjax.parallel import rules as rules_lib
+
+    validate.check_choices(config)
+    validate.check_shapes(config)
+    sizes = dict(zip(mesh_lib.AXES, mesh_lib.mesh_shape(config.mesh, num_devices)))
+    rules_lib.rules_from_config(config.mesh)
+    ways = sizes["data"] * sizes["fsdp"] * int(config.optim.grad_accum)
+    if config.data.batch_size % ways:
+        raise ConfigError("data.batch_size", f"{config.data.batch_size} is not divisible by mesh data x fsdp x "
+                                             f"optim.grad_accum = {ways}")
+    if config.data.seq_len % sizes["sequence"]:
+        raise ConfigError("data.seq_len", f"{config.data.seq_len} is not divisible by mesh.sequence="
+                                          f"{sizes['sequence']}")
+
+
+def compile_step(config, devices, compiler_options=None) -> dict:
+    """Lower and compile the trainer's own step for a mesh over `devices`; returns sizes (bytes) and timings."""
+    import jax
+    import numpy as np
+
+    from bmjax.parallel import mesh as mesh_lib
+    from bmjax.parallel import rules as rules_lib
+    from bmjax.train import loop, optim
+
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
+    tx, schedule = optim.make_optimizer(config.optim, max(int(config.train.steps), 1))
+    graphdef, abstract, shardings, _ = loop.create_state(config, mesh, tx)
+    step_fn, _, batch_sharding, _ = loop.make_step_fns(config, mesh, graphdef, shardings, tx, schedule)
+    state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+    lead = (None,) if int(config.train.steps_per_call) > 1 else ()
+    batch = {}
+    for key, (shape, dtype) in batch_shapes(config).items():
+        spec = jax.sharding.PartitionSpec(*lead, *tuple(batch_sharding.spec)[:len(shape) - len(lead)])
+        batch[key] = jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.NamedSharding(mesh, spec))
+
+    start = time.perf_counter()
+    lowered = step_fn.lower(state, batch)
+    lowered_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile(compiler_options=compiler_options)
+    compiled_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+
+    def shard_bytes(tree):
+        leaves = jax.tree.leaves(tree)
+        return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize for x in leaves)
+
+    report = dict(
+        mesh=dict(mesh.shape), devices=len(devices), platform=devices[0].platform,
+        params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)),
+        params_bytes=shard_bytes(state.params), opt_state_bytes=shard_bytes(state.opt_state),
+        lower_s=lowered_s, compile_s=compiled_s, table=rules_lib.spec_table(
+            abstract.params, mesh, rules_lib.rules_from_config(config.mesh)))
+    if memory is not None:  # some backends plan no memory up front
+        report.update(argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
+                      alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
+                      code_bytes=memory.generated_code_size_in_bytes)
+        # Donated state aliases its output, so it is counted once; temporaries come on top.
+        report["peak_bytes"] = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+                                - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+    return report
+
+
+def format_report(config, report) -> str:
+    mesh = " ".join(f"{k}={v}" for k, v in report["mesh"].items())
+    lines = [f"{config.model.name}: {report['params'] / 1e6:,.1f}M params, batch {config.data.batch_size} x "
+             f"{config.data.seq_len}, {config.model.dtype} compute; mesh {mesh} on {report['devices']} "
+             f"{report['platform']} devices",
+             f"lowered in {report['lower_s']:.1f} s, compiled in {report['compile_s']:.1f} s",
+             f"per device: params {report['params_bytes'] / GIB:.3f} GiB, optimizer state "
+             f"{report['opt_state_bytes'] / GIB:.3f} GiB"]
+    if "peak_bytes" in report:
+        lines.append(f"per device (compiler): arguments {report['argument_bytes'] / GIB:.3f} GiB, outputs "
+                     f"{report['output_bytes'] / GIB:.3f} GiB (aliased {report['alias_bytes'] / GIB:.3f}), "
+                     f"temporaries {report['temp_bytes'] / GIB:.3f} GiB, code {report['code_bytes'] / GIB:.3f} GiB")
+        lines.append(f"peak estimate per device: {report['peak_bytes'] / GIB:.3f} GiB")
+    return "\n".join(lines)
+
+
+def target_devices():
+    """The devices to compile for: a TPU topology's, or this process's (fake) CPU devices."""
+    import jax
+
+    if not _TOPOLOGY.value:
+        return jax.devices()
+    from jax.experimental import topologies
+
+    try:
+        return topologies.get_topology_desc(topology_name=_TOPOLOGY.value, platform="tpu").devices
+    except Exception as e:  # noqa: BLE001  (no libtpu, unknown topology: one line either way)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SystemExit(f"error: --topology {_TOPOLOGY.value}: cannot build it here ({first}); it needs libtpu "
+                         f"(pip install 'jax[tpu]')")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    if config is None:
+        raise SystemExit("error: --config: required")
+    from bmjax.errors import ConfigError
+
+    devices = target_devices()
+    try:
+        check_config(config, len(devices))
+        report = compile_step(config, devices)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if _PRINT_SHARDINGS.value:
+        for key, (shape, names, spec) in report["table"].items():
+            print(f"{key:48s} {str(shape):24s} {str(names):44s} {spec}")
+    print(format_report(config, report), flush=True)
+    limit = _LIMIT.value * GIB
+    if limit and report.get("peak_bytes", 0) > limit:
+        print(f"does not fit: {report['peak_bytes'] / GIB:.2f} GiB > --memory_limit_gb {_LIMIT.value}", flush=True)
+        sys.exit(1)
+
+
+def _force_cpu_devices(argv):
+    """Fake CPU devices must be requested before jax starts, so from argv, before absl parses the flags."""
+    count = "8"
+    for i, arg in enumerate(argv):
+        if arg.startswith("--devices="):
+            count = arg.split("=", 1)[1]
+        elif arg == "--devices" and i + 1 < len(argv):
+            count = argv[i + 1]
+    if not any(a.startswith("--topology") for a in argv):
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+
+
+if __name__ == "__main__":
+    _force_cpu_devices(sys.argv)
+    app.run(main)
