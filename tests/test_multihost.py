@@ -104,3 +104,27 @@ def test_two_processes_train_the_single_process_curve_and_resume_on_another_mesh
     assert sorted(rest) == list(range(1, STEPS + 1))
     np.testing.assert_allclose([rest[s] for s in range(HALF + 1, STEPS + 1)],
                                [single_process_run[s] for s in range(HALF + 1, STEPS + 1)], rtol=1e-4)
+
+
+def test_slurm_script_starts_one_process_per_node_with_the_coordinator_and_its_rank(tmp_path):
+    """tools/slurm/train.sbatch under stand-ins for scontrol, srun and bmjax-train that record what they get."""
+    bin_dir, venv_bin = tmp_path / "bin", tmp_path / "venv" / "bin"
+    bin_dir.mkdir()
+    venv_bin.mkdir(parents=True)
+    stubs = {
+        bin_dir / "scontrol": 'echo gpu-a17; echo gpu-a18',  # `scontrol show hostnames NODELIST`
+        bin_dir / "srun": 'for i in $(seq 0 $((SLURM_NTASKS - 1))); do SLURM_PROCID=$i "${@: -3}"; done',
+        venv_bin / "bmjax-train": 'echo "train $*"',
+    }
+    for path, body in stubs.items():
+        path.write_text(f"#!/bin/bash\n{body}\n")
+        path.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_NODELIST="gpu-a[17-18]",
+               SLURM_NNODES="2", SLURM_NTASKS="2", BMJAX_VENV=str(tmp_path / "venv"), BMJAX_PORT="23456")
+    result = subprocess.run(["bash", "tools/slurm/train.sbatch", "configs/gpt/tiny.py", "/shared/run",
+                             "--config.mesh.dcn_data=2"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    common = ("--config configs/gpt/tiny.py --workdir /shared/run --coordinator_address gpu-a17:23456 "
+              "--num_processes 2 --config.mesh.dcn_data=2")
+    assert result.stdout.splitlines()[1:] == [f"train {common} --process_id {i}" for i in range(2)]
