@@ -143,3 +143,29 @@ def test_init_from_a_hugging_face_directory_keeps_the_encoder_and_a_fresh_head(t
     with pytest.raises(ConfigError) as error:
         init_from.check_init_from(c)
     assert error.value.key == "train.init_from" and "model.d_model=32" in error.value.message
+
+
+def test_mlm_positions_score_the_same_logits_as_the_full_head():
+    shape = dict(SHAPE, d_model=32, d_ff=64, num_layers=1, vocab_size=100)
+    model = build_model(dict(shape, name="bert", heads="pretraining"), rngs=nnx.Rngs(0))
+    ids = np.random.default_rng(0).integers(0, 100, (2, 16))
+    positions = np.array([[1, 4, 9], [0, 2, 15]])
+    full = model(ids).mlm_logits
+    picked = model(ids, mlm_positions=positions).mlm_logits
+    assert picked.shape == (2, 3, 100)
+    assert np.allclose(picked, np.take_along_axis(np.asarray(full), positions[..., None], axis=1), atol=1e-5)
+
+
+def test_init_from_refuses_a_workdir_trained_with_another_tokenizer(tmp_path):
+    workdir = tmp_path / "pretrain"
+    (workdir / "checkpoints" / "100").mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({"model": dict(SHAPE, name="bert"),
+                                                     "data": {"tokenizer": "runs/tok/tokenizer.json"}}))
+    c = load_config("configs/bert/finetune.py", f"data=x.csv,labels=2,model=tiny,init={workdir}")
+    for key, value in SHAPE.items():
+        c.model[key] = value
+    with pytest.raises(ConfigError) as error:
+        init_from.check_init_from(c)
+    assert error.value.key == "train.init_from" and "data.tokenizer='runs/tok/tokenizer.json'" in error.value.message
+    c.data.tokenizer = "runs/tok/tokenizer.json"
+    init_from.check_init_from(c)

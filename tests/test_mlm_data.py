@@ -25,9 +25,16 @@ def maker():
     return mlm.ExampleMaker(lines, TOK, SEQ_LEN, seed=0)
 
 
+def selected(example):
+    """The positions selected for prediction (the real entries of mlm_positions)."""
+    return example["mlm_positions"][example["mlm_weights"] > 0]
+
+
 def original_ids(example):
     """The token ids before masking: selected positions hold their target."""
-    return np.where(example["mlm_weights"] > 0, example["mlm_targets"], example["input_ids"])
+    ids = example["input_ids"].copy()
+    ids[selected(example)] = example["mlm_targets"][example["mlm_weights"] > 0]
+    return ids
 
 
 def segment_lines(example):
@@ -53,8 +60,9 @@ def test_example_structure_cls_a_sep_b_sep_types_and_padding(maker):
     for index in range(50):
         e = maker(index)
         ids, types, mask = original_ids(e), e["token_type_ids"], e["attention_mask"]
-        assert all(e[k].shape == (SEQ_LEN,) for k in ("input_ids", "token_type_ids", "attention_mask",
-                                                       "mlm_targets", "mlm_weights"))
+        assert all(e[k].shape == (SEQ_LEN,) for k in ("input_ids", "token_type_ids", "attention_mask"))
+        assert all(e[k].shape == (mlm.max_predictions(SEQ_LEN),) for k in ("mlm_positions", "mlm_targets",
+                                                                            "mlm_weights"))
         n = int(mask.sum())
         assert mask[:n].all() and not mask[n:].any()
         assert ids[0] == TOK.cls_id and ids[n - 1] == TOK.sep_id
@@ -63,7 +71,10 @@ def test_example_structure_cls_a_sep_b_sep_types_and_padding(maker):
         assert (ids[n:] == TOK.pad_id).all() and (e["input_ids"][n:] == TOK.pad_id).all()
         assert (types[:seps[0] + 1] == 0).all() and (types[seps[0] + 1:n] == 1).all() and not types[n:].any()
         special = np.isin(np.arange(SEQ_LEN), [0, seps[0], n - 1]) | (mask == 0)
-        assert not e["mlm_weights"][special].any()  # [CLS], [SEP] and padding are never predicted
+        chosen = selected(e)
+        assert not special[chosen].any()  # [CLS], [SEP] and padding are never predicted
+        assert (np.diff(chosen) > 0).all()  # distinct, ascending
+        assert not e["mlm_positions"][e["mlm_weights"] == 0].any()  # padding entries point at 0, weight 0
 
 
 def test_next_sentence_pairs_are_continuations_or_from_another_document(maker):
@@ -87,7 +98,7 @@ def test_masking_proportions(maker):
     real = np.stack([e["attention_mask"] for e in examples]).sum(axis=1) - 3
     assert weights.sum(axis=1).min() >= 1
     assert abs(weights.sum() / real.sum() - 0.15) < 0.01
-    inputs = np.stack([e["input_ids"] for e in examples])[weights]
+    inputs = np.concatenate([e["input_ids"][selected(e)] for e in examples])
     targets = np.stack([e["mlm_targets"] for e in examples])[weights]
     masked = np.mean(inputs == TOK.mask_id)
     kept = np.mean(inputs == targets)
@@ -140,6 +151,7 @@ def test_pipeline_batches_resume_exactly_and_shard_over_processes(corpus_file):
     data = mlm.make_mlm_data(config, None)
     batch = next(data.train_iter)
     assert batch["input_ids"].shape == (8, SEQ_LEN) and batch["nsp_labels"].shape == (8,)
+    assert batch["mlm_positions"].shape == (8, mlm.max_predictions(SEQ_LEN))
     assert batch["mlm_weights"].dtype == np.float32 and batch["input_ids"].dtype == np.int32
     next(data.train_iter)
     state = data.train_iter.get_state()

@@ -174,7 +174,8 @@ def _register_tfds_dataset(name: str) -> None:
         return
     root = os.path.dirname(tfds.__file__)
     for category in sorted(os.listdir(root)):
-        if os.path.exists(os.path.join(root, category, f"{base}.py")) or os.path.isdir(os.path.join(root, category, base)):
+        folder = os.path.join(root, category)
+        if os.path.exists(os.path.join(folder, f"{base}.py")) or os.path.isdir(os.path.join(folder, base)):
             try:
                 importlib.import_module(f"tensorflow_datasets.{category}.{base}")
                 return

@@ -17,11 +17,12 @@ it is the same on every machine, in every process and after a resume, and needs 
    for B [SEP]; attention_mask 1 on real tokens.
 5. Masking: round(15%) of the A and B tokens (at least one; never [CLS]/[SEP]/[PAD]) are selected;
    of those, 80% become [MASK], 10% a random non-special token, 10% stay as they are.
-   mlm_targets holds the original token at selected positions (0 elsewhere) and mlm_weights 1.0
-   there (0.0 elsewhere): the loss is taken over the weighted positions only.
+   As in BERT, only the selected positions are scored: mlm_positions lists them (ascending), padded
+   to a fixed P = max_predictions(seq_len) with position 0 and weight 0; mlm_targets holds their
+   original tokens and mlm_weights 1.0 for the real ones.
 
-A batch: input_ids, token_type_ids, attention_mask, mlm_targets int32 [b, seq_len], mlm_weights
-float32 [b, seq_len], nsp_labels int32 [b]. Global batch g holds examples g*B .. g*B + B-1
+A batch: input_ids, token_type_ids, attention_mask int32 [b, seq_len]; mlm_positions, mlm_targets
+int32 and mlm_weights float32 [b, P]; nsp_labels int32 [b]. Global batch g holds examples g*B .. g*B + B-1
 (B = data.batch_size); process p of P gets rows [p*b, (p+1)*b), b = B // P. The iterator's
 get_state()/set_state() resume the exact sequence. Eval uses the eval split with the fixed
 `EVAL_SEED` (not train.seed), and the same train.eval_steps batches on every call.
@@ -114,6 +115,11 @@ def encode_lines(tokenizer: Tokenizer, lines: list[str]) -> tuple[np.ndarray, np
     return np.concatenate(pieces or [np.zeros(0, np.int32)]).astype(np.int32), lengths
 
 
+def max_predictions(seq_len: int) -> int:
+    """P: the most tokens an example selects (A and B fill at most seq_len - 3 positions)."""
+    return max(1, int(round(MASK_PROB * (seq_len - 3))))
+
+
 def fit_pair(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
     """Lengths after removing one token at a time from the longer segment (B on ties) until both fit."""
     if len_a + len_b <= budget:
@@ -134,8 +140,11 @@ class ExampleMaker:
                                                 f"{tokenizer.name} tokenizer lacks {', '.join(missing)}")
         self.lines, self.seq_len, self.seed = lines, seq_len, seed
         self.budget = seq_len - 3  # [CLS] A [SEP] B [SEP]
-        self.cls, self.sep, self.mask, self.pad = tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id, tokenizer.pad_id
-        self.normal_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), np.asarray(tokenizer.special_ids, dtype=np.int64))
+        self.num_predictions = max_predictions(seq_len)
+        self.cls, self.sep = tokenizer.cls_id, tokenizer.sep_id
+        self.mask, self.pad = tokenizer.mask_id, tokenizer.pad_id
+        specials = np.asarray(tokenizer.special_ids, dtype=np.int64)
+        self.normal_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), specials)  # random replacements
 
     def _lines_up_to(self, first: int, budget: int, min_lines: int) -> int:
         """End line (exclusive) of the run from `first` that holds `budget` tokens, within its document."""
@@ -185,16 +194,19 @@ class ExampleMaker:
         attention_mask = (np.arange(self.seq_len) < n).astype(np.int32)
 
         candidates = np.concatenate([np.arange(1, len_a + 1), np.arange(len_a + 2, n - 1)])
-        chosen = rng.choice(candidates, size=max(1, int(round(MASK_PROB * len(candidates)))), replace=False)
-        targets = np.zeros(self.seq_len, dtype=np.int32)
-        weights = np.zeros(self.seq_len, dtype=np.float32)
-        targets[chosen], weights[chosen] = ids[chosen], 1.0
+        chosen = np.sort(rng.choice(candidates, size=max(1, int(round(MASK_PROB * len(candidates)))),
+                                    replace=False))
+        positions = np.zeros(self.num_predictions, dtype=np.int32)
+        targets = np.zeros(self.num_predictions, dtype=np.int32)
+        weights = np.zeros(self.num_predictions, dtype=np.float32)
+        positions[:len(chosen)], targets[:len(chosen)], weights[:len(chosen)] = chosen, ids[chosen], 1.0
         r = rng.random(len(chosen))
         ids[chosen[r < MASK_TOKEN_PROB]] = self.mask
         replaced = chosen[r >= 1.0 - RANDOM_TOKEN_PROB]
         ids[replaced] = self.normal_ids[rng.integers(len(self.normal_ids), size=len(replaced))]
         return {"input_ids": ids, "token_type_ids": token_types, "attention_mask": attention_mask,
-                "mlm_targets": targets, "mlm_weights": weights, "nsp_labels": np.int32(nsp_label)}
+                "mlm_positions": positions, "mlm_targets": targets, "mlm_weights": weights,
+                "nsp_labels": np.int32(nsp_label)}
 
 
 class _Batch:

@@ -102,7 +102,7 @@ class BertOutput:
     """What Bert returns; a pytree, so it can leave a jit. Heads the model lacks are None."""
     hidden_states: jax.Array  # [B, L, d_model], compute dtype
     pooled: jax.Array | None = None  # [B, d_model]
-    mlm_logits: jax.Array | None = None  # [B, L, vocab] float32
+    mlm_logits: jax.Array | None = None  # [B, L, vocab] float32 ([B, P, vocab] with mlm_positions)
     nsp_logits: jax.Array | None = None  # [B, 2] float32 (index 0 = "B follows A")
     logits: jax.Array | None = None  # [B, num_labels] float32
 
@@ -176,11 +176,12 @@ class MLMHead(nnx.Module):
 
 
 class Bert(nnx.Module):
-    """model(input_ids, token_type_ids=None, attention_mask=None, *, rngs=None) -> BertOutput.
+    """model(input_ids, token_type_ids=None, attention_mask=None, *, mlm_positions=None, rngs=None) -> BertOutput.
 
     input_ids, token_type_ids int [B, L] (token types default to 0); attention_mask [B, L]
     with 1 (or True) for a real token and 0 for padding, default all real. Positions are
-    0..L-1. Dropout runs iff `rngs` is given.
+    0..L-1. Dropout runs iff `rngs` is given. `mlm_positions` int [B, P]: score the MLM head at
+    those positions only (pretraining predicts ~15% of them; the vocabulary matmul is the largest).
     """
 
     def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
@@ -237,7 +238,7 @@ class Bert(nnx.Module):
         x, _ = jax.lax.scan(body, x, (jnp.arange(self.cfg.num_layers), stacked))
         return x
 
-    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *,
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *, mlm_positions=None,
                  rngs: nnx.Rngs | None = None) -> BertOutput:
         cfg = self.cfg
         h = self.encode(input_ids, token_type_ids, attention_mask, rngs=rngs)
@@ -245,7 +246,8 @@ class Bert(nnx.Module):
         if cfg.has_pooler:
             out["pooled"] = jnp.tanh(self.pooler(h[:, 0]))
         if cfg.heads in ("pretraining", "mlm"):
-            out["mlm_logits"] = self.mlm(h, self.wte.embedding[...])
+            picked = h if mlm_positions is None else jnp.take_along_axis(h, mlm_positions[..., None], axis=1)
+            out["mlm_logits"] = self.mlm(picked, self.wte.embedding[...])
         if cfg.heads == "pretraining":
             out["nsp_logits"] = self.nsp(out["pooled"]).astype(jnp.float32)
         if cfg.heads == "classification":

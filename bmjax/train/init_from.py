@@ -35,13 +35,20 @@ def _is_workdir(path: pathlib.Path) -> bool:
     return (path / "checkpoints").is_dir()
 
 
+def _workdir_config(path: pathlib.Path) -> dict:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(KEY, f"cannot read the config of workdir {path} ({e})") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(KEY, f"{path}/config.json has no model section")
+    return config
+
+
 def source_model_keys(path: pathlib.Path) -> dict:
     """The source's model config: from a workdir's config.json, or converted from a Hugging Face config."""
     if _is_workdir(path):
-        try:
-            return json.loads((path / "config.json").read_text())["model"]
-        except (OSError, ValueError, KeyError) as e:
-            raise ConfigError(KEY, f"cannot read the model config of workdir {path} ({e})") from None
+        return _workdir_config(path)["model"]
     if (path / "config.json").is_file():
         from bmjax.models import config_from_hf
 
@@ -67,6 +74,11 @@ def check_init_from(config) -> None:
         ours, theirs = config.model.get(key), source.get(key)
         if ours is not None and theirs is not None and ours != theirs:
             raise ConfigError(KEY, f"{path} holds a model with model.{key}={theirs!r}; this config has {ours!r}")
+    if _is_workdir(path):  # embeddings learnt for one tokenizer's ids mean nothing under another's
+        theirs = _workdir_config(path).get("data", {}).get("tokenizer")
+        if theirs is not None and theirs != config.data.tokenizer:
+            raise ConfigError(KEY, f"{path} was trained with data.tokenizer={theirs!r}; this config has "
+                                   f"{config.data.tokenizer!r}")
 
 
 def _newest_step(workdir: pathlib.Path) -> int | None:

@@ -62,7 +62,9 @@ def mlm_loss(model, batch, rngs):
     The loss's count is the number of examples, so gradient accumulation weighs micro-batches equally; the
     MLM part is then exact only when micro-batches select equally many tokens (they do, within rounding).
     """
-    out = _bert_outputs(model, batch, rngs)
+    # The MLM head scores only the selected positions ([B, P, vocab]), as BERT does.
+    out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                mlm_positions=batch["mlm_positions"], rngs=rngs)
     weights = batch["mlm_weights"].astype(jnp.float32)
     targets = batch["mlm_targets"]
     ce = vocab_parallel.cross_entropy(out.mlm_logits, targets)  # as lm_loss: vocabulary-parallel when sharded
@@ -133,7 +135,7 @@ def classification_finalize(metrics: dict) -> dict:
 BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 TASKS = {
     "lm": Task("lm", lm_loss, ("inputs", "targets")),
-    "mlm": Task("mlm", mlm_loss, BERT_INPUTS + ("mlm_targets", "mlm_weights", "nsp_labels")),
+    "mlm": Task("mlm", mlm_loss, BERT_INPUTS + ("mlm_positions", "mlm_targets", "mlm_weights", "nsp_labels")),
     "classification": Task("classification", classification_loss, BERT_INPUTS + ("labels", "weights"),
                            eval_metrics=classification_eval, finalize=classification_finalize),
 }
