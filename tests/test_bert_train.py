@@ -156,6 +156,19 @@ def test_mlm_positions_score_the_same_logits_as_the_full_head():
     assert np.allclose(picked, np.take_along_axis(np.asarray(full), positions[..., None], axis=1), atol=1e-5)
 
 
+def test_flop_counts_charge_the_vocabulary_projection_only_where_it_runs():
+    from bmjax.models import flops, model_config
+    from bmjax.train import tasks
+
+    pretrain = load_config("configs/bert/base.py")  # seq_len 128: 19 of 128 positions scored
+    finetune = load_config("configs/bert/finetune.py", "data=x.csv,labels=2")
+    assert tasks.output_fraction(pretrain) == pytest.approx(19 / 128)
+    assert tasks.output_fraction(finetune) == 0.0
+    cfg = model_config(pretrain.model)
+    full, scored = flops.train_flops_per_token(cfg, 128), flops.train_flops_per_token(cfg, 128, 19 / 128)
+    assert full - scored == pytest.approx(6 * 768 * 30522 * (1 - 19 / 128))
+
+
 def test_init_from_refuses_a_workdir_trained_with_another_tokenizer(tmp_path):
     workdir = tmp_path / "pretrain"
     (workdir / "checkpoints" / "100").mkdir(parents=True)

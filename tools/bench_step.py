@@ -22,7 +22,7 @@ from bmjax import data as data_lib
 from bmjax import validate
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.train import loop, mfu, optim
+from bmjax.train import loop, mfu, optim, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed train steps.")
@@ -69,7 +69,8 @@ def main(argv):
     ms = statistics.median(times) * 1e3
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     tokens_per_sec = tokens_per_step / (ms / 1e3)
-    flops_per_token = flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len))
+    flops_per_token = flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len),
+                                                  tasks.output_fraction(config))
     peak = mfu.total_peak_flops(config.model.dtype)
     loss = float(np.asarray(out["loss"]).reshape(-1)[-1])
     print(f"devices {jax.device_count()} ({jax.devices()[0].device_kind}), mesh {dict(mesh.shape)}, "

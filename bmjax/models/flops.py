@@ -89,7 +89,7 @@ def param_counts(cfg) -> dict[str, int]:
     return {"total": non_embedding + embedding_params(cfg), "non_embedding": non_embedding}
 
 
-def train_flops_per_token(cfg, seq_len: int) -> float:
+def train_flops_per_token(cfg, seq_len: int, output_fraction: float = 1.0) -> float:
     """Training FLOPs per token (forward + backward), the PaLM/nanoGPT MFU convention.
 
         6 * N + 12 * num_layers * (num_heads * head_dim) * seq_len
@@ -101,8 +101,11 @@ def train_flops_per_token(cfg, seq_len: int) -> float:
     (2 * 2 * L * width * seq_len forward, times three). Causal attention is NOT
     halved: like PaLM (appendix B) and nanoGPT, count the full square, so MFU
     numbers compare with theirs.
+
+    `output_fraction`: the share of positions the output projection scores: 1 for a
+    causal LM; BERT pretraining scores only its selected ~15%, a classifier none.
     """
-    n = param_counts(cfg)["non_embedding"] + cfg.d_model * cfg.vocab_size
+    n = param_counts(cfg)["non_embedding"] + output_fraction * cfg.d_model * cfg.vocab_size
     attn_width = cfg.num_heads * (cfg.d_model // cfg.num_heads)
     return 6.0 * n + 12.0 * cfg.num_layers * attn_width * seq_len
 

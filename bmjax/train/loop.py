@@ -142,7 +142,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         config, mesh, graphdef, state_shardings, tx, lr_schedule)
 
     model_cfg = build_model_config(config)
-    flops_per_token = flops.train_flops_per_token(model_cfg, int(config.data.seq_len))
+    flops_per_token = flops.train_flops_per_token(model_cfg, int(config.data.seq_len),
+                                                  tasks_lib.output_fraction(config))
     peak = mfu_lib.total_peak_flops(config.model.dtype)
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
