@@ -1,5 +1,6 @@
 """A text sample from a trained GPT at the end of training, with the cached generator."""
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from flax import nnx
 
@@ -12,7 +13,9 @@ def sample_text(graphdef, params, rest, tokenizer, config) -> str:
     prompt = np.asarray(tokenizer.encode(config.train.sample_prompt), np.int32)
     if prompt.size == 0:  # an empty prompt: start from the tokenizer's begin token, or id 0
         prompt = np.array([getattr(tokenizer, "bos_id", None) or 0], np.int32)
-    params, rest = jax.device_get((params, rest))  # sampling runs on one device, whatever the training mesh
+    # Sampling runs on one device, whatever the training mesh; in a multi-process run every process gathers
+    # the full parameters (they are not all addressable from one process).
+    params, rest = multihost_utils.process_allgather((params, rest), tiled=True)
     model = nnx.merge(graphdef, params, rest)
     tokens, lengths = generate(
         model, prompt[None], max_new_tokens=int(config.train.sample_tokens),
