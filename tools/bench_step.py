@@ -7,6 +7,9 @@ Runs the exact jitted step the trainer runs (same shardings, same `train.steps_p
 batches from the config's pipeline, after a warm-up that includes compilation, and reports the median time per
 step over timing windows. Nothing is written to disk except a throwaway workdir for the tokenizer.
 """
+import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -28,6 +31,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed train steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed steps first (compilation included).")
 _WINDOW = flags.DEFINE_integer("window", 20, "Steps per timing window; the median window is reported.")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON line (read by tools/bench_compare.py) instead of text.")
 
 
 def main(argv):
@@ -59,6 +63,10 @@ def main(argv):
 
     window_calls = max(_WINDOW.value // k, 1)
     times = []
+    # CPU time and page faults of this process over the timed steps, and the machine's load: on a shared
+    # machine the wall time alone does not tell a slow step from a busy neighbour.
+    load_before = os.getloadavg()[0]
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
     timed = feeds[warm_calls:]
     for start in range(0, len(timed) - window_calls + 1, window_calls):
         t0 = time.perf_counter()
@@ -66,6 +74,10 @@ def main(argv):
             state, out = step_fn(state, feed)
         jax.block_until_ready(out)
         times.append((time.perf_counter() - t0) / (window_calls * k))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    timed_steps = len(times) * window_calls * k
+    cpu_seconds = usage.ru_utime + usage.ru_stime - usage_before.ru_utime - usage_before.ru_stime
+    faults = usage.ru_minflt + usage.ru_majflt - usage_before.ru_minflt - usage_before.ru_majflt
     ms = statistics.median(times) * 1e3
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     tokens_per_sec = tokens_per_step / (ms / 1e3)
@@ -73,9 +85,17 @@ def main(argv):
                                                   tasks.output_fraction(config))
     peak = mfu.total_peak_flops(config.model.dtype)
     loss = float(np.asarray(out["loss"]).reshape(-1)[-1])
+    if _JSON.value:
+        print(json.dumps({"ms_per_step": ms, "cpu_ms_per_step": cpu_seconds / timed_steps * 1e3,
+                          "page_faults_per_step": faults / timed_steps, "timed_steps": timed_steps,
+                          "steps_per_call": k, "devices": jax.device_count(), "load_before": load_before,
+                          "load_after": os.getloadavg()[0], "loss": loss}), flush=True)
+        return
     print(f"devices {jax.device_count()} ({jax.devices()[0].device_kind}), mesh {dict(mesh.shape)}, "
           f"steps_per_call {k}")
     print(f"ms/step {ms:.2f} (min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f}, {len(times)} windows)")
+    print(f"cpu ms/step {cpu_seconds / timed_steps * 1e3:.2f}  page faults/step {faults / timed_steps:.0f}  "
+          f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
     print(f"tokens/s {tokens_per_sec:,.0f}  GFLOP/step {flops_per_token * tokens_per_step / 1e9:.2f}  "
           f"peak {peak / 1e9:,.1f} GFLOP/s  MFU {tokens_per_sec * flops_per_token / peak:.1%}  loss {loss:.4f}")
     sys.stdout.flush()
