@@ -9,7 +9,7 @@ import pytest
 from bmjax.defaults import base_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def load_tool():
@@ -44,7 +44,7 @@ def test_fsdp_splits_parameters_and_optimizer_state_over_devices():
 
 def run_tool(*args):
     # The tool adds its own device count to XLA_FLAGS; the lowest optimisation level compiles faster.
-    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
     return subprocess.run([sys.executable, "tools/compile_check.py", "--config", "configs/gpt/tiny.py", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
