@@ -103,15 +103,35 @@ def make_mlp(kind: str, d_model: int, d_ff: int, **kwargs) -> nnx.Module:
     raise ValueError(f"unknown mlp {kind!r}; expected 'gelu' or 'swiglu'")
 
 
+class Embed(nnx.Embed):
+    """nnx.Embed whose table is whole along its embedding axis where it is looked up.
+
+    FSDP keeps the table split on its embedding columns at rest. Rows looked up from a column-split table
+    come out column-split, and turning them into batch-split activations is a re-sharding XLA's SPMD
+    partitioner can only do by replicating them ("involuntary full rematerialization"); gathering the table's
+    columns first (what FSDP does for every other weight) makes the lookup batch-parallel. A vocabulary split
+    (tensor parallelism) stays: that lookup is a masked local gather and a sum.
+    """
+
+    def __init__(self, *args, lookup_axes: Axes, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lookup_axes = lookup_axes
+
+    def __call__(self, inputs):
+        table = constrain(self.embedding[...], self.lookup_axes)
+        (table,) = self.promote_dtype((table,), dtype=self.dtype, inexact=False)
+        return jnp.take(table, inputs, axis=0)
+
+
 def embed(num_embeddings: int, d_model: int, axes: Axes, *, init_std: float, dtype, param_dtype,
-          rngs: nnx.Rngs) -> nnx.Embed:
+          rngs: nnx.Rngs) -> Embed:
     """A lookup table [num_embeddings, d_model] named `axes`, init N(0, init_std).
 
     Token embeddings use ('vocab', 'embed'); position embeddings (None, 'embed').
     """
-    return nnx.Embed(num_embeddings, d_model, dtype=dtype, param_dtype=param_dtype,
-                     embedding_init=nnx.with_partitioning(nnx.initializers.normal(init_std), axes),
-                     rngs=rngs)
+    return Embed(num_embeddings, d_model, dtype=dtype, param_dtype=param_dtype,
+                 embedding_init=nnx.with_partitioning(nnx.initializers.normal(init_std), axes),
+                 lookup_axes=(axes[0], None), rngs=rngs)
 
 
 def dropout(x, rate: float, rngs: nnx.Rngs | None):
