@@ -9,13 +9,16 @@ A checkpoint is `workdir/checkpoints/<step>/` with two items:
 
 Saving is asynchronous: `save` returns once the arrays are copied off the accelerator, and orbax writes them
 in a background thread while training goes on. orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames
-the folder when every item is written, so a save cut short by a kill never looks like a checkpoint.
+the folder when every item is written, so a save cut short by a kill never looks like a checkpoint. A SIGKILL
+therefore loses the steps since the newest *finished* save: at most train.ckpt_every, plus the steps taken
+while that save was still being written, if the kill came during it.
 
 Restoring goes newest-first and takes the newest *complete* checkpoint. A step folder whose files were
 truncated or deleted (a disk filling up, a copy cut short, a hand edit) fails to read; it is reported in one
 line, moved to `workdir/checkpoints.incomplete/<step>` (so a later save of that step does not collide with
 it and nothing is deleted), and the next older one is tried. A checkpoint whose arrays do not match the
 config's shapes is not incomplete but written by another config: that is a ConfigError, never skipped.
+(orbax stores no checksums: bytes overwritten in place, at the same length, are not detected.)
 Restoring onto an abstract state that carries shardings lays the arrays out for the current mesh, whatever
 mesh saved them.
 """

@@ -154,8 +154,9 @@ def check_mesh(config):
 def check_machine(config):
     """What the config asks of the hardware: cuDNN attention runs only on NVIDIA GPUs."""
     backend = jax.default_backend()
+    elsewhere = ", ".join(a for a in CHOICES["model.attention"] if a != "cudnn")
     _require(config.model.attention != "cudnn" or backend == "gpu", "model.attention",
-             f"'cudnn' needs an NVIDIA GPU, this machine runs on {backend}; allowed here: xla, reference")
+             f"'cudnn' needs an NVIDIA GPU, this machine runs on {backend}; allowed here: {elsewhere}")
 
 
 def check_tokenizer(config, workdir: pathlib.Path):

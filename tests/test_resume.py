@@ -44,9 +44,10 @@ def test_kill9_at_a_random_step_then_rerun_is_bitwise_identical(runner, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     restored = resumed_step(result.stdout) or 0  # no message: no checkpoint was complete, a fresh start
     assert restored % CKPT_EVERY == 0, result.stdout[-2000:]
-    # The newest checkpoint before the kill: at most ckpt_every steps behind, or one more interval when the kill
-    # landed while that checkpoint was still being written (the save is asynchronous).
-    assert killed_at - 2 * CKPT_EVERY < restored <= killed_at, note
+    # The newest checkpoint before the kill: at most ckpt_every steps behind, or up to one more interval when the
+    # kill landed while that checkpoint was still being written (saves are asynchronous; orbax finishes one
+    # before it starts the next, and the row of a checkpoint step is logged before its save starts).
+    assert killed_at - 2 * CKPT_EVERY <= restored <= killed_at, note
     assert losses(workdir) == reference, note
     assert any(step > restored for step, _, _ in reference), note  # the comparison covered resumed steps
 
