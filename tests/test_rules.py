@@ -178,3 +178,17 @@ def test_batch_must_divide_over_data_and_fsdp():
     c.mesh.update(data=2, fsdp=4)
     with pytest.raises(ConfigError, match="data.batch_size"):
         validate.check_mesh(c)
+
+
+def test_activations_follow_the_rules_only_inside_a_layout(mesh222):
+    """Models hint activation layouts by name (layers.constrain); the trainer's layout turns the hint into a
+    sharding, and outside it the hint does nothing (models never see a mesh)."""
+    from bmjax.models import layers
+    from bmjax.parallel import context
+
+    x = jax.numpy.zeros((8, 16, 32))
+    f = jax.jit(lambda x: layers.constrain(x * 2, ("batch", "length", "embed")))
+    with context.activate(mesh222):
+        inside = jax.jit(lambda x: layers.constrain(x * 2, ("batch", "length", "embed")))(x)
+    assert inside.sharding.spec == P(("data", "fsdp"))  # embed's fsdp already went to the batch
+    assert f(x).sharding.is_fully_replicated
