@@ -1,13 +1,18 @@
 """Preemption: SIGTERM makes the run finish its step, save a checkpoint at that step, and exit with 143; the same
-command resumes there and logs bitwise the losses of a run that was never interrupted."""
+command resumes there and logs bitwise the losses of a run that was never interrupted. Several processes agree
+on the step."""
 import os
 import random
 import signal
+import socket
+import subprocess
+import sys
 
 import pytest
 
 from bmjax.train import faults
-from cli_runs import GPT_ARGS, STEPS, Runner, checkpoint_steps, losses, read_rows, resumed_step, wait_for_step
+from cli_runs import GPT_ARGS, REPO, STEPS, Runner, checkpoint_steps, losses, read_rows, resumed_step, \
+    wait_for_step
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +46,38 @@ def test_sigterm_saves_at_that_step_exits_143_and_the_same_command_resumes(runne
     assert result.returncode == 0, result.stderr[-3000:]
     assert resumed_step(result.stdout) == step, result.stdout[-2000:]
     assert losses(workdir) == reference, note
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_agree_on_the_step_when_only_one_gets_sigterm(runner, tmp_path):
+    """A scheduler may signal hosts at different moments: jax's preemption service picks one step for all, both
+    save it together and exit 143."""
+    args = runner.args(GPT_ARGS, "--config.train.steps=1000", "--config.mesh.data=2")
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(runner.env(1), JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+    env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=1", "")
+    workdir = tmp_path / "run"
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "bmjax.main", *args, "--workdir", str(workdir),
+                               "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)],
+                              cwd=REPO, env=env, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT)
+             for i in range(2)]
+    try:
+        wait_for_step(procs[0], workdir, 3)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    outputs = [log.read_text() for log in logs]
+    assert codes == [faults.PREEMPTED_EXIT_CODE] * 2, outputs[0][-2000:] + outputs[1][-2000:]
+    steps = {int(out.split("preempted: saved checkpoint ")[1].split(" at step ")[1].split(";")[0]) for out in outputs}
+    assert len(steps) == 1, outputs
+    assert checkpoint_steps(workdir)[-1] == steps.pop()
