@@ -1,7 +1,6 @@
 """bmjax: BERT and GPT training at scale, and scaling-law measurement, in JAX/Flax NNX."""
-import os
+from bmjax import runtime as _runtime
 
-# jax's CPU client sizes its thread pool from the core count; with fake devices (or several
-# processes) a step holding collectives deadlocks on a 2-core machine unless the pool is larger.
-# It must be set before jax creates its CPU backend, so it lives here, before anything imports jax.
-os.environ.setdefault("PJRT_NPROC", "64")
+# The CPU thread-pool size and malloc settings must be in place before jax creates its CPU backend,
+# so they are set here, before anything imports jax (bmjax/runtime.py says why each is needed).
+_runtime.set_process_defaults()

@@ -55,7 +55,6 @@ def base_config() -> config_dict.ConfigDict:
     c.data.train_split = "train"  # source tfds: split names
     c.data.eval_split = "validation"
 
-
     c.optim = config_dict.ConfigDict()
     c.optim.lr = 3e-4
     c.optim.min_lr = 3e-5
@@ -74,6 +73,9 @@ def base_config() -> config_dict.ConfigDict:
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
     c.mesh.sequence = 1
+    # > 0: jax's CPU backend runs as this many devices, so the data axis splits each batch over the cores (set
+    # before jax starts; bmjax/runtime.py). 0: as jax starts it (one device, or what XLA_FLAGS forces).
+    c.mesh.cpu_devices = 0
     # Multi-slice TPU / multi-node GPU: how many of the data (fsdp) ways cross the data-centre network between
     # slices (processes on GPUs). Each divides its axis; their product is the number of slices.
     c.mesh.dcn_data = 1

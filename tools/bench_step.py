@@ -22,7 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bmjax import data as data_lib
-from bmjax import validate
+from bmjax import runtime, validate
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, mfu, optim, tasks
@@ -39,6 +39,7 @@ def main(argv):
     config = _CONFIG.value
     k = int(config.train.steps_per_call)
     workdir = tempfile.mkdtemp(prefix="bmjax-bench-")
+    runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
     data = data_lib.make_data(config, workdir, process_index=jax.process_index(),
@@ -83,7 +84,7 @@ def main(argv):
     tokens_per_sec = tokens_per_step / (ms / 1e3)
     flops_per_token = flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len),
                                                   tasks.output_fraction(config))
-    peak = mfu.total_peak_flops(config.model.dtype)
+    peak = mfu.total_peak_flops(config.model.dtype, refresh=True)  # a quiet moment raises the cached peak
     loss = float(np.asarray(out["loss"]).reshape(-1)[-1])
     if _JSON.value:
         print(json.dumps({"ms_per_step": ms, "cpu_ms_per_step": cpu_seconds / timed_steps * 1e3,

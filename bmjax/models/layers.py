@@ -33,6 +33,29 @@ def _tuple(x: int | Sequence[int]) -> tuple[int, ...]:
     return (x,) if isinstance(x, int) else tuple(x)
 
 
+def token_matmul(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+    """`lax.dot_general` for a linear layer (trailing axes of lhs against leading axes of rhs, no batch axes).
+
+    On CPU the leading (token) axes are merged first, so the product is one 2-D matmul: XLA:CPU turns the
+    weight gradient of a dot that contracts two token axes ([batch, length]) into a transposed copy of the
+    output gradient, duplicating its producer (e.g. GELU's backward) in a slow strided loop; with one token
+    axis the weight gradient is a plain matmul. The result is the same product. Other backends (where a
+    sharded length axis could not be merged into the batch axis without communication) get the plain dot.
+    """
+    (lhs_contract, rhs_contract), batch = dimension_numbers
+    n = len(lhs_contract)
+    trailing_by_leading = (tuple(lhs_contract) == tuple(range(lhs.ndim - n, lhs.ndim))
+                           and tuple(rhs_contract) == tuple(range(n)) and not any(batch))
+    if jax.default_backend() != "cpu" or lhs.ndim - n <= 1 or not trailing_by_leading:
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                   preferred_element_type=preferred_element_type, **kwargs)
+    lead, inner, out = lhs.shape[:-n], rhs.shape[:n], rhs.shape[n:]
+    flat = jax.lax.dot_general(lhs.reshape(-1, math.prod(inner)), rhs.reshape(math.prod(inner), -1),
+                               (((1,), (0,)), ((), ())), precision=precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+    return flat.reshape(*lead, *out)
+
+
 def linear(in_features: int | Sequence[int], out_features: int | Sequence[int],
            in_axes: Axes, out_axes: Axes, *, use_bias: bool, init_std: float, dtype, param_dtype,
            rngs: nnx.Rngs) -> nnx.LinearGeneral:
@@ -47,7 +70,7 @@ def linear(in_features: int | Sequence[int], out_features: int | Sequence[int],
         dtype=dtype, param_dtype=param_dtype,
         kernel_init=nnx.with_partitioning(nnx.initializers.normal(init_std), (*in_axes, *out_axes)),
         bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), out_axes),
-        rngs=rngs)
+        dot_general=token_matmul, rngs=rngs)
 
 
 def make_norm(kind: str, d_model: int, *, eps: float, use_bias: bool, dtype, param_dtype,

@@ -32,6 +32,10 @@ def get_config(arg: str = ""):
     c.optim.b2 = 0.99
     c.optim.weight_decay = 0.1
     c.optim.grad_clip = 1.0
+    # Two CPU devices: each step's 12 sequences split 6 + 6 over the two cores (one gradient all-reduce), ~25%
+    # faster here than one device splitting every small op over two threads (experiments/shakespeare_char).
+    # No effect off the CPU.
+    c.mesh.cpu_devices = 2
     c.train.steps = 2000
     c.train.log_every = 100
     c.train.eval_every = 250
