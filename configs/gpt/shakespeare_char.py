@@ -37,6 +37,9 @@ def get_config(arg: str = ""):
     # No effect off the CPU.
     c.mesh.cpu_devices = 2
     c.train.steps = 2000
+    # 10 updates per jitted call (lax.scan): fewer host round trips, ~5-10% faster here; the numbers are the
+    # same as one update per call. log/eval/ckpt intervals stay multiples of it.
+    c.train.steps_per_call = 10
     c.train.log_every = 100
     c.train.eval_every = 250
     c.train.eval_steps = 20
@@ -45,6 +48,7 @@ def get_config(arg: str = ""):
     c.train.sample_prompt = "\n"
     if "runlocal" in arg.split(","):
         c.train.steps = 20
+        c.train.steps_per_call = 5
         c.train.log_every = 5
         c.train.eval_every = 10
         c.train.eval_steps = 2
