@@ -74,7 +74,7 @@ def base_config() -> config_dict.ConfigDict:
     c.mesh.tensor = 1
     c.mesh.sequence = 1
     # > 0: jax's CPU backend runs as this many devices, so the data axis splits each batch over the cores (set
-    # before jax starts; bmjax/runtime.py). 0: as jax starts it (one device, or what XLA_FLAGS forces).
+    # before jax starts; bmjax/runtime.py). 0: as jax starts it (one device). A count set in the environment wins.
     c.mesh.cpu_devices = 0
     # Multi-slice TPU / multi-node GPU: how many of the data (fsdp) ways cross the data-centre network between
     # slices (processes on GPUs). Each divides its axis; their product is the number of slices.

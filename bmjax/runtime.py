@@ -9,6 +9,7 @@ import os
 import sys
 
 THREAD_POOL_ENV = "PJRT_NPROC"  # read by jax's CPU client when it starts: the size of its thread pool
+FORCED_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"  # XLA_FLAGS' fake CPU device count
 
 # Whether the user chose the pool size (set_process_defaults records it before filling in a default).
 _user_set_thread_pool = THREAD_POOL_ENV in os.environ
@@ -50,7 +51,9 @@ def use_cpu_devices(config):
     thread pool becomes max(2 * devices, cores) unless PJRT_NPROC was set by the user (2 per device keeps
     collectives from starving, see set_process_defaults; more only oversubscribes the cores).
     Must run before jax starts; if jax already runs (a test, a notebook), its CPU devices must already number
-    `mesh.cpu_devices`, or the run is not on the CPU.
+    `mesh.cpu_devices`, or the run is not on the CPU. A device count set in the environment (XLA_FLAGS'
+    --xla_force_host_platform_device_count or JAX_NUM_CPU_DEVICES, e.g. to try a mesh on fake devices) is the
+    user's explicit choice and wins over the config's.
     """
     import jax
 
@@ -59,7 +62,7 @@ def use_cpu_devices(config):
     n = config.mesh.cpu_devices
     if not isinstance(n, int) or n < 0:
         raise ConfigError("mesh.cpu_devices", f"must be an integer >= 0, got {n!r}")
-    if n == 0:
+    if n == 0 or _device_count_set_in_environment():
         return
     try:
         jax.config.update("jax_num_cpu_devices", n)
@@ -71,3 +74,7 @@ def use_cpu_devices(config):
         return
     if not _user_set_thread_pool:
         os.environ[THREAD_POOL_ENV] = str(max(2 * n, os.cpu_count() or 1))
+
+
+def _device_count_set_in_environment() -> bool:
+    return FORCED_DEVICE_COUNT_FLAG in os.environ.get("XLA_FLAGS", "") or bool(os.environ.get("JAX_NUM_CPU_DEVICES"))

@@ -42,9 +42,15 @@ def test_cpu_devices_split_the_cpu_and_size_the_pool():
     assert out == {"devices": 2, "pool": str(max(4, os.cpu_count()))}
     # A pool size the user chose is kept.
     assert _python(CPU_DEVICES, PJRT_NPROC="16") == {"devices": 2, "pool": "16"}
+    # A device count forced in XLA_FLAGS is the user's explicit choice: it wins over the config.
+    assert _python(CPU_DEVICES, XLA_FLAGS="--xla_force_host_platform_device_count=4")["devices"] == 4
+    assert _python(CPU_DEVICES, JAX_NUM_CPU_DEVICES="3")["devices"] == 3
 
 
-def test_cpu_devices_after_jax_started_must_match():
+def test_cpu_devices_after_jax_started_must_match(monkeypatch):
+    assert jax.local_device_count() == 8  # jax has started, with the tests' 8 devices
+    monkeypatch.setenv("XLA_FLAGS", "")  # as if those 8 had not been forced by the environment
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
     config = base_config()
     config.mesh.cpu_devices = jax.local_device_count()  # the tests' 8 fake devices: nothing to change
     runtime.use_cpu_devices(config)

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from bmjax import checkpoint as ckpt_lib
 from bmjax import data as data_lib
-from bmjax import validate
+from bmjax import runtime, validate
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, optim
 
@@ -66,6 +66,7 @@ def main(argv):
     if int(config.train.steps_per_call) != 1 or window % ckpt_every:
         sys.exit("error: needs train.steps_per_call=1 and --window a multiple of --ckpt_every")
     workdir = tempfile.mkdtemp(prefix="bmjax-bench-ckpt-")
+    runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
     data = data_lib.make_data(config, workdir, process_index=jax.process_index(),
