@@ -34,15 +34,6 @@ from bmjax.errors import ConfigError
 
 INCOMPLETE_DIR = "checkpoints.incomplete"
 
-# orbax splits every replicated array (the parameters under data parallelism) into one slice per replica, each
-# written on its own: for arrays of a few kB that multiplies the per-array cost (on two CPU devices it more than
-# doubled the time a save holds up the loop, 87 -> 220 ms for the tiny GPT). Slices below this size stay whole.
-# orbax's StandardCheckpointHandler takes its array handler from the process-wide registry, so it is set there.
-MIN_REPLICA_SLICE_BYTES = 16 << 20
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES),
-    override=True)
-
 
 class Checkpointer:
     def __init__(self, workdir: pathlib.Path, *, keep: int, async_save: bool = True):
@@ -57,7 +48,7 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,
-            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()},
+            item_handlers={"state": _state_handler(), "data": grain.checkpoint.CheckpointHandler()},
         )
 
     def path(self, step: int) -> pathlib.Path:
@@ -74,7 +65,7 @@ class Checkpointer:
         afterwards does not change what is saved.
         """
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.PyTreeSave(state),
             data=grain.checkpoint.CheckpointSave(data_iter),
         )
         return self.manager.save(step, args=args, force=force)
@@ -82,7 +73,8 @@ class Checkpointer:
     def restore(self, step: int, abstract_state, data_iter):
         """Restore `step` onto `abstract_state`'s shapes, dtypes and shardings; moves `data_iter` in place."""
         args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
+            state=ocp.args.PyTreeRestore(abstract_state,
+                                         restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
             data=grain.checkpoint.CheckpointRestore(data_iter),
         )
         restored = self.manager.restore(step, args=args)
@@ -148,6 +140,18 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# orbax splits every replicated array (the parameters under data parallelism) into one slice per replica, each
+# written on its own: for arrays of a few kB that multiplies the per-array cost (on two CPU devices it more than
+# doubled the time a save holds up the loop, 87 -> 220 ms for the tiny GPT). Slices below this size stay whole.
+MIN_REPLICA_SLICE_BYTES = 16 << 20
+
+
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+    registry = ocp.type_handlers.create_type_handler_registry(
+        (jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES)))
+    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
 def _all_processes(ok: bool) -> bool:
