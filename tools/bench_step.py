@@ -32,6 +32,8 @@ _STEPS = flags.DEFINE_integer("steps", 200, "Timed train steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed steps first (compilation included).")
 _WINDOW = flags.DEFINE_integer("window", 20, "Steps per timing window; the median window is reported.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON line (read by tools/bench_compare.py) instead of text.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "If set, also trace the last timing window's steps with "
+                                   "jax.profiler into this directory (for TensorBoard/XProf), after the timing.")
 
 
 def main(argv):
@@ -76,6 +78,11 @@ def main(argv):
         jax.block_until_ready(out)
         times.append((time.perf_counter() - t0) / (window_calls * k))
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    if _PROFILE_DIR.value:  # traced separately so the tracer's overhead stays out of the figures
+        with jax.profiler.trace(_PROFILE_DIR.value):
+            for feed in timed[-window_calls:]:
+                state, _ = step_fn(state, feed)
+            jax.block_until_ready(state)
     timed_steps = len(times) * window_calls * k
     cpu_seconds = usage.ru_utime + usage.ru_stime - usage_before.ru_utime - usage_before.ru_stime
     faults = usage.ru_minflt + usage.ru_majflt - usage_before.ru_minflt - usage_before.ru_majflt
