@@ -29,6 +29,7 @@ def load_run(workdir):
     import orbax.checkpoint as ocp
     from flax import nnx
 
+    from bmjax.checkpoint import read_tree
     from bmjax.data import build_tokenizer
     from bmjax.models import build_model
 
@@ -46,23 +47,17 @@ def load_run(workdir):
     if not ckpt_dir.is_dir():
         raise ConfigError("--workdir", f"no checkpoint in {ckpt_dir}")
     # Read only: never clean up or create anything in a run that may still be training.
-    manager = ocp.CheckpointManager(ckpt_dir, item_handlers={"state": ocp.PyTreeCheckpointHandler()},
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
     step = manager.latest_step()
+    manager.close()
     if step is None:
         raise ConfigError("--workdir", f"no checkpoint in {ckpt_dir}")
     tokenizer = build_tokenizer(config, str(workdir))
 
     abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
     graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                                     abstract_params)}
-    # The checkpoint holds the whole train state; restore its params only (no optimizer state).
-    restore = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                                     partial_restore=True)
-    params = manager.restore(step, args=ocp.args.Composite(state=restore))["state"]["params"]
-    manager.close()
+    # The checkpoint holds the whole train state; read its params only (the optimizer state stays on disk).
+    params = jax.device_put(read_tree(ckpt_dir / str(step), abstract_params, "params/"), jax.devices()[0])
     model = nnx.merge(graphdef, params, rest)
     return config, tokenizer, model
 

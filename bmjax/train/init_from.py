@@ -20,8 +20,7 @@ import pathlib
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
-
+from bmjax.checkpoint import read_arrays
 from bmjax.errors import ConfigError
 
 KEY = "train.init_from"
@@ -92,21 +91,19 @@ def _name(path) -> str:
     return "/".join(parts[:-1] if parts and parts[-1] == "value" else parts)
 
 
+def _strip_value(name: str) -> str:
+    return name.removesuffix("/value")
+
+
 def flat_params(tree) -> dict:
     return {_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def workdir_params(workdir: pathlib.Path) -> tuple[dict, str]:
     """{name: np.ndarray} of the newest checkpoint's params (read alone: optimizer state stays on disk)."""
-    step = _newest_step(workdir)
-    item = workdir / "checkpoints" / str(step) / "state"
-    checkpointer = ocp.PyTreeCheckpointer()
-    saved = checkpointer.metadata(item).item_metadata["params"]
-    target = {"params": jax.tree.map(lambda m: np.zeros((), m.dtype), saved)}
-    restore_args = {"params": jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)}
-    restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                                                      partial_restore=True))
-    return flat_params(restored["params"]), f"{item.parent}"
+    step_dir = workdir / "checkpoints" / str(_newest_step(workdir))
+    saved = read_arrays(step_dir, "params/")
+    return {_strip_value(name.removeprefix("params/")): array for name, array in saved.items()}, f"{step_dir}"
 
 
 def hf_params(path: pathlib.Path) -> tuple[dict, str]:
