@@ -80,9 +80,10 @@ print(json.dumps({"faults_per_call": (resource.getrusage(resource.RUSAGE_SELF).r
 
 
 def test_large_temporaries_are_not_faulted_in_again_every_call():
-    # Without bmjax's malloc settings every call maps its 48 MiB afresh: ~12k page faults per call.
+    # Without bmjax's malloc settings every call maps its 48 MiB afresh: ~12k page faults per call. With them,
+    # tens on a quiet machine; once ~2.5k in a full suite run (the kernel reclaiming pages under load).
     out = _python(PAGE_FAULTS, PJRT_NPROC="1")
-    assert out["faults_per_call"] < 1000, out
+    assert out["faults_per_call"] < 4000, out
 
 
 def test_token_matmul_equals_dot_general_with_gradients():
