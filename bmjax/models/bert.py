@@ -170,8 +170,7 @@ class MLMHead(nnx.Module):
 
     def __call__(self, h, embedding):
         h = self.ln(jax.nn.gelu(self.dense(h), approximate=False))
-        logits = jnp.einsum("bld,vd->blv", h.astype(self.dtype), embedding.astype(self.dtype),
-                            preferred_element_type=jnp.float32)
+        logits = layers.output_logits("bld,vd->blv", h.astype(self.dtype), embedding.astype(self.dtype))
         return logits + self.bias[...].astype(jnp.float32)
 
 

@@ -232,10 +232,8 @@ class GPT(nnx.Module):
         """h [B, L, d_model] -> logits float32 [B, L, vocab] (matmul in compute dtype, f32 accumulate)."""
         dtype = jnp.dtype(self.cfg.dtype)
         if self.cfg.tie_embeddings:
-            w = self.wte.embedding[...].astype(dtype)
-            return jnp.einsum("bld,vd->blv", h.astype(dtype), w, preferred_element_type=jnp.float32)
-        w = self.lm_head.kernel[...].astype(dtype)
-        return jnp.einsum("bld,dv->blv", h.astype(dtype), w, preferred_element_type=jnp.float32)
+            return layers.output_logits("bld,vd->blv", h.astype(dtype), self.wte.embedding[...].astype(dtype))
+        return layers.output_logits("bld,dv->blv", h.astype(dtype), self.lm_head.kernel[...].astype(dtype))
 
     def __call__(self, input_ids, *, positions=None, segment_ids=None,
                  rngs: nnx.Rngs | None = None, cache=None):

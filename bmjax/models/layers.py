@@ -8,6 +8,7 @@ eager sharding needs a mesh.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -54,6 +55,42 @@ def token_matmul(lhs, rhs, dimension_numbers, precision=None, preferred_element_
                                (((1,), (0,)), ((), ())), precision=precision,
                                preferred_element_type=preferred_element_type, **kwargs)
     return flat.reshape(*lead, *out)
+
+
+def output_logits(equation: str, h, w):
+    """The output layer's logits in float32, from operands in the compute dtype: `jnp.einsum(equation, h, w)`.
+
+    Plain autodiff of an einsum with a float32 result multiplies the float32 cotangent by the other, low-precision
+    operand: mixed operands that XLA runs as float32 matrix products, the largest of the model (tokens x vocab x
+    width, twice in the backward pass). Here the cotangent is rounded to the operands' dtype first, as every
+    other layer's is, so the backward's products run in that dtype too (float32 accumulation). With float32
+    operands this is exactly the plain einsum.
+    """
+    if h.dtype == jnp.float32 and w.dtype == jnp.float32:
+        return jnp.einsum(equation, h, w, preferred_element_type=jnp.float32)
+    return _low_precision_logits(equation, h, w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _low_precision_logits(equation, h, w):
+    return jnp.einsum(equation, h, w, preferred_element_type=jnp.float32)
+
+
+def _low_precision_logits_fwd(equation, h, w):
+    return _low_precision_logits(equation, h, w), (h, w)
+
+
+def _low_precision_logits_bwd(equation, residuals, g):
+    h, w = residuals
+    inputs, out = equation.split("->")
+    h_axes, w_axes = inputs.split(",")
+    g = g.astype(h.dtype)
+    dh = jnp.einsum(f"{out},{w_axes}->{h_axes}", g, w.astype(h.dtype), preferred_element_type=jnp.float32)
+    dw = jnp.einsum(f"{h_axes},{out}->{w_axes}", h, g, preferred_element_type=jnp.float32)
+    return dh.astype(h.dtype), dw.astype(w.dtype)
+
+
+_low_precision_logits.defvjp(_low_precision_logits_fwd, _low_precision_logits_bwd)
 
 
 def linear(in_features: int | Sequence[int], out_features: int | Sequence[int],
