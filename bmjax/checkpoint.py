@@ -28,7 +28,6 @@ config's shapes is not incomplete but written by another config: that is a Confi
 Restoring onto an abstract state that carries shardings lays the arrays out for the current mesh, whatever
 mesh saved them.
 """
-import functools
 import pathlib
 import shutil
 
