@@ -30,3 +30,10 @@ def test_json_line_for_scripts():
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["ms_per_step"] > 0 and record["timed_steps"] == 8
+
+
+def test_a_bad_config_is_one_line_and_exit_2():
+    result = run_bench("--config.train.log_every=7", "--config.train.steps_per_call=2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: train.log_every")
+    assert "Traceback" not in result.stderr

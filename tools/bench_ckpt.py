@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from bmjax import checkpoint as ckpt_lib
 from bmjax import data as data_lib
 from bmjax import runtime, validate
+from bmjax.errors import ConfigError
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, optim
 
@@ -60,6 +61,14 @@ def run_window(step_fn, state, feeds, checkpointer, data_iter, first_step, ckpt_
 
 def main(argv):
     del argv
+    try:
+        benchmark()
+    except ConfigError as e:  # a bad config: one line, as bmjax-train prints it
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def benchmark():
     logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     window, ckpt_every = _WINDOW.value, _CKPT_EVERY.value
