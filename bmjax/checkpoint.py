@@ -208,13 +208,14 @@ def check_compatible(saved: dict, expected: dict, where: pathlib.Path):
                                          f"{expected[name]}; use a new --workdir or the config that wrote it")
 
 
+def path_name(path) -> str:
+    """'params/blocks/0/attn/query/kernel/value' for a pytree key path (nnx.State, dicts, dataclasses)."""
+    return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
 def _named_leaves(tree) -> dict:
-    """{'params/blocks/0/attn/query/kernel/value': leaf, ...} in the tree's own leaf order."""
-    named = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
-        named[name] = leaf
-    return named
+    """{path_name: leaf, ...} in the tree's own leaf order."""
+    return {path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _describe(named: dict) -> dict:
@@ -294,16 +295,16 @@ def unpack(packed: dict, layout: dict, expected: dict) -> dict:
     fallback = _replicated(expected.values())
 
     def split(packs):
-        out = []
-        for name in names:
-            entry = layout["arrays"][name]
-            size = int(np.prod(entry["shape"], dtype=np.int64))
-            flat = jax.lax.slice_in_dim(packs[entry["pack"]], entry["offset"], entry["offset"] + size)
-            out.append(flat.reshape(entry["shape"]))
-        return tuple(out)
+        return tuple(_unpacked(packs, layout["arrays"][name]) for name in names)
 
     shardings = tuple(getattr(expected[name], "sharding", None) or fallback for name in names)
     return dict(zip(names, jax.jit(split, out_shardings=shardings)(packed)))
+
+
+def _unpacked(packs: dict, entry: dict):
+    """One packed array, cut out of its pack (a jax or numpy array) and given its shape back."""
+    size = int(np.prod(entry["shape"], dtype=np.int64))
+    return packs[entry["pack"]][entry["offset"]:entry["offset"] + size].reshape(entry["shape"])
 
 
 def _replicated(leaves):
@@ -333,15 +334,8 @@ def read_arrays(step_dir, prefix: str = "") -> dict:
     saved = handler.restore(item_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
                                                                   partial_restore=True))
     handler.close()
-    out = {}
-    for name, entry in wanted.items():
-        if "pack" in entry:
-            size = int(np.prod(entry["shape"], dtype=np.int64))
-            flat = saved["packed"][entry["pack"]][entry["offset"]:entry["offset"] + size]
-            out[name] = flat.reshape(entry["shape"])
-        else:
-            out[name] = saved["arrays"][entry["key"]]
-    return out
+    return {name: _unpacked(saved["packed"], entry) if "pack" in entry else saved["arrays"][entry["key"]]
+            for name, entry in wanted.items()}
 
 
 def read_tree(step_dir, abstract_tree, prefix: str = ""):

@@ -11,3 +11,14 @@ class ConfigError(Exception):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+
+
+def exit_on_config_error(run):
+    """`run()`'s result; a ConfigError it raises becomes the CLI's one line on stderr and exit status 2."""
+    import sys
+
+    try:
+        return run()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)

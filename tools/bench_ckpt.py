@@ -8,8 +8,9 @@ windows of `--window` steps, alternating windows without checkpoints and windows
 both see the same machine load. Each "with" window ends by waiting for its last save, so the cost of a save that
 outlives its window is counted too. Reports the median wall-clock ms/step of each and the overhead in percent,
 the part of it the loop spends waiting inside save() (orbax's copy to the host; the rest is the background
-writes taking cores from the step, which only happens where the host's cores also compute, as on CPU), and the same for the process's CPU time (all its threads, the background writer's included), which other jobs
-on a shared machine disturb less. Writes checkpoints to a throwaway directory.
+writes taking cores from the step, which only happens where the host's cores also compute, as on CPU), and the
+same for the process's CPU time (all its threads, the background writer's included), which other jobs on a
+shared machine disturb less. Writes checkpoints to a throwaway directory.
 """
 import os
 import shutil
@@ -26,7 +27,7 @@ from ml_collections import config_flags
 from bmjax import checkpoint as ckpt_lib
 from bmjax import data as data_lib
 from bmjax import runtime, validate
-from bmjax.errors import ConfigError
+from bmjax.errors import exit_on_config_error
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, optim
 
@@ -61,11 +62,7 @@ def run_window(step_fn, state, feeds, checkpointer, data_iter, first_step, ckpt_
 
 def main(argv):
     del argv
-    try:
-        benchmark()
-    except ConfigError as e:  # a bad config: one line, as bmjax-train prints it
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    exit_on_config_error(benchmark)  # a bad config: one line, as bmjax-train prints it
 
 
 def benchmark():

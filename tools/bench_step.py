@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from bmjax import data as data_lib
 from bmjax import runtime, validate
-from bmjax.errors import ConfigError
+from bmjax.errors import exit_on_config_error
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, mfu, optim, tasks
@@ -39,11 +39,7 @@ _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "If set, also trace the la
 
 def main(argv):
     del argv
-    try:
-        benchmark()
-    except ConfigError as e:  # a bad config: one line, as bmjax-train prints it
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    exit_on_config_error(benchmark)  # a bad config: one line, as bmjax-train prints it
 
 
 def benchmark():

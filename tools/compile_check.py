@@ -154,15 +154,15 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise SystemExit("error: --config: required")
-    from bmjax.errors import ConfigError
+    from bmjax.errors import exit_on_config_error
 
     devices = target_devices()
-    try:
+
+    def check_and_compile():
         check_config(config, len(devices))
-        report = compile_step(config, devices)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return compile_step(config, devices)
+
+    report = exit_on_config_error(check_and_compile)
     if _PRINT_SHARDINGS.value:
         for key, (shape, names, spec) in report["table"].items():
             print(f"{key:48s} {str(shape):24s} {str(names):44s} {spec}")

@@ -20,7 +20,7 @@ import pathlib
 
 import jax
 import numpy as np
-from bmjax.checkpoint import read_arrays
+from bmjax.checkpoint import path_name, read_arrays
 from bmjax.errors import ConfigError
 
 KEY = "train.init_from"
@@ -87,8 +87,7 @@ def _newest_step(workdir: pathlib.Path) -> int | None:
 
 def _name(path) -> str:
     """'blocks/0/attn/query/kernel' for a pytree path (nnx.State, or orbax's nested dicts)."""
-    parts = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-    return "/".join(parts[:-1] if parts and parts[-1] == "value" else parts)
+    return _strip_value(path_name(path))
 
 
 def _strip_value(name: str) -> str:
