@@ -37,11 +37,11 @@ MODEL_ARGS = {"gpt": GPT_ARGS, "bert": BERT_ARGS}
 class Runner:
     """Builds commands and environments for one test session: its data file and compilation cache."""
 
-    def __init__(self, base: pathlib.Path, shared_data: pathlib.Path):
+    def __init__(self, base: pathlib.Path, repo_data: pathlib.Path):
         self.base = base
         self.data = base / "shakespeare_60k.txt"
         if not self.data.exists():
-            self.data.write_text((shared_data / "tinyshakespeare.txt").read_text()[:60_000])
+            self.data.write_text((repo_data / "tinyshakespeare.txt").read_text()[:60_000])
         self.cache = base / "jax-cache"
 
     def args(self, args, *extra) -> list[str]:

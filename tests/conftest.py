@@ -14,13 +14,13 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_DATA = REPO_ROOT / "data"  # small data shipped with the repository (data/README.md)
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> pathlib.Path:
-    return SHARED_DATA
+def repo_data() -> pathlib.Path:
+    return REPO_DATA
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,10 @@ def run_cli(*args, timeout=300):
                           text=True, timeout=timeout)
 
 
-def test_cli_writes_config_metrics_checkpoints_and_sample(tmp_path, shared_data):
+def test_cli_writes_config_metrics_checkpoints_and_sample(tmp_path, repo_data):
     workdir = tmp_path / "run"
     result = run_cli("--config", "configs/gpt/shakespeare_char.py:runlocal", "--workdir", str(workdir),
-                     f"--config.data.path={shared_data / 'tinyshakespeare.txt'}", "--config.tensorboard=True",
+                     f"--config.data.path={repo_data / 'tinyshakespeare.txt'}", "--config.tensorboard=True",
                      "--config.wandb.mode=offline", "--config.data.batch_size=16")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((workdir / "config.json").read_text())

@@ -29,8 +29,8 @@ def make_config(**data):
 
 
 @pytest.fixture(scope="module")
-def shakespeare(shared_data):
-    path = shared_data / "tinyshakespeare.txt"
+def shakespeare(repo_data):
+    path = repo_data / "tinyshakespeare.txt"
     return str(path), path.read_text(encoding="utf-8")
 
 

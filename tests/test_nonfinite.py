@@ -88,8 +88,8 @@ DIVERGE = ("--config.optim.lr=1e30", "--config.optim.schedule=constant", "--conf
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory, shared_data):
-    return Runner(tmp_path_factory.getbasetemp(), shared_data)
+def runner(tmp_path_factory, repo_data):
+    return Runner(tmp_path_factory.getbasetemp(), repo_data)
 
 
 def tree_digest(directory):

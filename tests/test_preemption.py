@@ -16,8 +16,8 @@ from cli_runs import GPT_ARGS, REPO, STEPS, Runner, checkpoint_steps, losses, re
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory, shared_data):
-    return Runner(tmp_path_factory.getbasetemp(), shared_data)
+def runner(tmp_path_factory, repo_data):
+    return Runner(tmp_path_factory.getbasetemp(), repo_data)
 
 
 def test_sigterm_saves_at_that_step_exits_143_and_the_same_command_resumes(runner, tmp_path):

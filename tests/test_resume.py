@@ -17,8 +17,8 @@ from cli_runs import CKPT_EVERY, GPT_ARGS, MODEL_ARGS, STEPS, Runner, checkpoint
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory, shared_data):
-    return Runner(tmp_path_factory.getbasetemp(), shared_data)
+def runner(tmp_path_factory, repo_data):
+    return Runner(tmp_path_factory.getbasetemp(), repo_data)
 
 
 # 1 device; 4 devices with the parameters sharded two ways (fsdp) and the batch four ways.

@@ -34,11 +34,11 @@ def _shakespeare_char_config(text_path):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, shared_data):
+def run_dir(tmp_path_factory, repo_data):
     """A char-level GPT trained for 10 steps (config.json, vocab.json, a checkpoint, sample.txt)."""
     root = tmp_path_factory.mktemp("sample_cli")
     text = root / "shakespeare.txt"
-    text.write_text((shared_data / "tinyshakespeare.txt").read_text()[:50_000])
+    text.write_text((repo_data / "tinyshakespeare.txt").read_text()[:50_000])
     workdir = root / "run"
     train_and_evaluate(_shakespeare_char_config(text), str(workdir))
     return workdir

@@ -23,9 +23,9 @@ def read_metrics(workdir):
 
 
 @pytest.fixture
-def text_file(tmp_path, shared_data):
+def text_file(tmp_path, repo_data):
     path = tmp_path / "shakespeare.txt"
-    path.write_text((shared_data / "tinyshakespeare.txt").read_text()[:200_000])
+    path.write_text((repo_data / "tinyshakespeare.txt").read_text()[:200_000])
     return path
 
 

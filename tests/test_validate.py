@@ -25,10 +25,10 @@ def load_config(relpath: str, arg: str = ""):
 
 
 @pytest.fixture
-def files(tmp_path, shared_data):
+def files(tmp_path, repo_data):
     """Paths the table refers to by name: a small text file, empty files, a file standing where a dir should."""
     text = tmp_path / "text.txt"
-    text.write_text((shared_data / "tinyshakespeare.txt").read_text()[:20_000])
+    text.write_text((repo_data / "tinyshakespeare.txt").read_text()[:20_000])
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "empty.json").write_text("")
     (tmp_path / "a_file").write_text("not a directory")

@@ -1,6 +1,6 @@
 """bmjax's train step against the PyTorch nanoGPT-style loop on the shakespeare_char recipe, side by side.
 
-    python tools/bench_compare.py --data ../shared/data/tinyshakespeare.txt [--rounds 5]
+    python tools/bench_compare.py --data data/tinyshakespeare.txt [--rounds 5]
     python tools/bench_compare.py --data ... --jax_arg=--config.train.steps_per_call=1   # any bench_step flag
 
 The machine is shared and noisy, so the two are measured in alternating runs (A B, B A, A B, ...), each a
@@ -31,7 +31,7 @@ def run_json(cmd: list[str]) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="the tinyshakespeare text file")
+    parser.add_argument("--data", default="data/tinyshakespeare.txt", help="the tinyshakespeare text file")
     parser.add_argument("--rounds", type=int, default=5, help="pairs of runs")
     parser.add_argument("--jax_steps", type=int, default=100, help="timed steps per bmjax run")
     parser.add_argument("--torch_steps", type=int, default=40, help="timed iterations per torch run")

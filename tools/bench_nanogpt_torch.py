@@ -1,7 +1,7 @@
 """The PyTorch reference for the shakespeare_char benchmark: a nanoGPT-style model and CPU training loop.
 
-    python tools/bench_nanogpt_torch.py --data ../shared/data/tinyshakespeare.txt [--steps 60 --warmup 10]
-    python tools/bench_nanogpt_torch.py --data ../shared/data/tinyshakespeare.txt --full   # 2000 steps + val loss
+    python tools/bench_nanogpt_torch.py --data data/tinyshakespeare.txt [--steps 60 --warmup 10]
+    python tools/bench_nanogpt_torch.py --data data/tinyshakespeare.txt --full   # 2000 steps + val loss
 
 A re-implementation (written for this repository) of the recipe nanoGPT runs on CPU for shakespeare_char:
 4 layers, 4 heads, width 128, context 64, batch 12, no biases, dropout 0, tied embeddings, GELU MLP, AdamW
@@ -107,7 +107,7 @@ def batch(ids: np.ndarray, rng: np.random.Generator, size: int, context: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="the tinyshakespeare text file")
+    parser.add_argument("--data", default="data/tinyshakespeare.txt", help="the tinyshakespeare text file")
     parser.add_argument("--steps", type=int, default=60, help="timed iterations (ignored with --full)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
     parser.add_argument("--full", action="store_true", help="train 2000 steps and report the val loss")

@@ -1,7 +1,7 @@
 """Steady-state speed of the train step: ms/step, tokens/s and MFU for a config.
 
     python tools/bench_step.py --config configs/gpt/shakespeare_char.py \
-        --config.data.path=../shared/data/tinyshakespeare.txt [--steps 200] [--warmup 20]
+        --config.data.path=data/tinyshakespeare.txt [--steps 200] [--warmup 20]
 
 Runs the exact jitted step the trainer runs (same shardings, same `train.steps_per_call` fusion) on real
 batches from the config's pipeline, after a warm-up that includes compilation, and reports the median time per

@@ -1,7 +1,9 @@
 """nanoGPT's CPU recipe for shakespeare_char: a 4-layer, 128-wide character-level GPT.
 
-    bmjax-train --config configs/gpt/shakespeare_char.py --workdir runs/shakespeare \
-        --config.data.path=../shared/data/tinyshakespeare.txt
+    bmjax-train --config configs/gpt/shakespeare_char.py --workdir runs/shakespeare
+
+It reads data/tinyshakespeare.txt, shipped with the repository (run from the repository root, or point
+--config.data.path at another copy).
 
 The first 90% of the file trains and the last 10% evaluates, as in nanoGPT's prepare script.
 """
@@ -18,7 +20,7 @@ def get_config(arg: str = ""):
     c.model.dropout = 0.0
     c.model.use_bias = False  # nanoGPT's default `bias = False`
     c.data.source = "text"
-    c.data.path = ""  # point it at a text file: --config.data.path=...
+    c.data.path = "data/tinyshakespeare.txt"  # relative to the repository root (data/README.md)
     c.data.tokenizer = "char"
     c.data.eval_fraction = 0.1
     c.data.seq_len = 64

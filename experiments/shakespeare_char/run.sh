@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DATA=${1:-../shared/data/tinyshakespeare.txt}
+DATA=${1:-data/tinyshakespeare.txt}
 WORKDIR=${2:-runs/shakespeare_char}
 PYTHON=${PYTHON:-.venv/bin/python}
 
