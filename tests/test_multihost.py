@@ -39,8 +39,11 @@ def config_with(**changes):
     spec.loader.exec_module(module)
     config = module.get_config("")
     for key, value in {**OVERRIDES, **changes}.items():
-        section, name = key.split(".")
-        config[section][name] = value
+        *sections, name = key.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[name] = value
     return config
 
 
@@ -129,3 +132,27 @@ def test_slurm_script_starts_one_process_per_node_with_the_coordinator_and_its_r
     common = ("--config configs/gpt/tiny.py --workdir /shared/run --coordinator_address gpu-a17:23456 "
               "--num_processes 2 --config.mesh.dcn_data=2")
     assert result.stdout.splitlines()[1:] == [f"train {common} --process_id {i}" for i in range(2)]
+
+
+# Layouts where a model axis or a batch-replicating rule crosses the two processes: both processes hold devices
+# of the same batch rows, so both must feed those same rows (bmjax/parallel/batches.py), and the run must be the
+# one-process run to float rounding.
+CROSSING_LAYOUTS = {
+    "tensor8": {"mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 8, "model.num_heads": 8},
+    "sequence8": {"mesh.data": 1, "mesh.fsdp": 1, "mesh.sequence": 8, "model.attention": "ring"},
+    "fsdp8_batch_over_data": {"mesh.data": 1, "mesh.fsdp": 8, "mesh.rules.batch": "data"},
+}
+CROSSING_STEPS = {"train.steps": 4, "optim.decay_steps": 4, "train.eval_every": 4, "train.ckpt_every": 4}
+
+
+@pytest.mark.parametrize("layout", list(CROSSING_LAYOUTS))
+def test_two_processes_sharing_batch_rows_feed_the_same_rows(tmp_path, layout):
+    changes = {**CROSSING_LAYOUTS[layout], **CROSSING_STEPS}
+    reference_dir = tmp_path / "single"
+    train_and_evaluate(config_with(**changes), str(reference_dir))
+    reference = train_losses(reference_dir)
+
+    run_two_processes(tmp_path / "multi", **changes)
+    got = train_losses(tmp_path / "multi")
+    assert sorted(got) == sorted(reference) == [1, 2, 3, 4]
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [reference[s] for s in sorted(got)], rtol=1e-5)

@@ -75,8 +75,8 @@ def benchmark():
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
-    data = data_lib.make_data(config, workdir, process_index=jax.process_index(),
-                              process_count=jax.process_count())
+    rows = loop.input_shard(mesh, config.mesh)
+    data = data_lib.make_data(config, workdir, process_index=rows.index, process_count=rows.count)
     tx, lr_schedule = optim.make_optimizer(config.optim, int(config.train.steps))
     graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
     step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, lr_schedule)
@@ -84,7 +84,7 @@ def benchmark():
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
 
     # Batches prepared up front: the timing is the step's and the checkpoint's, not the input pipeline's.
-    feeds = [loop.to_global(next(data.train_iter), feed_sharding) for _ in range(window)]
+    feeds = [loop.to_global(next(data.train_iter), feed_sharding, int(config.data.seq_len)) for _ in range(window)]
     state, _, _, _ = run_window(step_fn, state, feeds[:_WARMUP.value], checkpointer, data.train_iter, 0, 1)
 
     step, times = _WARMUP.value, {"plain": [], "saving": [], "plain_cpu": [], "saving_cpu": []}

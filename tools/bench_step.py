@@ -49,8 +49,9 @@ def benchmark():
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
-    data = data_lib.make_data(config, workdir, process_index=jax.process_index(),
-                              process_count=jax.process_count())  # the pipeline of data.task (lm, mlm, ...)
+    rows = loop.input_shard(mesh, config.mesh)  # the batch rows this process loads
+    # The pipeline of data.task (lm, mlm, ...).
+    data = data_lib.make_data(config, workdir, process_index=rows.index, process_count=rows.count)
     tx, lr_schedule = optim.make_optimizer(config.optim, loop.total_train_steps(config, data))
     graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
     step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, lr_schedule)
@@ -62,7 +63,7 @@ def benchmark():
     for _ in range(calls):
         batches = [next(data.train_iter) for _ in range(k)]
         batch = loop.stack_batches(batches) if k > 1 else batches[0]
-        feeds.append(loop.to_global(batch, feed_sharding))
+        feeds.append(loop.to_global(batch, feed_sharding, int(config.data.seq_len)))
 
     warm_calls = _WARMUP.value // k
     for feed in feeds[:warm_calls]:

@@ -22,6 +22,7 @@ from bmjax.models import build_model, flops
 from bmjax.parallel import context
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
+from bmjax.parallel.batches import input_shard, to_global
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
@@ -80,23 +81,11 @@ def stack_batches(batches: list[dict]) -> dict:
     return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-def to_global(batch: dict, sharding) -> dict:
-    """Each process holds its rows of the global batch; assemble the global, sharded jax.Arrays.
-
-    An array of lower rank than `sharding`'s spec (labels [batch] beside ids [batch, length]) takes the
-    spec's leading axes."""
-    def one(v):
-        spec = jax.sharding.PartitionSpec(*tuple(sharding.spec)[:np.ndim(v)])
-        return jax.make_array_from_process_local_data(jax.sharding.NamedSharding(sharding.mesh, spec), v)
-
-    return {k: one(v) for k, v in batch.items()}
-
-
-def evaluate(eval_step, state, data, batch_sharding, finalize=tasks_lib.finalize) -> dict:
+def evaluate(eval_step, state, data, batch_sharding, seq_len, finalize=tasks_lib.finalize) -> dict:
     """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's)."""
     totals = None
     for batch in data.eval_batches():
-        metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding))
+        metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
     return finalize(jax.device_get(totals))
 
@@ -106,14 +95,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     runtime.use_cpu_devices(config)  # before anything asks jax for a device
     validate.validate_config(config, workdir)
+    init_from_lib.check_init_from(config)
     mesh = mesh_lib.make_mesh(config.mesh)
     is_primary = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
     if is_primary:
         (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
 
-    data = data_lib.make_data(config, str(workdir), process_index=jax.process_index(),
-                              process_count=jax.process_count())
+    # Processes whose devices hold the same batch rows load the same rows (bmjax/parallel/batches.py).
+    rows = input_shard(mesh, config.mesh)
+    data = data_lib.make_data(config, str(workdir), process_index=rows.index, process_count=rows.count)
     validate.validate_tokenizer(config, data.tokenizer)
 
     total_steps = total_train_steps(config, data)
@@ -161,7 +152,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         while step < total_steps:
             batches = [next(data.train_iter) for _ in range(k)]
             batch = stack_batches(batches) if k > 1 else batches[0]
-            state, out = step_fn(state, to_global(batch, feed_sharding))
+            state, out = step_fn(state, to_global(batch, feed_sharding, int(config.data.seq_len)))
             step += k
             window_steps += k
             pending.append((step, out))
@@ -195,7 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 progress.update(k)
             if step % eval_every == 0 or step == total_steps:
                 eval_started = time.perf_counter()
-                eval_metrics = evaluate(eval_step, state, data, batch_sharding,
+                eval_metrics = evaluate(eval_step, state, data, batch_sharding, int(config.data.seq_len),
                                         tasks_lib.get_task(config.data.task).finalize)
                 writers.write(step, "eval", eval_metrics)
                 if progress is not None:
