@@ -1,6 +1,6 @@
 """The same training run on every mesh: sharding changes where numbers live, never what they are.
 
-Ten optimizer steps of a tiny GPT (and BERT) on one device give the reference loss curve; the same steps with
+Ten optimizer steps of a tiny GPT (and BERT, pretraining and fine-tuning) on one device give the reference loss curve; the same steps with
 the batch, parameters, heads, vocabulary and sequence split over 8 fake devices must give it to 1e-4 relative
 (float32). A broken rule, a missing all-reduce or a wrong ring step would move the curve. On one of the meshes,
 gradient accumulation (4 micro-batches) must give the one-batch curve, and bfloat16 compute must keep float32
@@ -57,10 +57,10 @@ def bert_config(**model):
     return c
 
 
-def mlm_batches(config, steps=STEPS, seed=0, predictions=4):
+def mlm_batches(config, steps=STEPS, seed=0, predictions=5):
     """BERT pretraining batches: tokens from a skewed (Zipf) distribution, so masked-token loss falls fast from
-    the uniform one; 4 positions per row masked (id 1) and predicted, rows padded to different lengths, two
-    segments, random next-sentence labels."""
+    the uniform one; 5 positions per row (a count no mesh axis divides) masked (id 1) and predicted, rows padded
+    to different lengths, two segments, random next-sentence labels."""
     rng = np.random.default_rng(seed)
     b, length, vocab = config.data.batch_size, config.data.seq_len, config.model.vocab_size
     zipf = 1.0 / np.arange(1, vocab + 1)
@@ -80,6 +80,34 @@ def mlm_batches(config, steps=STEPS, seed=0, predictions=4):
             "mlm_targets": np.take_along_axis(ids, positions, axis=1).astype(np.int32),
             "mlm_weights": np.ones((b, predictions), np.float32),
             "nsp_labels": rng.integers(0, 2, b).astype(np.int32),
+        })
+    return out
+
+
+def finetune_config():
+    c = bert_config(heads="classification", num_labels=3)
+    c.data.task = "classification"
+    return c
+
+
+def classification_batches(config, steps=STEPS, seed=0):
+    """Fine-tuning batches: the first token (where [CLS] stands) names the label, so the loss falls within ten
+    steps; rows padded to different lengths, the last two rows weighted 0 (eval padding)."""
+    rng = np.random.default_rng(seed)
+    b, length, vocab = config.data.batch_size, config.data.seq_len, config.model.vocab_size
+    out = []
+    for _ in range(steps):
+        labels = rng.integers(0, config.model.num_labels, b)
+        ids = rng.integers(2, vocab, (b, length))
+        ids[:, 0] = 2 + labels
+        lengths = rng.integers(length // 2, length + 1, b)
+        real = np.arange(length)[None] < lengths[:, None]
+        out.append({
+            "input_ids": np.where(real, ids, 0).astype(np.int32),
+            "token_type_ids": np.zeros((b, length), np.int32),
+            "attention_mask": real.astype(np.int32),
+            "labels": labels.astype(np.int32),
+            "weights": (np.arange(b) < b - 2).astype(np.float32),
         })
     return out
 
@@ -107,7 +135,7 @@ def loss_curve(config, mesh_sizes, batches, state):
     graphdef, _, shardings, _ = loop.create_state(config, mesh, tx)
     step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, schedule)
     state = jax.device_put(state, shardings)
-    feeds = [loop.to_global(batch, feed_sharding) for batch in batches]
+    feeds = [loop.to_global(batch, feed_sharding, config.data.seq_len) for batch in batches]
     compiled = step_fn.lower(state, feeds[0]).compile(compiler_options=FAST_COMPILE)
     losses = []
     for feed in feeds:
@@ -159,6 +187,20 @@ def test_bert_loss_curve_is_the_same_on_every_mesh(bert_run, mesh_name):
     reference, _ = bert_run("one_device")
     assert reference[-1] < reference[0] - 0.3
     got, _ = bert_run(mesh_name)
+    np.testing.assert_allclose(got, reference, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def finetune_run():
+    config = finetune_config()
+    return runner(config, classification_batches(config))
+
+
+@pytest.mark.parametrize("mesh_name", list(MESHES))
+def test_bert_finetuning_loss_curve_is_the_same_on_every_mesh(finetune_run, mesh_name):
+    reference, _ = finetune_run("one_device")
+    assert reference[-1] < reference[0] - 0.3
+    got, _ = finetune_run(mesh_name)
     np.testing.assert_allclose(got, reference, rtol=1e-4)
 
 
