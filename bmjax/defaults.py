@@ -80,6 +80,9 @@ def base_config() -> config_dict.ConfigDict:
     # slices (processes on GPUs). Each divides its axis; their product is the number of slices.
     c.mesh.dcn_data = 1
     c.mesh.dcn_fsdp = 1
+    # A parameter dimension its mesh axes do not divide (12 heads over tensor=8) is a config error; True keeps
+    # such dimensions whole on every device instead (replicated), logged once per parameter group.
+    c.mesh.allow_replication = False
     # Logical axis -> mesh axes ("data,fsdp"; "" = replicated), see bmjax/parallel/rules.py.
     c.mesh.rules = config_dict.ConfigDict()
     c.mesh.rules.batch = "data,fsdp"

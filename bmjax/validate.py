@@ -5,18 +5,23 @@ that names the key, what was given and what is allowed.
 machine (device count, backend), the filesystem (data and tokenizer files, workdir writable) and the tokenizer
 (its ids fit model.vocab_size), and raises the first problem. It runs before anything compiles; the CLI prints
 the error as one line and exits with status 2. `validate_tokenizer` is the vocabulary check on its own.
+`train.init_from`'s source is checked by `bmjax.train.init_from.check_init_from`, which the loop runs next:
+this module sits below the trainer and imports nothing from `bmjax.train`.
 """
+import collections
 import math
 import pathlib
+import re
 import tempfile
 
 import jax
+from absl import logging
 
 from bmjax import data as data_lib
 from bmjax.errors import ConfigError
+from bmjax.parallel import batches
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
-from bmjax.train import init_from as init_from_lib
 
 CHOICES = {
     "model.name": ("gpt", "bert"),
@@ -145,10 +150,35 @@ def check_mesh(config):
     _require(b % accum == 0, "optim.grad_accum", f"{accum} micro-batches do not divide data.batch_size={b}")
     _require((b // accum) % batch_ways == 0, "data.batch_size",
              f"{b} (per micro-batch {b // accum}) is not divisible by mesh data x fsdp = {batch_ways}")
-    _require(b % jax.process_count() == 0, "data.batch_size",
-             f"{b} is not divisible by the {jax.process_count()} processes")
     _require(config.data.seq_len % sizes["sequence"] == 0, "data.seq_len",
              f"{config.data.seq_len} is not divisible by mesh.sequence={sizes['sequence']}")
+    # Every process must hold one consecutive range of rows of each batch, for its pipeline to load.
+    rules = rules_lib.rules_from_config(config.mesh)
+    batches.row_shard(rules_lib.batch_sharding(mesh_lib.make_mesh(config.mesh), rules=rules))
+
+
+def check_parameter_layout(config, mesh=None):
+    """Every parameter dimension the rules shard divides over its mesh axes; otherwise an error naming the
+    parameter, or with mesh.allow_replication one warning per parameter group (the dimension stays whole)."""
+    from flax import nnx
+
+    from bmjax.models import build_model
+
+    mesh = mesh_lib.make_mesh(config.mesh) if mesh is None else mesh
+    abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
+    problems = rules_lib.indivisible(nnx.state(abstract), mesh, rules_lib.rules_from_config(config.mesh))
+    groups = collections.defaultdict(list)  # blocks.*.attn.query.kernel: the same parameter of every layer
+    for name, axis, size, axes, ways in problems:
+        groups[(re.sub(r"\.\d+\.", ".*.", name), axis, size, axes, ways)].append(name)
+    for (group, axis, size, axes, ways), names in groups.items():
+        where = " x ".join(f"{a}={mesh.shape[a]}" for a in axes)
+        if not config.mesh.allow_replication:
+            raise ConfigError(f"mesh.{axes[0]}" if len(axes) == 1 else f"mesh.rules.{axis}",
+                              f"parameter {names[0]}: its {axis!r} dimension of {size} does not divide over mesh "
+                              f"{where}; choose sizes that divide it, or set mesh.allow_replication=True to keep it "
+                              f"whole on every device")
+        logging.warning("mesh.allow_replication: %s (%d parameters): the %r dimension of %d does not divide over "
+                        "mesh %s, so it is replicated on every device", group, len(names), axis, size, where)
 
 
 def check_machine(config):
@@ -202,8 +232,8 @@ def validate_config(config, workdir: pathlib.Path):
     check_task(config)
     check_shapes(config)
     check_mesh(config)
+    check_parameter_layout(config)
     data_lib.check_data_config(config)
-    init_from_lib.check_init_from(config)
     check_machine(config)
     check_workdir(pathlib.Path(workdir))
     check_tokenizer(config, pathlib.Path(workdir))

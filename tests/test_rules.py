@@ -1,5 +1,7 @@
 """Logical axis rules: where every GPT and BERT parameter lives on a (data=2, fsdp=2, tensor=2) mesh (golden
 tables), config overrides, and the mesh and rule errors a user gets before anything compiles."""
+import re
+
 import jax
 import pytest
 from flax import nnx
@@ -192,3 +194,41 @@ def test_activations_follow_the_rules_only_inside_a_layout(mesh222):
         inside = jax.jit(lambda x: layers.constrain(x * 2, ("batch", "length", "embed")))(x)
     assert inside.sharding.spec == P(("data", "fsdp"))  # embed's fsdp already went to the batch
     assert f(x).sharding.is_fully_replicated
+
+
+# --- A dimension its mesh axes do not divide (bmjax/validate.py check_parameter_layout) ---------------------------
+
+def twelve_heads_on_tensor8(**mesh):
+    c = base_config()
+    c.model.update(vocab_size=64, d_model=96, num_layers=2, num_heads=12, max_len=16)  # GPT-2's 12 heads, small
+    c.mesh.update(dict(data=1, tensor=8), **mesh)
+    return c
+
+
+def test_heads_that_tensor_does_not_divide_are_an_error_naming_the_parameter():
+    from bmjax import validate
+
+    with pytest.raises(ConfigError) as error:
+        validate.check_parameter_layout(twelve_heads_on_tensor8())
+    message = str(error.value)
+    assert error.value.key == "mesh.tensor" and "\n" not in message
+    assert re.search(r"parameter blocks\.0\.attn\.(query|key|value)\.(kernel|bias): its '(kv_)?heads' dimension "
+                     r"of 12 does not divide", message), message
+    assert "tensor=8" in message and "mesh.allow_replication=True" in message
+
+
+def test_allow_replication_keeps_the_dimension_whole_and_warns_once_per_parameter_group(caplog):
+    from bmjax import validate
+
+    c = twelve_heads_on_tensor8(allow_replication=True)
+    with caplog.at_level("WARNING"):
+        validate.check_parameter_layout(c)
+    warnings = [r.getMessage() for r in caplog.records if "mesh.allow_replication" in r.getMessage()]
+    # q, k, v kernels and biases and the output kernel: one line each, for both layers together.
+    assert len(warnings) == 7, warnings
+    assert any(w.startswith("mesh.allow_replication: blocks.*.attn.query.kernel (2 parameters)") for w in warnings)
+    mesh = mesh_lib.make_mesh(c.mesh)
+    model = nnx.eval_shape(lambda: build_model(c.model, rngs=nnx.Rngs(0)))
+    table = rules.spec_table(nnx.state(model), mesh, rules.rules_from_config(c.mesh))
+    assert table["blocks.0.attn.query.kernel"][2] == P(None, None, None)  # replicated, as warned
+    assert table["blocks.0.mlp.fc_in.kernel"][2] == P(None, "tensor")  # 384 MLP units do divide

@@ -144,3 +144,13 @@ def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path, args, key, text):
     assert lines[0].startswith("error: ") and key in lines[0] and text in lines[0], lines[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert not (tmp_path / "run").exists()  # nothing was written before the error
+
+
+# --- H3 (issue 11 item 5): validation sits below the trainer ---------------------------------------------------
+
+def test_validation_imports_nothing_from_the_trainer():
+    """bmjax.train.loop imports bmjax.validate; the other way round would be a cycle."""
+    code = "import sys, bmjax.validate; print(sorted(m for m in sys.modules if m.startswith('bmjax.train')))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

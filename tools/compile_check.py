@@ -73,20 +73,20 @@ def compile_step(config, devices, compiler_options=None) -> dict:
     import jax
     import numpy as np
 
+    from bmjax import validate
+    from bmjax.parallel import batches
     from bmjax.parallel import mesh as mesh_lib
     from bmjax.parallel import rules as rules_lib
     from bmjax.train import loop, optim
 
     mesh = mesh_lib.make_mesh(config.mesh, devices)
+    validate.check_parameter_layout(config, mesh)  # a dimension the mesh does not divide: an error, as in training
     tx, schedule = optim.make_optimizer(config.optim, max(int(config.train.steps), 1))
     graphdef, abstract, shardings, _ = loop.create_state(config, mesh, tx)
-    step_fn, _, batch_sharding, _ = loop.make_step_fns(config, mesh, graphdef, shardings, tx, schedule)
+    step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, schedule)
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
-    lead = (None,) if int(config.train.steps_per_call) > 1 else ()
-    batch = {}
-    for key, (shape, dtype) in batch_shapes(config).items():
-        spec = jax.sharding.PartitionSpec(*lead, *tuple(batch_sharding.spec)[:len(shape) - len(lead)])
-        batch[key] = jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.NamedSharding(mesh, spec))
+    batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batches.array_sharding(
+        feed_sharding, shape, int(config.data.seq_len))) for key, (shape, dtype) in batch_shapes(config).items()}
 
     start = time.perf_counter()
     lowered = step_fn.lower(state, batch)

@@ -138,6 +138,23 @@ def spec_table(state, mesh, rules=DEFAULT_RULES) -> dict[str, tuple]:
     return table
 
 
+def indivisible(state, mesh, rules=DEFAULT_RULES) -> list[tuple[str, str, int, tuple[str, ...], int]]:
+    """(parameter, logical axis, its size, mesh axes, ways) for every dimension of a Variable that the rules
+    shard but the mesh axes do not divide: `fit_spec` keeps such a dimension whole on every device."""
+    found = []
+    for key, (shape, names, _) in spec_table(state, mesh, rules).items():
+        if not names:
+            continue
+        for dim, name, entry in zip(shape, names, logical_to_spec(names, rules, mesh)):
+            axes = spec_axes(entry)
+            ways = 1
+            for axis in axes:
+                ways *= mesh.shape[axis]
+            if dim % ways:
+                found.append((key, name, dim, axes, ways))
+    return found
+
+
 def batch_sharding(mesh, rank: int = 2, rules=DEFAULT_RULES) -> NamedSharding:
     """Batches are [batch, length, ...]: the batch axis over data and fsdp, length over sequence."""
     names = ("batch", "length") + (None,) * (rank - 2)
