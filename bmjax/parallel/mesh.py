@@ -9,7 +9,6 @@ slice, on the fast interconnect.
 import math
 
 import jax
-import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
@@ -76,27 +75,30 @@ def check_dcn(mesh_cfg, devices) -> tuple[int, ...]:
     return dcn
 
 
+# Auto: XLA propagates shardings from the rules' constraints (jax.make_mesh's default, Explicit, would need every
+# op's output sharding spelt out).
+AXIS_TYPES = (AxisType.Auto,) * len(AXES)
+
+
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
-    """A mesh over all (or the given) devices. Axis types are Auto so XLA propagates shardings."""
+    """A mesh over all (or the given) devices, laid out along the physical interconnect where jax knows one."""
     devices = jax.devices() if devices is None else list(devices)
     shape = mesh_shape(mesh_cfg, len(devices))
     dcn = check_dcn(mesh_cfg, devices)
     if math.prod(dcn) > 1:
+        # jax.make_mesh has no slow (DCN) axes: the hybrid mesh keeps tensor, sequence and the rest of fsdp
+        # inside a slice.
         ici = tuple(s // d for s, d in zip(shape, dcn))
         by_process = granules(devices)[0] == "processes"
         device_grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=by_process)
-    elif len(devices) == jax.device_count():
-        # Lays the axes out along the physical interconnect (TPU torus, NVLink islands) when it knows one.
-        device_grid = mesh_utils.create_device_mesh(shape, devices=devices)
-    else:
-        device_grid = np.asarray(devices).reshape(shape)
-    return Mesh(device_grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+        return Mesh(device_grid, AXES, axis_types=AXIS_TYPES)
+    return jax.make_mesh(shape, AXES, axis_types=AXIS_TYPES, devices=devices)
 
 
 def single_device_mesh(device=None) -> Mesh:
     """Every axis of size 1 on one device: the reference layout sharded runs are compared against."""
     device = jax.devices()[0] if device is None else device
-    return Mesh(np.asarray([device]).reshape(1, 1, 1, 1), AXES, axis_types=(AxisType.Auto,) * len(AXES))
+    return jax.make_mesh((1,) * len(AXES), AXES, axis_types=AXIS_TYPES, devices=[device])
 
 
 def data_parallel_size(mesh: Mesh) -> int:
