@@ -1,8 +1,8 @@
 """The same training run on every mesh: sharding changes where numbers live, never what they are.
 
-Ten optimizer steps of a tiny GPT (and BERT, pretraining and fine-tuning) on one device give the reference loss curve; the same steps with
-the batch, parameters, heads, vocabulary and sequence split over 8 fake devices must give it to 1e-4 relative
-(float32). A broken rule, a missing all-reduce or a wrong ring step would move the curve. On one of the meshes,
+Ten optimizer steps of a tiny GPT (and BERT, pretraining and fine-tuning) on one device give the reference loss
+curve; the same steps with the batch, parameters, heads, vocabulary and sequence split over 8 fake devices must
+give it to 1e-4 relative (float32). A broken rule, a missing all-reduce or a wrong ring step would move the curve. On one of the meshes,
 gradient accumulation (4 micro-batches) must give the one-batch curve, and bfloat16 compute must keep float32
 master weights and a float32 loss.
 """

@@ -59,9 +59,10 @@ def row_shard(sharding: NamedSharding, process_index: int | None = None,
     for process, rows in sorted(held.items()):
         first, last = min(rows), max(rows)
         if len(rows) != last - first + 1:
+            axes = tuple(sharding.spec)[_row_axis(sharding)]
             raise ConfigError("mesh.rules.batch", f"process {process}'s devices hold rows that are not one consecutive "
-                                                  f"range of the batch (axes {tuple(sharding.spec)[_row_axis(sharding)]!r}"
-                                                  f"); list the mesh axes that cross processes first")
+                                                  f"range of the batch (rows over {axes!r}); list the mesh axes that "
+                                                  f"cross processes first")
         groups[process] = (first, last + 1)
     distinct = sorted(set(groups.values()))
     size = distinct[0][1] - distinct[0][0]
