@@ -19,6 +19,8 @@ it from the batch and keeps per-source counts of the target tokens delivered. Ev
 get_state()/set_state().
 """
 import collections
+import os
+
 
 import grain
 import numpy as np
@@ -161,3 +163,19 @@ class SourceTokenCounter(grain.DatasetIterator):
                                       "(resume with the same process count)")
         self._parent.set_state(state["parent"])
         self.tokens = np.asarray(state["tokens"], np.int64)
+
+
+def check_saved_process_count(data_dir: str, process_count: int) -> None:
+    """ConfigError when the grain iterator states in `data_dir` (a checkpoint step's `data` item, one
+    `process_I-of-P.json` per process) were saved by another number of processes than `process_count`."""
+    import re
+
+    counts = set()
+    for name in os.listdir(data_dir) if os.path.isdir(data_dir) else ():
+        match = re.fullmatch(r"process_\d+-of-(\d+)\.json", name)
+        if match:
+            counts.add(int(match.group(1)))
+    if counts and counts != {process_count}:
+        raise ConfigError("data", f"the checkpoint's data position in {data_dir} was saved by "
+                                  f"{'/'.join(map(str, sorted(counts)))} processes; resuming with {process_count} "
+                                  "would read other data (resume with the same process count)")
