@@ -161,3 +161,16 @@ def test_bad_input_exits_2_from_the_command_line(tmp_path):
 def _write(path, content) -> str:
     path.write_text(content, encoding="utf-8")
     return str(path)
+
+
+def test_a_sentencepiece_model_without_the_package_is_one_line(tmp_path, capsys):
+    try:
+        import sentencepiece  # noqa: F401
+        pytest.skip("sentencepiece is installed")
+    except ImportError:
+        pass
+    model = tmp_path / "spm.model"
+    model.write_bytes(b"not checked before the import")
+    code, err = run_in_process(["--input", _write(tmp_path / "in.txt", "x\n"), "--out", str(tmp_path / "out"),
+                                "--tokenizer", str(model), "--workers", "1"], capsys)
+    assert code == 2 and err.strip().startswith("error: --tokenizer:") and "sentencepiece package" in err
