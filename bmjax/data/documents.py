@@ -83,14 +83,19 @@ def check_components(config) -> list[Component]:
         if c.kind == "arrayrecord":
             if not c.arg and not config.data.get("prepare_from"):
                 raise ConfigError(c.key, "is unset; source 'arrayrecord' needs a glob of token shards")
-            if c.arg:
-                shards.shard_metadata(shards.match_shards(c.arg, c.key), c.key)
         elif c.kind == "tfds" and not c.arg:
             raise ConfigError(c.key, "is unset; source 'tfds' needs a TFDS dataset name")
         elif c.kind == "text":
             sources.read_text(c.key, c.arg) if c.key == "data.mixture" else sources.check_source_config(config)
+    globs = [(c.arg, c.key) for c in comps if c.kind == "arrayrecord" and c.arg]
     if len(comps) == 1 and comps[0].kind == "arrayrecord" and config.data.get("eval_path"):
-        shards.match_shards(config.data.eval_path, "data.eval_path")
+        globs.append((config.data.eval_path, "data.eval_path"))
+    if globs and config.data.tokenizer != "char":  # char vocabularies come with the shards
+        from bmjax.data.tokenizers import build_tokenizer
+
+        tokenizer = build_tokenizer(config, None)
+        for pattern, key in globs:
+            open_shards(pattern, key, tokenizer)
     return comps
 
 

@@ -99,12 +99,8 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     local = data.batch_size // process_count
     mode = data.get("packing", "concat")
 
-    def mixed(datasets):
-        return datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
-
-    train_docs = mixed([grain.MapDataset.source(p).shuffle(seed=train.seed + i).repeat()
-                        for i, p in enumerate(train_parts)])
-    mine = train_docs[process_index::process_count].to_iter_dataset(_READ_OPTIONS)
+    mine = train_documents(train_parts, weights, train.seed, process_index, process_count)
+    mine = mine.to_iter_dataset(_READ_OPTIONS)
     rows = packing.pack(mine, mode, data.seq_len, local).batch(local, drop_remainder=True)
     if data.get("workers", 0) > 0:
         rows = rows.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
@@ -112,7 +108,7 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     train_iter = packing.SourceTokenCounter(iter(rows), names, process_count)
 
     def eval_batches():
-        docs = mixed([grain.MapDataset.source(p) for p in eval_parts])
+        docs = mixed([grain.MapDataset.source(p) for p in eval_parts], weights)
         if train.eval_steps > 0:
             docs = docs.repeat()
         whole = packing.pack(docs.to_iter_dataset(_READ_OPTIONS), mode, data.seq_len, data.batch_size)
@@ -128,6 +124,17 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     return PackedLMData(tokenizer=tokenizer, train_iter=train_iter, eval_batches=eval_batches,
                         train_tokens=_count_tokens(train_parts), eval_tokens=_count_tokens(eval_parts),
                         source_names=names)
+
+
+def mixed(datasets: list[grain.MapDataset], weights: list[float]) -> grain.MapDataset:
+    return datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
+
+
+def train_documents(parts, weights, seed: int, process_index: int, process_count: int) -> grain.MapDataset:
+    """This process's documents: every P-th of the global order (each component shuffled anew each epoch,
+    repeated, mixed by weight), starting at the process index."""
+    shuffled = [grain.MapDataset.source(part).shuffle(seed=seed + i).repeat() for i, part in enumerate(parts)]
+    return mixed(shuffled, weights)[process_index::process_count]
 
 
 def _count_tokens(parts) -> int | None:
