@@ -206,3 +206,35 @@ def test_cli_refuses_a_shard_glob_matching_nothing_in_one_line(tmp_path):
     lines_out = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines_out) == 1 and lines_out[0].startswith("error: data.path: no shard files match"), result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bert_pretraining_reads_token_shards_as_it_reads_the_text(repo_data, tmp_path):
+    from bmjax.defaults import base_config
+
+    text = (repo_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    files = {}
+    for split, piece in (("train", text[:30_000]), ("eval", text[30_000:36_000])):
+        files[split] = tmp_path / f"{split}.txt"
+        files[split].write_text(piece, encoding="utf-8")
+        docs = prepare.text_documents([str(files[split])], "file")
+        prepare.prepare_shards(docs, str(tmp_path / split), ByteTokenizer(), num_shards=1, progress=False)
+
+    def bert(**data):
+        c = base_config()
+        c.model.name, c.model.max_len = "bert", 64
+        c.data.task, c.data.seq_len, c.data.batch_size = "mlm", 64, 4
+        c.train.eval_steps = 2
+        for key, value in data.items():
+            c.data[key] = value
+        return c
+
+    from_text = make_data(bert(source="text", path=str(files["train"]), eval_path=str(files["eval"])), None)
+    from_shards = make_data(bert(source="arrayrecord", path=str(tmp_path / "train"),
+                                 eval_path=str(tmp_path / "eval")), None)
+    for want, got in [(next(from_text.train_iter), next(from_shards.train_iter)),
+                      (next(from_text.eval_batches()), next(from_shards.eval_batches()))]:
+        assert sorted(want) == sorted(got)
+        for key in want:
+            np.testing.assert_array_equal(want[key], got[key])
+    with pytest.raises(ConfigError, match="mixtures are for task lm"):
+        check_data_config(bert(source="arrayrecord", mixture=f"arrayrecord:{tmp_path / 'train'}=1"))

@@ -186,3 +186,38 @@ def open_shards(pattern: str, key: str, tokenizer) -> shards.TokenShards:
     metadata = shards.shard_metadata(paths, key)
     shards.check_tokenizer_matches(metadata, tokenizer, os.path.dirname(os.path.abspath(paths[0])))
     return shards.TokenShards(paths, metadata)
+
+
+# Tasks that hold their corpus as text in memory (BERT's MLM/NSP) read the new sources through these.
+TEXT_TASK_SOURCES = ("arrayrecord", "tfds")
+
+
+def check_text_corpus_config(config) -> None:
+    """sources.check_source_config, extended to a lone arrayrecord or tfds source (no mixtures)."""
+    data = config.data
+    if data.get("mixture"):
+        raise ConfigError("data.mixture", f"task {data.get('task')!r} reads one source; mixtures are for task lm")
+    if data.source in TEXT_TASK_SOURCES:
+        check_components(config)
+    else:
+        sources.check_source_config(config)
+
+
+def load_text_corpus(config, tokenizer) -> sources.Corpus:
+    """The source's documents as text: shards are decoded (end-of-document ids dropped), TFDS read as text."""
+    data = config.data
+    if data.source not in TEXT_TASK_SOURCES:
+        return sources.load_corpus(config)
+    c = components(config)[0]
+    train, held_out = open_component(config, c, 0, tokenizer)
+    eos = tokenizer.eos_id
+
+    def texts(part):
+        if isinstance(part, TfdsDocuments):
+            return tuple(part.docs.read(0, len(part)))
+        docs = (part[i]["tokens"] for i in range(len(part)))
+        return tuple(tokenizer.decode(d[:-1] if eos is not None and len(d) and d[-1] == eos else d) for d in docs)
+
+    train_texts, eval_texts = texts(train), texts(held_out)
+    eval_key = "data.eval_path" if data.get("eval_path") and c.kind == "arrayrecord" else c.key
+    return sources.Corpus(train_texts, eval_texts, train_texts + eval_texts, c.key, eval_key)
