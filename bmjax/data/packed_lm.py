@@ -103,6 +103,10 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     mine = mine.to_iter_dataset(_READ_OPTIONS)
     rows = packing.pack(mine, mode, data.seq_len, local).batch(local, drop_remainder=True)
     if data.get("workers", 0) > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a library caller may have parsed none
+            flags.FLAGS.mark_as_parsed()
         rows = rows.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
     names = tuple(c.name for c in comps)
     train_iter = packing.SourceTokenCounter(iter(rows), names, process_count)
