@@ -158,12 +158,18 @@ def test_tfds_source_through_mock_data():
     assert set(pieces) & texts  # and the short ones whole
 
 
-def test_text_source_with_segments_packing(repo_data):
-    config = make_config(source="text", path=str(repo_data / "tinyshakespeare.txt"), seq_len=64)
-    data = make_data(config, None)
+def test_text_source_with_segments_packing_alone_and_in_a_mixture(repo_data, shard_dirs):
+    text = str(repo_data / "tinyshakespeare.txt")
+    data = make_data(make_config(source="text", path=text, seq_len=64), None)
     batch = next(data.train_iter)
     assert set(batch) == {"inputs", "targets", "segment_ids", "positions"}
     assert data.source_names == ("text:tinyshakespeare.txt",)
+    config = make_config(mixture=f"arrayrecord:{shard_dirs['alpha']}=1;text:{text}=1", seq_len=64)
+    check_data_config(config)
+    data = make_data(config, None)
+    for _ in range(4):
+        next(data.train_iter)
+    assert all(count > 0 for count in data.source_tokens().values())
 
 
 BAD = [

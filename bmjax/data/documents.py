@@ -85,8 +85,10 @@ def check_components(config) -> list[Component]:
                 raise ConfigError(c.key, "is unset; source 'arrayrecord' needs a glob of token shards")
         elif c.kind == "tfds" and not c.arg:
             raise ConfigError(c.key, "is unset; source 'tfds' needs a TFDS dataset name")
-        elif c.kind == "text":
-            sources.read_text(c.key, c.arg) if c.key == "data.mixture" else sources.check_source_config(config)
+        elif c.kind == "text" and c.key == "data.mixture":
+            sources.read_text(c.key, c.arg)  # exists, non-empty, UTF-8
+        elif c.kind in ("text", "builtin") and c.key != "data.mixture":
+            sources.check_source_config(config)
     globs = [(c.arg, c.key) for c in comps if c.kind == "arrayrecord" and c.arg]
     if len(comps) == 1 and comps[0].kind == "arrayrecord" and config.data.get("eval_path"):
         globs.append((config.data.eval_path, "data.eval_path"))
