@@ -26,7 +26,7 @@ import grain
 import numpy as np
 
 from bmjax.data import documents, packing, shards
-from bmjax.data.tokenizers import CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config, check_vocab_fits
+from bmjax.data.tokenizers import CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config
 from bmjax.errors import ConfigError
 
 EVAL_SEED = 1234
@@ -88,7 +88,7 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
         raise ConfigError("train.eval_steps", f"must be >= 0, got {train.eval_steps}")
     start = time.perf_counter()
     shard_glob = prepare_from_text(config, workdir) if data.get("prepare_from") else ""
-    tokenizer = _tokenizer(config, workdir, shard_glob)
+    tokenizer = build_tokenizer(config, workdir)  # a char vocabulary comes with the shards (tokenizers.py)
     comps = documents.components(config)
     parts = [documents.open_component(config, c, i, tokenizer, shard_glob) for i, c in enumerate(comps)]
     train_parts, eval_parts = [p[0] for p in parts], [p[1] for p in parts]
@@ -151,28 +151,6 @@ def _count_tokens(parts) -> int | None:
         else:
             return None  # a held-out slice of shards or TFDS: not known without reading it
     return total
-
-
-def _tokenizer(config, workdir: str | None, shard_glob: str) -> Tokenizer:
-    """The config's tokenizer; a char vocabulary comes from the shards' vocab.json (and is saved in the workdir)."""
-    if config.data.tokenizer != "char":
-        return build_tokenizer(config, workdir)
-    comps = documents.components(config)
-    if len(comps) != 1 or comps[0].kind != "arrayrecord":
-        if any(c.kind == "arrayrecord" for c in comps):
-            raise ConfigError("data.tokenizer", "char with a mixture of token shards is not supported; "
-                                                "use byte or a tokenizer file")
-        return build_tokenizer(config, workdir)
-    paths = shards.match_shards(shard_glob or comps[0].arg, comps[0].key)
-    vocab = os.path.join(os.path.dirname(os.path.abspath(paths[0])), shards.CHAR_VOCAB_FILE)
-    if not os.path.isfile(vocab):
-        raise ConfigError("data.tokenizer", f"char shards need their {vocab}")
-    tokenizer = CharTokenizer.load(vocab)
-    check_vocab_fits(tokenizer, config)
-    if workdir:
-        os.makedirs(workdir, exist_ok=True)
-        tokenizer.save(os.path.join(workdir, "vocab.json"))
-    return tokenizer
 
 
 def prepare_from_text(config, workdir: str | None) -> str:
