@@ -21,7 +21,6 @@ get_state()/set_state().
 import collections
 import os
 
-
 import grain
 import numpy as np
 
