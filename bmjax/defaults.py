@@ -54,6 +54,14 @@ def base_config() -> config_dict.ConfigDict:
     c.data.tfds_data_dir = ""  # source tfds: where the dataset is prepared (empty: TFDS's default)
     c.data.train_split = "train"  # source tfds: split names
     c.data.eval_split = "validation"
+    # Pretraining data (bmjax/data/packed_lm.py, documents.py, packing.py); task lm also reads data.source
+    # arrayrecord (data.path = a glob of token shards from tools/prepare_data.py) and tfds (data.tfds_name).
+    c.data.packing = "concat"  # task lm: concat (documents joined by EOS, cut into windows) | segments (packed rows
+    # with segment_ids and positions; no token attends to or predicts across a document)
+    c.data.tfds_name = ""  # source tfds (task lm): the TFDS dataset, text in data.text_column, data.train_split
+    c.data.mixture = ""  # "SPEC=WEIGHT;..." with SPEC arrayrecord:GLOB | tfds:NAME | text:PATH | builtin
+    c.data.prepare_from = ""  # source arrayrecord: a text file tokenised into WORKDIR/prepared_shards on first use
+    c.data.workers = 0  # grain worker processes reading and packing (0: threads in the training process)
 
     c.optim = config_dict.ConfigDict()
     c.optim.lr = 3e-4

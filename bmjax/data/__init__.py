@@ -6,6 +6,11 @@
     batch = next(data.train_iter)          # {"inputs", "targets"}: int32 [batch_size // P, seq_len]
     for batch in data.eval_batches(): ...  # the same train.eval_steps batches every call
 
+Task lm with `data.source` arrayrecord (token shards from tools/prepare_data.py) or tfds, a `data.mixture`, or
+`data.packing=segments` goes through packed_lm.py (sources: documents.py, packing: packing.py, shards:
+shards.py); its batches in segments mode add "segment_ids" and "positions" int32 [b, seq_len], and its data
+object adds `source_tokens()` (target tokens delivered per source, this process).
+
 `check_data_config(config)` validates the data keys and files without reading the corpus.
 `make_data` / `check_data_config` pick the pipeline of `data.task`: lm (lm.py), mlm (BERT pretraining,
 mlm.py) or classification (classification.py); each returns an object with tokenizer, train_iter and
@@ -16,6 +21,7 @@ from bmjax.data.classification import ClassificationData, check_classification_c
 from bmjax.data.lm import LMData, make_lm_data
 from bmjax.data.lm import check_data_config as check_lm_config
 from bmjax.data.mlm import MLMData, check_mlm_config, make_mlm_data
+from bmjax.data.packed_lm import PackedLMData
 from bmjax.data.tokenizer_files import FileTokenizer
 from bmjax.data.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer, build_tokenizer
 from bmjax.errors import ConfigError
@@ -51,6 +57,7 @@ __all__ = [
     "FileTokenizer",
     "LMData",
     "MLMData",
+    "PackedLMData",
     "Tokenizer",
     "build_tokenizer",
     "check_data_config",

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import sources
+from bmjax.data import packed_lm, sources
 from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config
 from bmjax.errors import ConfigError
 
@@ -83,6 +83,8 @@ def check_data_config(config) -> None:
 
     Known source and tokenizer, files present and non-empty, positive sizes, seq_len within
     model.max_len, a byte vocabulary that fits model.vocab_size. Reads no corpus."""
+    if packed_lm.uses_packed_pipeline(config):  # arrayrecord, tfds, mixtures, segments: packed_lm.py
+        return packed_lm.check_packed_config(config)
     sources.check_source_config(config)
     check_tokenizer_config(config)
     data = config.data
@@ -98,6 +100,9 @@ def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process
     data, train = config.data, config.train
     if data.get("task", "lm") != "lm":
         raise ConfigError("data.task", f"the LM pipeline serves task 'lm', not {data.task!r}")
+    if packed_lm.uses_packed_pipeline(config):
+        return packed_lm.make_packed_lm_data(config, workdir, process_index=process_index,
+                                             process_count=process_count)
     check_data_config(config)
     _check_sizes(config, process_count)
     if not 0 <= process_index < process_count:

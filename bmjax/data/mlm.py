@@ -1,6 +1,6 @@
 """BERT pretraining examples (masked LM + next-sentence prediction) as a grain pipeline.
 
-The corpus (`data.source` builtin or text, split as for the LM task) is cut into lines: every
+The corpus (`data.source` builtin, text, arrayrecord or tfds, split as for the LM task) is cut into lines: every
 non-blank line of a document, stripped, with its "\n", tokenized without specials. A line plays the part of
 BERT's "sentence". Example `i` of a split is built by a generator seeded with (seed, i) alone, so
 it is the same on every machine, in every process and after a resume, and needs no shuffling:
@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import sources
+from bmjax.data import documents
 from bmjax.data.lm import EVAL_SEED
 from bmjax.data.tokenizers import ByteTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config
 from bmjax.errors import ConfigError
@@ -229,7 +229,7 @@ def example_batches(maker: ExampleMaker, batch_size: int, process_index: int, pr
 
 def check_mlm_config(config) -> None:
     """Cheap checks: source, tokenizer, sizes. Reads no corpus."""
-    sources.check_source_config(config)
+    documents.check_text_corpus_config(config)  # text, builtin, or a lone arrayrecord / tfds source
     check_tokenizer_config(config)
     data = config.data
     for key in ("seq_len", "batch_size"):
@@ -249,7 +249,7 @@ def make_mlm_data(config, workdir: str | None, *, process_index: int = 0, proces
         raise ConfigError("data.batch_size", f"{data.batch_size} does not divide over {process_count} processes")
     start = time.perf_counter()
     tokenizer = build_tokenizer(config, workdir)
-    corpus = sources.load_corpus(config)
+    corpus = documents.load_text_corpus(config, tokenizer)
     train_lines = tokenize_lines(tokenizer, corpus.train, corpus.train_key)
     eval_lines = tokenize_lines(tokenizer, corpus.eval, corpus.eval_key)
     logging.info("mlm data: %s/%s, %d train + %d eval tokens in %d + %d lines, loaded in %.2fs", data.source,

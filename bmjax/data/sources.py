@@ -14,6 +14,9 @@ same split.
   Files are decoded as UTF-8 with errors="replace" (a few test files are deliberately not UTF-8).
   With `data.eval_path` set, every file trains and that file is the eval split.
 
+The pretraining sources (token shards `arrayrecord`, `tfds`) and mixtures are in documents.py; they reuse
+these two for `text:` and `builtin` components.
+
 Reads are cached in memory (keyed by path, size and mtime), so building a tokenizer and then the
 pipeline reads each file once.
 """

@@ -2,6 +2,7 @@
 
 - `*.json`: a tokenizers-library `tokenizer.json` (WordPiece, BPE, Unigram: whatever it holds),
   e.g. one written by `tools/train_tokenizer.py` or shipped next to a Hugging Face model.
+- `*.model`: a SentencePiece model (needs the `sentencepiece` package); its `</s>` is the end of a document.
 - `*.txt`: a BERT WordPiece vocabulary, one token per line (`vocab.txt`), read the way
   bert-base-uncased's tokenizer reads it: BERT normalizer (clean text, Chinese characters split,
   accents stripped when lowercasing), BERT pre-tokenizer, `##` continuation pieces, `[UNK]`.
@@ -28,7 +29,7 @@ EOS_TOKENS = ("<|endoftext|>", "</s>")
 
 def is_tokenizer_file(name: str) -> bool:
     """A `data.tokenizer` value that names a file rather than a builtin tokenizer."""
-    return name.endswith((".json", ".txt")) or os.sep in name or "/" in name
+    return name.endswith((".json", ".txt", ".model")) or os.sep in name or "/" in name
 
 
 class FileTokenizer:
@@ -73,6 +74,8 @@ def load_tokenizer_file(path: str) -> FileTokenizer:
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, size: int, mtime_ns: int) -> FileTokenizer:
     del size, mtime_ns  # only part of the cache key: a changed file loads again
+    if path.endswith(".model"):
+        return SentencePieceTokenizer(path)
     try:
         if path.endswith(".txt"):
             tokenizer = _wordpiece_from_vocab(path)
@@ -110,3 +113,38 @@ def _lowercase(path: str, vocab: list[str]) -> bool:
         if setting is not None:
             return bool(setting)
     return not any(t != t.lower() for t in vocab if not (t.startswith("[") and t.endswith("]")))
+
+
+class SentencePieceTokenizer:
+    """The `Tokenizer` protocol over a SentencePiece model file (no BERT specials)."""
+
+    pad_id = unk_id = cls_id = sep_id = mask_id = bos_id = None
+
+    def __init__(self, path: str):
+        try:
+            import sentencepiece
+        except ImportError:
+            raise ConfigError("data.tokenizer", f"{path} is a SentencePiece model, which needs the sentencepiece "
+                                                "package (pip install sentencepiece)") from None
+        try:
+            self.processor = sentencepiece.SentencePieceProcessor(model_file=path)
+        except Exception as e:  # noqa: BLE001  the library raises plain errors for unreadable models
+            raise ConfigError("data.tokenizer", f"cannot load SentencePiece model {path}: {e}") from None
+        self.path = self.name = path
+        self.vocab_size = int(self.processor.get_piece_size())
+        eos = int(self.processor.eos_id())
+        self.eos_id = eos if eos >= 0 else None
+        self.special_ids = () if self.eos_id is None else (self.eos_id,)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.processor.encode(text), dtype=np.int32)
+
+    def decode(self, ids) -> str:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        return self.processor.decode([int(i) for i in ids if 0 <= i < self.vocab_size])
+
+    def __getstate__(self):  # worker processes load the model again
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])

@@ -181,12 +181,33 @@ def _char_tokenizer(config, workdir: str | None) -> CharTokenizer:
     vocab_path = os.path.join(workdir, VOCAB_FILE) if workdir else None
     if vocab_path and os.path.exists(vocab_path):
         return CharTokenizer.load(vocab_path)
-    corpus = sources.load_corpus(config)
-    docs = corpus.vocab_docs
-    if config.data.source == "builtin":
-        docs = docs + ("\n",)  # documents are joined with newlines
-    tokenizer = CharTokenizer.from_texts(docs)
+    if config.data.get("mixture") or config.data.source in ("arrayrecord", "tfds"):
+        tokenizer = _char_tokenizer_of_shards(config)
+    else:
+        corpus = sources.load_corpus(config)
+        docs = corpus.vocab_docs
+        if config.data.source == "builtin":
+            docs = docs + ("\n",)  # documents are joined with newlines
+        tokenizer = CharTokenizer.from_texts(docs)
     if vocab_path:
         os.makedirs(workdir, exist_ok=True)
         tokenizer.save(vocab_path)
     return tokenizer
+
+
+def _char_tokenizer_of_shards(config) -> CharTokenizer:
+    """A char vocabulary for token shards: the one saved beside them, or that of data.prepare_from's text (which
+    the shards will be prepared with). Mixtures and TFDS have no single vocabulary to read."""
+    from bmjax.data import shards
+
+    data = config.data
+    if data.get("mixture") or data.source != "arrayrecord":
+        raise ConfigError("data.tokenizer", "char needs one text or shard set to take its vocabulary from; "
+                                            "use byte or a tokenizer file with a mixture or TFDS")
+    if data.get("prepare_from"):
+        return CharTokenizer.from_texts([sources.read_text("data.prepare_from", data.prepare_from)])
+    paths = shards.match_shards(data.path, "data.path")
+    vocab = os.path.join(os.path.dirname(os.path.abspath(paths[0])), shards.CHAR_VOCAB_FILE)
+    if not os.path.isfile(vocab):
+        raise ConfigError("data.tokenizer", f"char shards come with their vocabulary, but {vocab} is missing")
+    return CharTokenizer.load(vocab)
