@@ -72,6 +72,11 @@ def test_no_warmup_starts_at_the_peak():
     assert float(schedule(50)) == pytest.approx(5.5e-4, rel=1e-6)
 
 
+def test_decay_steps_within_the_warmup_fall_to_the_floor_right_after_it():
+    schedule = optim.schedule(optim_config(warmup_steps=10, decay_steps=5), total_steps=100)
+    assert [float(schedule(s)) for s in (5, 10, 11, 50)] == pytest.approx([5e-4, 1e-3, 1e-4, 1e-4], rel=1e-6)
+
+
 # --- which parameters decay ---------------------------------------------------------------------------------
 
 def model_params(name, **model):

@@ -19,7 +19,7 @@ def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
     decay_steps = int(optim_cfg.decay_steps or total_steps)
     lr, min_lr = float(optim_cfg.lr), float(optim_cfg.min_lr)
     if optim_cfg.schedule == "cosine":
-        # optax's needs at least one decay step after the warmup; a shorter decay_steps means "none left".
+        # optax's cosine needs decay_steps > warmup; if not, the rate drops to min_lr one step after the warmup.
         return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(decay_steps, warmup + 1), end_value=min_lr)
     warm = optax.linear_schedule(0.0, lr, max(warmup, 1))
     if optim_cfg.schedule == "linear":
