@@ -38,9 +38,10 @@ def accumulate_gradients(loss_and_grad, params, batch, grad_accum: int):
     """Mean gradient over `grad_accum` micro-batches, scanned so only one micro-batch is live at a time.
 
     `loss_and_grad(params, micro_batch, index)` gets the micro-batch's index (for its dropout key). Metrics
-    are (sum, count) pairs and each micro-batch's loss is a mean over its count (the tokens it scores), so
+    are (sum, count) pairs and each micro-batch's loss is a mean over its count (lm: the tokens it scores), so
     the micro-batch gradients are weighted by their counts: the result is the gradient of the whole batch's
-    mean loss even when micro-batches score different numbers of tokens.
+    mean loss even when micro-batches score different numbers of tokens. (mlm counts examples: its MLM part
+    is exact only when micro-batches select equally many tokens; see tasks.mlm_loss.)
     """
     if grad_accum == 1:
         (_, metrics), grads = loss_and_grad(params, batch, 0)
