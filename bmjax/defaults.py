@@ -70,6 +70,9 @@ def base_config() -> config_dict.ConfigDict:
     c.optim.warmup_steps = 100
     c.optim.decay_steps = config_dict.placeholder(int)  # unset: train.steps
     c.optim.weight_decay = 0.1
+    # Weight decay on embedding tables too, as nanoGPT (every >= 2-D tensor) and BERT's reference code do;
+    # off: minGPT's choice, decay on linear layers' matrices only.
+    c.optim.decay_embeddings = False
     c.optim.b1 = 0.9
     c.optim.b2 = 0.95
     c.optim.eps = 1e-8

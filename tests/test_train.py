@@ -1,5 +1,7 @@
 """The trainer end to end, in process: the loss falls, and a finished run resumes at the right step."""
 import json
+import math
+import time
 
 import pytest
 
@@ -52,9 +54,21 @@ def small_char_config(text_file, steps=100):
     return c
 
 
+def logged_lr(step, lr=3e-3, min_lr=3e-4, warmup=5, decay_steps=100):
+    """The rate of the update that produced `step` (the update from step - 1), by hand: linear warmup from 0,
+    then cosine to min_lr at decay_steps."""
+    t = step - 1
+    if t < warmup:
+        return lr * t / warmup
+    progress = (min(t, decay_steps) - warmup) / (decay_steps - warmup)
+    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def test_tiny_run_loss_falls(tmp_path, text_file):
     workdir = tmp_path / "run"
+    started = time.perf_counter()
     final = train_and_evaluate(small_char_config(text_file), str(workdir))
+    wall = time.perf_counter() - started
     rows = read_metrics(workdir)
     train = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train] == list(range(10, 101, 10))
@@ -63,8 +77,15 @@ def test_tiny_run_loss_falls(tmp_path, text_file):
     assert [r["step"] for r in evals] == [50, 100]
     assert evals[-1]["loss"] < 2.7  # uniform over 65 characters is 4.17, unigram frequencies ~3.3
     assert final["loss"] == pytest.approx(evals[-1]["loss"])
-    for key in ("lr", "grad_norm", "tokens_per_sec", "mfu"):
-        assert train[-1][key] > 0
+    assert [r["lr"] for r in train] == pytest.approx([logged_lr(r["step"]) for r in train], rel=1e-5)
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in train)
+    # Each row's tokens/s covers its 10 steps of 16 x 32 tokens; the windows are disjoint parts of the run, so
+    # the time they imply adds up to less than the run's wall time (a rate too small, counted per device or as
+    # one step's tokens over a window's time, would not).
+    assert sum(10 * 16 * 32 / r["tokens_per_sec"] for r in train) < wall
+    assert all(r["tokens_per_sec"] > 10 * 16 * 32 / wall for r in train)
+    ratios = [r["mfu"] / r["tokens_per_sec"] for r in train]  # MFU = tokens/s x FLOPs per token / peak
+    assert ratios == pytest.approx([ratios[0]] * len(ratios), rel=1e-9) and ratios[0] > 0
     assert (workdir / "sample.txt").read_text()
     assert (workdir / "vocab.json").exists()
 

@@ -195,11 +195,10 @@ def embed(num_embeddings: int, d_model: int, axes: Axes, *, init_std: float, dty
 
 
 def dropout(x, rate: float, rngs: nnx.Rngs | None):
-    """Inverted dropout, active iff rngs is given and rate > 0 (keys from rngs.dropout())."""
+    """nnx.Dropout, active iff rngs is given and rate > 0: each call takes the next key of rngs.dropout."""
     if rngs is None or rate <= 0.0:
         return x
-    keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    return nnx.Dropout(rate, deterministic=False)(x, rngs=rngs)
 
 
 # Activation layout hints. A model names the axes of the activations it passes between blocks; the trainer

@@ -28,30 +28,40 @@ def split_model(model):
     return graphdef, params, rest
 
 
+def dropout_key(base_key, step, micro_batch):
+    """The dropout key of one micro-batch of one step: a function of (seed, step, micro-batch) only, so every
+    micro-batch draws its own masks and a resumed run draws the same masks as the run it continues."""
+    return jax.random.fold_in(jax.random.fold_in(base_key, step), micro_batch)
+
+
 def accumulate_gradients(loss_and_grad, params, batch, grad_accum: int):
     """Mean gradient over `grad_accum` micro-batches, scanned so only one micro-batch is live at a time.
 
-    Metrics are (sum, count) pairs and the per-micro-batch loss is a mean over its tokens, so the micro-batch
-    gradients are weighted by their token counts: the result equals one step on the whole batch.
+    `loss_and_grad(params, micro_batch, index)` gets the micro-batch's index (for its dropout key). Metrics
+    are (sum, count) pairs and each micro-batch's loss is a mean over its count (lm: the tokens it scores), so
+    the micro-batch gradients are weighted by their counts: the result is the gradient of the whole batch's
+    mean loss even when micro-batches score different numbers of tokens. (mlm counts examples: its MLM part
+    is exact only when micro-batches select equally many tokens; see tasks.mlm_loss.)
     """
     if grad_accum == 1:
-        (_, metrics), grads = loss_and_grad(params, batch)
+        (_, metrics), grads = loss_and_grad(params, batch, 0)
         return grads, metrics
     micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
 
-    def body(carry, micro_batch):
+    def body(carry, indexed):
         grad_sum, metric_sum = carry
-        (_, metrics), grads = loss_and_grad(params, micro_batch)
+        index, micro_batch = indexed
+        (_, metrics), grads = loss_and_grad(params, micro_batch, index)
         weight = metrics["loss"][1]
         grad_sum = jax.tree.map(lambda a, g: a + g * weight, grad_sum, grads)
         metric_sum = jax.tree.map(jnp.add, metric_sum, metrics)
         return (grad_sum, metric_sum), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    metric_shape = jax.eval_shape(lambda: loss_and_grad(params, first)[0][1])
+    metric_shape = jax.eval_shape(lambda: loss_and_grad(params, first, 0)[0][1])
     zeros_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shape)
     zeros_grads = jax.tree.map(jnp.zeros_like, params)
-    (grad_sum, metrics), _ = jax.lax.scan(body, (zeros_grads, zeros_metrics), micro)
+    (grad_sum, metrics), _ = jax.lax.scan(body, (zeros_grads, zeros_metrics), (jnp.arange(grad_accum), micro))
     total = metrics["loss"][1]
     grads = jax.tree.map(lambda g: g / jnp.maximum(total, 1.0), grad_sum)
     return grads, metrics
@@ -67,11 +77,9 @@ def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, lr_s
     """
 
     def train_step(state: TrainState, batch):
-        step_key = jax.random.fold_in(base_key, state.step)
-
-        def loss_fn(params, micro_batch):
+        def loss_fn(params, micro_batch, micro_index):
             model = nnx.merge(graphdef, params, state.rest)
-            rngs = nnx.Rngs(dropout=step_key) if use_dropout else None
+            rngs = nnx.Rngs(dropout=dropout_key(base_key, state.step, micro_index)) if use_dropout else None
             return task.loss(model, micro_batch, rngs)
 
         loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
