@@ -115,6 +115,7 @@ LAUNCHERS = {"local": run_local, "print": run_print, "slurm": run_slurm}
 
 
 def main(argv: list[str]) -> int:
+    FLAGS.unparse_flags()  # main() may run more than once in a process (tests): no value carries over
     try:
         rest = FLAGS(argv)
     except flags.Error as e:
