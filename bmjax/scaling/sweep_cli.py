@@ -47,10 +47,13 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+def config_overrides(run) -> list[str]:
+    return [f"--config.{k}={sweep_lib.format_value(v)}" for k, v in run.args.items()]
+
+
 def train_args(sweep, run, workdir: pathlib.Path) -> list[str]:
     """bmjax-train's arguments for one run."""
-    return (["--config", sweep.config_arg, "--workdir", str(workdir / run.name)]
-            + [f"--config.{k}={sweep_lib.format_value(v)}" for k, v in run.args.items()])
+    return ["--config", sweep.config_arg, "--workdir", str(workdir / run.name), *config_overrides(run)]
 
 
 def run_local(sweep, runs, workdir: pathlib.Path) -> int:
@@ -60,7 +63,7 @@ def run_local(sweep, runs, workdir: pathlib.Path) -> int:
         if summary is not None and summary.get("status") == "finished":
             print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: finished, skipped", flush=True)
             continue
-        state = "resuming" if summary is not None else "starting"
+        state = "resuming" if (workdir / run.name / "checkpoints").exists() else "starting"
         print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: {state}", flush=True)
         code = _run_child([sys.executable, "-m", "bmjax.main", *train_args(sweep, run, workdir)])
         sweep_lib.write_results(sweep, workdir)
@@ -98,7 +101,8 @@ def run_slurm(sweep, runs, workdir: pathlib.Path) -> int:
     if not os.path.isfile(script):
         fail(f"--sbatch_script: {script!r} does not exist (submit from the repository root)")
     runs_file = workdir / "slurm_runs.txt"
-    runs_file.write_text("".join(shlex.join(train_args(sweep, run, workdir)) + "\n" for run in sweep.runs))
+    runs_file.write_text("".join(shlex.join([sweep.config_arg, str(workdir / run.name), *config_overrides(run)]) + "\n"
+                                 for run in sweep.runs))  # train.sbatch's CONFIG WORKDIR [--config.KEY=VALUE ...]
     indices = ",".join(str(run.index) for run in runs)
     (workdir / "slurm").mkdir(exist_ok=True)
     command = ["sbatch", f"--array={indices}", f"--job-name={sweep.name}",

@@ -12,7 +12,8 @@ summary.json keys:
     steps, wall_time (seconds, summed over the attempts of a resumed run), status
     status       running | finished | preempted (SIGTERM; the same command resumes) | failed (an exception)
 
-The summary is written after every eval and when the run ends; only process 0 writes it.
+The summary is written when the run starts (or resumes), after every eval and when it ends; only process 0
+writes it.
 """
 import json
 import math
@@ -50,6 +51,7 @@ class RunRecord:
                 if row["split"] == "eval":
                     self.eval_losses.append(row["loss"])
                     self.final = row
+        self.write("running")
 
     def counts(self, step: int) -> dict:
         """The cumulative `tokens` and `flops` to put on a metrics row of `step`."""
