@@ -19,9 +19,10 @@ echo "sweep wall: $(( $(date +%s) - start )) s"
 "$PYTHON" - "$WORKDIR/results.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-print(f"{'N':>9} {'D':>11} {'C':>9} {'eval loss':>9} {'bits/byte':>9} {'wall s':>7}  status")
+print(f"{'N':>9} {'D':>11} {'6ND':>9} {'C':>9} {'eval loss':>9} {'bits/byte':>9} {'wall s':>7}  status")
 for r in rows:
-    print(f"{int(r['N']):>9} {int(r['D']):>11} {float(r['C']):>9.2e} {float(r['final_eval_loss']):>9.4f} "
+    print(f"{int(r['N']):>9} {int(r['D']):>11} {6 * int(r['N']) * int(r['D']):>9.2e} {float(r['C']):>9.2e} "
+          f"{float(r['final_eval_loss']):>9.4f} "
           f"{float(r['bits_per_byte']):>9.4f} {float(r['wall_time']):>7.0f}  {r['status']}")
 PY
 
