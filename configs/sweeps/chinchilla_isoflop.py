@@ -7,8 +7,8 @@ parabola in log N to find its minimum (23 runs in all). Every run is scored on o
 held-out file.
 
     bmjax-sweep --config configs/sweeps/chinchilla_isoflop.py:train=TRAIN.txt,eval=EVAL.txt,tokenizer=TOK.json \\
-        --workdir gs://or/shared/runs/isoflop --launcher slurm --slurm_args "--nodes=1"
-    bmjax-scaling fit --runs RUNS --law chinchilla --approach 2
+        --workdir /shared/runs/isoflop --launcher slurm --slurm_args "--nodes=1"
+    bmjax-scaling fit --runs /shared/runs/isoflop --law chinchilla --approach 2
 
 Arguments (comma-separated): train=, eval= UTF-8 text files (the eval file is scored whole: keep it to a few
 million tokens), tokenizer= a tokenizer.json of 50,257 ids or fewer (GPT-2's). `runlocal` shrinks the sweep
