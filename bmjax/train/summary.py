@@ -9,7 +9,10 @@ summary.json keys:
                  PaLM convention of bmjax.models.flops)
     C_6ND        the 6 * N * D approximation beside it
     final_eval_loss, best_eval_loss, bits_per_byte (of the final eval)
-    steps, wall_time (seconds, summed over the attempts of a resumed run), status
+    steps        train steps done
+    wall_time    seconds from the end of set-up (data loaded, state restored or initialised) to this summary,
+                 summed over the attempts of a resumed run (an attempt killed without warning counts up to its
+                 last summary)
     status       running | finished | preempted (SIGTERM; the same command resumes) | failed (an exception)
 
 The summary is written when the run starts (or resumes), after every eval and when it ends; only process 0
