@@ -111,7 +111,7 @@ def base_config() -> config_dict.ConfigDict:
     c.train.init_from = ""  # start from the params of a bmjax workdir's newest checkpoint or a Hugging Face dir
     c.train.log_every = 50
     c.train.eval_every = 250
-    c.train.eval_steps = 20
+    c.train.eval_steps = 20  # 0: one pass over the whole held-out set (task lm; what sweeps use)
     c.train.ckpt_every = 500
     c.train.keep_ckpts = 3
     # A step whose loss or gradient norm is NaN/inf: "halt" stops the run there (the last checkpoint stays as

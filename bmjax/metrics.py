@@ -1,6 +1,8 @@
 """Metric writers: workdir/metrics.jsonl (always), Weights & Biases and TensorBoard (when configured).
 
 Only process 0 writes. Every writer takes the same call, `write(step, split, scalars)`, one row per call.
+A run's summary (bmjax/train/summary.py) goes to W&B's run summary through `summary(values)`.
+`read_wandb_offline(run_dir)` reads back what an offline W&B run logged.
 """
 import json
 import os
@@ -63,6 +65,9 @@ class WandbWriter:
     def write(self, step: int, split: str, scalars: dict):
         self.run.log({f"{split}/{k}": _plain(v) for k, v in scalars.items()}, step=int(step))
 
+    def summary(self, values: dict):
+        self.run.summary.update(values)
+
     def close(self):
         self.run.finish()
 
@@ -86,6 +91,7 @@ class MetricWriters:
 
     def __init__(self, config, workdir: pathlib.Path, is_primary: bool):
         self.writers = []
+        self.closed = False
         if not is_primary:
             return
         self.writers.append(JsonlWriter(workdir / "metrics.jsonl"))
@@ -99,6 +105,66 @@ class MetricWriters:
         for writer in self.writers:
             writer.write(step, split, scalars)
 
+    def summary(self, values: dict):
+        """The run's summary values (W&B's run.summary; the other writers keep rows only)."""
+        for writer in self.writers:
+            if hasattr(writer, "summary"):
+                writer.summary(values)
+
     def close(self):
+        if self.closed:
+            return
+        self.closed = True
         for writer in self.writers:
             writer.close()
+
+
+_WANDB_BLOCK, _WANDB_HEADER = 32768, 7  # LevelDB log framing: 32 KiB blocks, 7-byte record headers
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _wandb_records(path: pathlib.Path):
+    """The protobuf Records of one `.wandb` file: a file header (`:W&B`, magic 0xBEE1, version), then
+    LevelDB-log chunks (crc32, length, type) that never cross a 32 KiB block; a record may span chunks."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path}: not a W&B transaction log")
+    pos, pieces = _WANDB_HEADER, []
+    while pos + _WANDB_HEADER <= len(data):
+        left_in_block = _WANDB_BLOCK - pos % _WANDB_BLOCK
+        if left_in_block < _WANDB_HEADER:  # a block's tail too short for a header is padding
+            pos += left_in_block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if kind == 0:  # zero padding: the rest of the block
+            pos += left_in_block
+            continue
+        pieces.append(data[pos + _WANDB_HEADER:pos + _WANDB_HEADER + length])
+        pos += _WANDB_HEADER + length
+        if kind in (_FULL, _LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(pieces))
+            pieces = []
+            yield record
+
+
+def read_wandb_offline(run_dir) -> tuple[list[dict], dict]:
+    """(history rows, summary) logged by an offline W&B run: `run_dir` is a workdir (every
+    `wandb/offline-run-*` under it, oldest first, as a resumed run appends new ones) or one offline-run folder.
+
+    Each history row is {"_step": step, key: value, ...}; the summary holds the last value set for each key."""
+    run_dir = pathlib.Path(run_dir)
+    files = sorted(run_dir.glob("run-*.wandb")) or sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    rows, summary = [], {}
+    for path in files:
+        for record in _wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+            elif kind == "summary":
+                for item in record.summary.update:
+                    summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return rows, summary

@@ -71,10 +71,13 @@ def check_ranges(config):
     _require(m.norm_eps > 0, "model.norm_eps", f"must be > 0, got {m.norm_eps}")
     for key in ("model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads", "model.max_len",
                 "data.seq_len", "data.batch_size", "optim.grad_accum", "train.log_every",
-                "train.eval_every", "train.eval_steps", "train.ckpt_every", "train.keep_ckpts",
+                "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
                 "train.steps_per_call"):
         value = _get(config, key)
         _require(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
+    # 0: one pass over the whole held-out set (bmjax/data/lm.py), which only the LM pipeline makes.
+    _require(isinstance(t.eval_steps, int) and (t.eval_steps > 0 or t.eval_steps == 0 and d.task == "lm"),
+             "train.eval_steps", f"must be a positive integer (or 0 with data.task=lm), got {t.eval_steps!r}")
     _require(0.0 <= m.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {m.dropout}")
     _require(o.lr >= 0, "optim.lr", f"must be >= 0, got {o.lr}")
     _require(0 <= o.min_lr <= o.lr or o.schedule == "constant", "optim.min_lr",

@@ -12,6 +12,11 @@ The iterator's get_state()/set_state() resume the exact batch sequence.
 
 Eval: the first eval_steps * batch_size windows of a shuffle of the eval stream with a fixed seed
 (`EVAL_SEED`, not `train.seed`): runs with different seeds are evaluated on the same windows.
+`train.eval_steps=0` instead makes one deterministic pass over the whole eval stream (what a scaling law
+needs): non-overlapping windows from its start, in order, so every token but the first is scored exactly
+once; the last partial window is padded and masked (`weights` 0), as are the rows that fill the last batch.
+`eval_bytes_per_token` (UTF-8 bytes of the eval text / its tokens) turns a loss in nats per token into bits
+per byte, which compares across tokenizers.
 """
 import dataclasses
 import logging
@@ -38,6 +43,7 @@ class LMData:
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]  # a fresh pass over eval_steps batches
     train_tokens: int
     eval_tokens: int
+    eval_bytes_per_token: float = 1.0  # UTF-8 bytes of the eval text per eval token (bits per byte)
 
 
 class _Windows:
@@ -123,14 +129,46 @@ def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process
 
     shard = dict(process_index=process_index, process_count=process_count)
     train_ds = window_batches(train_ids, data.seq_len, data.batch_size, train.seed, **shard)
-    eval_ds = window_batches(eval_ids, data.seq_len, data.batch_size, EVAL_SEED, **shard)[: train.eval_steps]
+    if train.eval_steps == 0:
+        eval_ds = grain.MapDataset.source(full_pass_batches(eval_ids, data.seq_len, data.batch_size, **shard))
+    else:
+        eval_ds = window_batches(eval_ids, data.seq_len, data.batch_size, EVAL_SEED, **shard)[: train.eval_steps]
     return LMData(
         tokenizer=tokenizer,
         train_iter=iter(train_ds.to_iter_dataset(_READ_OPTIONS)),
         eval_batches=lambda: iter(eval_ds.to_iter_dataset(_READ_OPTIONS)),
         train_tokens=len(train_ids),
         eval_tokens=len(eval_ids),
+        eval_bytes_per_token=text_bytes(tokenizer, corpus.eval) / len(eval_ids),
     )
+
+
+def full_pass_batches(tokens: np.ndarray, seq_len: int, batch_size: int, process_index: int,
+                      process_count: int) -> list[dict[str, np.ndarray]]:
+    """This process's rows of every global batch of one pass over `tokens` in non-overlapping windows.
+
+    Window i holds tokens [i*seq_len, (i+1)*seq_len + 1); its targets are tokens 1 + i*seq_len onwards, so the
+    windows together score tokens 1 .. len-1 once each. The last window, when partial, is zero-padded with
+    weight 0 on the padding; rows padding the last global batch have weight 0 throughout."""
+    targets = len(tokens) - 1
+    num_windows = -(-targets // seq_len)
+    num_batches = -(-num_windows // batch_size)
+    padded = np.zeros(num_batches * batch_size * seq_len + 1, np.int32)
+    padded[: len(tokens)] = tokens
+    weights = np.zeros(num_batches * batch_size * seq_len, np.float32)
+    weights[:targets] = 1.0
+    shape = (num_batches, batch_size, seq_len)
+    inputs, labels, weights = padded[:-1].reshape(shape), padded[1:].reshape(shape), weights.reshape(shape)
+    rows = slice(process_index * (batch_size // process_count), (process_index + 1) * (batch_size // process_count))
+    return [{"inputs": inputs[b, rows], "targets": labels[b, rows], "weights": weights[b, rows]}
+            for b in range(num_batches)]
+
+
+def text_bytes(tokenizer: Tokenizer, docs: tuple[str, ...]) -> int:
+    """UTF-8 bytes of the text `encode_documents` tokenizes: the documents, and the "\\n" joining them when
+    the tokenizer has no EOS (an EOS token stands for no text)."""
+    size = sum(len(doc.encode("utf-8")) for doc in docs)
+    return size + (len(docs) - 1 if tokenizer.eos_id is None else 0)
 
 
 def _check_sizes(config, process_count: int) -> None:

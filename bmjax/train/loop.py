@@ -28,6 +28,7 @@ from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
 from bmjax.train import optim, sample
 from bmjax.train import step as step_lib
+from bmjax.train import summary as summary_lib
 from bmjax.train import tasks as tasks_lib
 
 
@@ -92,6 +93,21 @@ def evaluate(eval_step, state, data, batch_sharding, seq_len, finalize=tasks_lib
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the last eval metrics."""
+    # summary.json's status: finished, preempted (written where the loop stops) or failed (any other exception
+    # once the run's record exists; re-raised). A run halted on a non-finite loss closed its writers first.
+    records = []
+    try:
+        return _train_and_evaluate(config, workdir, records)
+    except faults.Preempted:
+        raise
+    except BaseException:
+        if records:
+            records[0].close(records[0].step, "failed", reopen=lambda: metrics_lib.MetricWriters(
+                config, pathlib.Path(workdir), records[0].is_primary))
+        raise
+
+
+def _train_and_evaluate(config, workdir, records: list) -> dict:
     workdir = pathlib.Path(workdir)
     runtime.use_cpu_devices(config)  # before anything asks jax for a device
     validate.validate_config(config, workdir)
@@ -140,6 +156,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
                                          int(config.train.ckpt_every))
+    record = summary_lib.RunRecord(config, workdir, writers, start_step, is_primary, flops_per_token)
+    records.append(record)
 
     progress = _progress_bar(config, start_step, total_steps, is_primary)
     eval_metrics: dict = {}
@@ -176,7 +194,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9)
                 last_step, last = rows[-1]
                 last = {name: np.asarray(v).reshape(-1)[-1] for name, v in last.items()}
-                scalars = dict(last, tokens_per_sec=tokens_per_sec,
+                scalars = dict(last, **record.counts(last_step), tokens_per_sec=tokens_per_sec,
                                mfu=tokens_per_sec * flops_per_token / peak)
                 writers.write(last_step, "train", scalars)
                 if progress is not None:
@@ -188,7 +206,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 eval_started = time.perf_counter()
                 eval_metrics = evaluate(eval_step, state, data, batch_sharding, int(config.data.seq_len),
                                         tasks_lib.get_task(config.data.task).finalize)
-                writers.write(step, "eval", eval_metrics)
+                eval_metrics = record.add_eval(step, eval_metrics, getattr(data, "eval_bytes_per_token", None))
+                writers.write(step, "eval", dict(eval_metrics, **record.counts(step)))
                 if progress is not None:
                     progress.write(f"step {step}: eval loss {eval_metrics['loss']:.4f}")
                 # The eval's time leaves the throughput window; the window's steps stay counted.
@@ -196,6 +215,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if step % ckpt_every == 0 or step == total_steps or preempted:
                 checkpointer.save(step, state, data.train_iter, force=preempted)
             if preempted:
+                record.close(step, "preempted")
                 _stop(checkpointer, writers, progress)
                 raise faults.Preempted(step, str(checkpointer.path(step)))
     checkpointer.close()
@@ -207,6 +227,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if is_primary:
             (workdir / "sample.txt").write_text(text)
             print("--- sample ---\n" + text + "\n--------------", flush=True)
+    record.close(step, "finished")
     writers.close()
     return eval_metrics
 

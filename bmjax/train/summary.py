@@ -1,0 +1,108 @@
+"""A run's record for scaling laws: cumulative tokens and FLOPs on every metrics row, and `DIR/summary.json`
+(mirrored into the W&B run summary) with what a fit needs.
+
+summary.json keys:
+    N            non-embedding parameters (Kaplan's and Chinchilla's N, as bmjax.models.flops counts them)
+    N_total      all parameters, embeddings included
+    D            training tokens seen (steps * batch_size * seq_len)
+    C            training FLOPs: D * train_flops_per_token (6N plus the output projection plus attention, the
+                 PaLM convention of bmjax.models.flops)
+    C_6ND        the 6 * N * D approximation beside it
+    final_eval_loss, best_eval_loss, bits_per_byte (of the final eval)
+    steps        train steps done
+    wall_time    seconds from the end of set-up (data loaded, state restored or initialised) to this summary,
+                 summed over the attempts of a resumed run (an attempt killed without warning counts up to its
+                 last summary)
+    status       running | finished | preempted (SIGTERM; the same command resumes) | failed (an exception)
+
+The summary is written when the run starts (or resumes), after every eval and when it ends; only process 0
+writes it.
+"""
+import json
+import math
+import pathlib
+import time
+
+from bmjax.models import flops, model_config
+
+
+def read_summary(workdir) -> dict | None:
+    path = pathlib.Path(workdir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class RunRecord:
+    """Counts a run's tokens and FLOPs and keeps its summary; `close(status)` writes the last one."""
+
+    def __init__(self, config, workdir, writers, start_step: int, is_primary: bool, flops_per_token: float):
+        self.workdir = pathlib.Path(workdir)
+        self.writers = writers
+        self.is_primary = is_primary
+        self.tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
+        self.flops_per_token = float(flops_per_token)
+        counts = flops.param_counts(model_config(config.model))
+        self.n, self.n_total = counts["non_embedding"], counts["total"]
+        self.step = start_step
+        self.started = time.monotonic()
+        previous = read_summary(self.workdir) if is_primary else None
+        self.earlier_wall_time = float(previous["wall_time"]) if previous and start_step > 0 else 0.0
+        # Evals up to the restored step, read back from metrics.jsonl (rows after it were dropped on resume).
+        self.eval_losses, self.final = [], {}
+        if is_primary and start_step > 0 and (self.workdir / "metrics.jsonl").exists():
+            for line in (self.workdir / "metrics.jsonl").read_text().splitlines():
+                row = json.loads(line)
+                if row["split"] == "eval":
+                    self.eval_losses.append(row["loss"])
+                    self.final = row
+        self.write("running")
+
+    def counts(self, step: int) -> dict:
+        """The cumulative `tokens` and `flops` to put on a metrics row of `step`."""
+        self.step = step
+        tokens = step * self.tokens_per_step
+        return {"tokens": tokens, "flops": tokens * self.flops_per_token}
+
+    def add_eval(self, step: int, metrics: dict, bytes_per_token: float | None) -> dict:
+        """Bits per byte beside the eval loss (nats/token / ln 2 / bytes per token; only for data that knows
+        its bytes per token, i.e. language modelling); updates the summary."""
+        if bytes_per_token:
+            metrics = dict(metrics, bits_per_byte=metrics["loss"] / math.log(2) / bytes_per_token)
+        self.step = step
+        self.eval_losses.append(metrics["loss"])
+        self.final = metrics
+        self.write("running")
+        return metrics
+
+    def summary(self, status: str) -> dict:
+        tokens = self.step * self.tokens_per_step
+        return {
+            "N": self.n, "N_total": self.n_total, "D": tokens, "C": tokens * self.flops_per_token,
+            "C_6ND": 6.0 * self.n * tokens,
+            "final_eval_loss": self.final.get("loss"),
+            "best_eval_loss": min(self.eval_losses) if self.eval_losses else None,
+            "bits_per_byte": self.final.get("bits_per_byte"),
+            "steps": self.step,
+            "wall_time": self.earlier_wall_time + time.monotonic() - self.started,
+            "status": status,
+        }
+
+    def write(self, status: str):
+        if not self.is_primary:
+            return
+        values = self.summary(status)
+        path = self.workdir / "summary.json"
+        tmp = path.with_suffix(".json.tmp")  # a kill mid-write leaves the previous summary whole
+        tmp.write_text(json.dumps(values, indent=2) + "\n")
+        tmp.replace(path)
+        self.writers.summary(values)
+
+    def close(self, step: int, status: str, reopen=None):
+        """The final summary. `reopen()` makes new writers when the run's were closed already (a run that
+        stopped on a non-finite loss), so W&B still gets the status."""
+        self.step = step
+        if self.writers.closed and reopen is not None and self.is_primary:
+            self.writers = reopen()
+            self.write(status)
+            self.writers.close()
+            return
+        self.write(status)
