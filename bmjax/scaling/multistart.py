@@ -36,8 +36,8 @@ _ARMIJO = 1e-4
 _MAX_HALVINGS = 40
 
 
-def minimize_from_starts(objective: Callable, starts, data, *, batched_data: bool = False, max_steps: int = 1000,
-                         ftol: float = 1e-13, gtol: float = 1e-12, memory: int = 10) -> MultiStartResult:
+def minimize_from_starts(objective: Callable, starts, data, *, batched_data: bool = False, max_steps: int = 500,
+                         ftol: float = 1e-12, gtol: float = 1e-12, memory: int = 10) -> MultiStartResult:
     """L-BFGS on `objective(params, data) -> scalar` (written in jax.numpy) from every row of `starts` [S, P].
 
     `data` is a tuple of arrays given to every start or, with `batched_data=True`, a tuple of arrays with a
@@ -47,14 +47,15 @@ def minimize_from_starts(objective: Callable, starts, data, *, batched_data: boo
     num, dim = x.shape
     data = tuple(np.asarray(d, dtype=np.float64) for d in data)
     evaluate = _batched_value_and_grad(objective, batched_data)
+    with jax.enable_x64(True):
+        shared = tuple(jnp.asarray(d) for d in data)  # converted once: the same for every call
 
     def value_and_grad(points, rows):
         # Pad to a power of two (at least 64) so that the shrinking batch compiles a few shapes only.
         size = max(64, 1 << (len(rows) - 1).bit_length())
         pad = np.concatenate([rows, np.full(size - len(rows), rows[0])])
         padded = np.concatenate([points, np.repeat(points[:1], size - len(rows), axis=0)])
-        sample = tuple(d[pad] for d in data) if batched_data else data
-        f, g = evaluate(padded, sample)
+        f, g = evaluate(padded, tuple(d[pad] for d in data) if batched_data else shared)
         return f[: len(rows)], g[: len(rows)]
 
     everyone = np.arange(num)
