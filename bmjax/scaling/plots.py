@@ -26,7 +26,9 @@ def write_plots(directory: str, points, *, law=None, allocation=None, frontier=N
     paths = [os.path.join(directory, name) for name in FILES]
     levels = compute_levels(points.c, width)
     level_c = np.array([np.exp(np.mean(np.log(points.c[lv]))) for lv in levels])
-    colours = plt.cm.viridis(np.linspace(0, 1, max(len(levels), 2)))
+    # A level's colour is its compute on the same scale as the runs' colour bar in fitted_law.png.
+    norm = matplotlib.colors.Normalize(np.log10(points.c.min()), np.log10(points.c.max()))
+    colours = plt.cm.viridis(norm(np.log10(level_c)))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(points.c, points.loss, s=12, c="0.6", label="runs")
@@ -49,7 +51,7 @@ def write_plots(directory: str, points, *, law=None, allocation=None, frontier=N
     _save(fig, paths[1])
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    scatter = ax.scatter(points.n, points.loss, s=12, c=np.log10(points.c), cmap="viridis")
+    scatter = ax.scatter(points.n, points.loss, s=12, c=np.log10(points.c), cmap="viridis", norm=norm)
     fig.colorbar(scatter, ax=ax, label="log10 C")
     if law is not None:
         shown = np.unique(np.linspace(0, len(levels) - 1, min(len(levels), 8)).round().astype(int))

@@ -107,7 +107,7 @@ def main():
     print("\ncompute-optimal allocation of the fitted law (C = 6ND):")
     print(allocation_lib.format_table(allocation_lib.allocation_table(allocation, [10.0 ** k for k in range(18, 26)],
                                                                        fit.law)))
-    print("\nbeside Hoffmann et al. 2022, Table 3 (their approach 1 / 2 projections):")
+    print("\nbeside Hoffmann et al. 2022, Table 3 (their approach 1 projection):")
     print(f"{'FLOPs':>10} {'N (Table 3)':>12} {'N (bmjax)':>10} {'D (Table 3)':>12} {'D (bmjax)':>10}")
     table3 = []
     for row in expected["hoffmann_table3"]:
