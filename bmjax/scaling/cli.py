@@ -38,7 +38,8 @@ def _define_flags() -> flags.FlagValues:
     flags.DEFINE_enum("law", None, ["chinchilla", "kaplan"], "Which law to fit.", flag_values=fv)
     flags.DEFINE_integer("approach", None, "Chinchilla approach 1, 2 or 3 (default 3).", flag_values=fv)
     flags.DEFINE_integer("drop-highest-loss", 0, "Drop the K runs of highest loss first.", flag_values=fv)
-    flags.DEFINE_integer("bootstrap", 0, "Bootstrap resamples for 95% intervals (0: none).", flag_values=fv)
+    flags.DEFINE_integer("bootstrap", 0, "Bootstrap resamples for 95% intervals (0: none); approach 3 refits each "
+                         "from the full optimum and the 7 best grid starts, not all 4,500.", flag_values=fv)
     flags.DEFINE_integer("start-stride", 1, "Approach 3: start L-BFGS from every K-th point of the 4,500-point "
                          "grid (1: all of them, as the replication did).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resamples.", flag_values=fv)
