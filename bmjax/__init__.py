@@ -1,6 +1,5 @@
-"""bmjax: BERT and GPT training at scale, and scaling-law measurement, in JAX/Flax NNX."""
-from bmjax import runtime as _runtime
+"""bmjax: BERT and GPT training at scale, and scaling-law measurement, in JAX/Flax NNX.
 
-# The CPU thread-pool size and malloc settings must be in place before jax creates its CPU backend,
-# so they are set here, before anything imports jax (bmjax/runtime.py says why each is needed).
-_runtime.set_process_defaults()
+Importing bmjax changes nothing in the process: the command-line entry points call
+`bmjax.runtime.set_process_defaults()` first (the CPU thread pool and malloc settings they need).
+"""

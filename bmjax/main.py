@@ -14,10 +14,10 @@ import os
 import re
 import sys
 
-import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bmjax import runtime
 from bmjax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].", lock_config=True)
@@ -106,6 +106,7 @@ def main(argv):
 
 
 def run_main():
+    runtime.set_process_defaults()  # PJRT_NPROC and malloc settings, before jax starts
     app.run(main, flags_parser=parse_flags)
 
 

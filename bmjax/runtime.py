@@ -1,8 +1,10 @@
 """Process set-up for jax's CPU backend: its thread pool, its number of devices, and glibc's malloc.
 
 Everything here must happen before jax creates its CPU backend (the first jax call that needs a device), so
-`import bmjax` runs `set_process_defaults()` and the trainer runs `use_cpu_devices(config)` before it looks at
-any device. This module imports no jax at import time.
+every command-line entry point (bmjax-train, bmjax-sample, bmjax-convert, the tools) calls
+`set_process_defaults()` first, and the trainer runs `use_cpu_devices(config)` before it looks at any device.
+A library import changes nothing: only a program's entry point may set its process's environment (tests do it
+in tests/conftest.py). This module imports no jax at import time.
 """
 import ctypes
 import os
@@ -11,16 +13,22 @@ import sys
 THREAD_POOL_ENV = "PJRT_NPROC"  # read by jax's CPU client when it starts: the size of its thread pool
 FORCED_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"  # XLA_FLAGS' fake CPU device count
 
-# Whether the user chose the pool size (set_process_defaults records it before filling in a default).
-_user_set_thread_pool = THREAD_POOL_ENV in os.environ
+# The pool size set_process_defaults filled in (None: it did not run, or the user had chosen one).
+_default_thread_pool: str | None = None
 
 
 def set_process_defaults():
-    """The thread-pool default and the malloc settings every bmjax process gets."""
+    """The thread-pool default and the malloc settings every bmjax command gets; call before the first jax call."""
+    global _default_thread_pool
     # jax's CPU client sizes its thread pool from the core count; with fake devices (or several
     # processes) a step holding collectives deadlocks on a 2-core machine unless the pool is larger.
-    os.environ.setdefault(THREAD_POOL_ENV, "64")
+    if THREAD_POOL_ENV not in os.environ:
+        os.environ[THREAD_POOL_ENV] = _default_thread_pool = "64"
     keep_freed_memory_in_process()
+
+
+def _user_set_thread_pool() -> bool:
+    return os.environ.get(THREAD_POOL_ENV) not in (None, _default_thread_pool)
 
 
 def keep_freed_memory_in_process():
@@ -72,7 +80,7 @@ def use_cpu_devices(config):
                                                   "devices (set it before the first jax call, as bmjax-train does, "
                                                   "or use 0)") from None
         return
-    if not _user_set_thread_pool:
+    if not _user_set_thread_pool():
         os.environ[THREAD_POOL_ENV] = str(max(2 * n, os.cpu_count() or 1))
 
 

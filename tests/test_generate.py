@@ -1,4 +1,4 @@
-"""KV-cache decoding: the same logits as a full forward pass; greedy, top-k, top-p, stop token."""
+"""KV-cache decoding: the same logits as a full forward pass; greedy, top-k, top-p, stop token; left-padded batches."""
 import functools
 
 import jax
@@ -9,7 +9,7 @@ from flax import nnx
 
 from bmjax.models import build_model
 from bmjax.models.attention import KVCache
-from bmjax.models.generate import Sampling, filter_logits, generate, next_token
+from bmjax.models.generate import Sampling, filter_logits, generate, left_pad, next_token
 
 TINY = dict(name="gpt", vocab_size=97, d_model=32, num_layers=2, num_heads=4, max_len=16)
 VARIANTS = {
@@ -64,6 +64,12 @@ def test_cached_decoding_matches_full_forward_at_every_position(variant):
     assert int(index) == 14
 
 
+@functools.lru_cache(maxsize=None)
+def _last_logits_fn(model):
+    """forward(ids [B, L], n) -> the logits after token n - 1, compiled once per model and shape."""
+    return _jitted(model, lambda m, ids, n: m(ids)[:, n - 1])
+
+
 def _greedy_by_full_forward(model, prompt, steps, cache_len):
     """Argmax of a full forward pass over the context, re-run for every token; prompt [B, P].
 
@@ -71,7 +77,7 @@ def _greedy_by_full_forward(model, prompt, steps, cache_len):
     would not fit it restarts from the last cache_len // 2. Contexts are right-padded to cache_len, so
     one compiled forward serves them all (causal: padding after a position does not change it).
     """
-    forward = _jitted(model, lambda m, ids, n: m(ids)[:, n - 1])
+    forward = _last_logits_fn(model)
     tokens = np.asarray(prompt)
     start = max(0, tokens.shape[1] - cache_len)
     for _ in range(steps):
@@ -132,6 +138,57 @@ def test_stop_token_ends_each_row_where_it_appears():
         np.testing.assert_array_equal(tokens[row, :end], free[row, :end])
         assert (tokens[row, end:] == 0).all()
     assert lengths[0] <= 8
+
+
+PROMPT_LENGTHS = (5, 1, 9, 3)
+
+
+def _prompts():
+    return [np.asarray(_ids(10 + i, (n,))) for i, n in enumerate(PROMPT_LENGTHS)]
+
+
+def _batched(model, sampling, new_tokens, cache_len):
+    """The prompts in one left-padded batch: each row's prompt + continuation, as a list of tokens."""
+    prompts = _prompts()
+    prompt, prompt_lengths = left_pad(prompts)
+    assert prompt.shape == (4, 9) and (prompt[1, :8] == 0).all() and prompt[1, 8] == prompts[1][0]
+    tokens, lengths = generate(model, prompt, prompt_lengths=prompt_lengths, max_new_tokens=new_tokens,
+                               key=jax.random.key(3), sampling=sampling, cache_len=cache_len)
+    pads = prompt.shape[1] - prompt_lengths
+    return [np.asarray(tokens[row, pads[row]:int(lengths[row])]).tolist() for row in range(len(prompts))]
+
+
+@pytest.mark.parametrize("variant, new_tokens, cache_len", [
+    ("learned", 6, 16),  # the cache never fills
+    # An 8-token cache: the 9-token prompt is cut to its last 8, and every row's window restarts on its own
+    # schedule (rows of 1..8 tokens fill it at different steps); the others' caches are refilled meanwhile.
+    ("learned", 20, 8),
+    ("rotary_gqa_scan", 20, 8),
+])
+def test_greedy_left_padded_rows_equal_each_prompt_alone(variant, new_tokens, cache_len):
+    model = _model(**VARIANTS[variant])
+    # Alone: argmax of a full forward pass over the prompt's own context (what generate gives for one prompt,
+    # test_greedy_equals_argmax_of_full_forward); one compiled forward serves every prompt.
+    alone = [_greedy_by_full_forward(model, ids[None], new_tokens, cache_len)[0].tolist() for ids in _prompts()]
+    assert [len(row) for row in alone] == [n + new_tokens for n in PROMPT_LENGTHS]
+    assert _batched(model, GREEDY, new_tokens, cache_len) == alone
+
+
+def test_sampled_left_padded_rows_equal_each_prompt_alone():
+    # Row b draws from fold_in(key, row id): the batch does not change what a prompt samples.
+    model, sampling = _model(), Sampling(temperature=1.0, top_k=20)
+    batched = _batched(model, sampling, 20, 8)
+    for row in (0, 1, 2):  # 3 of the 4 prompts: each alone costs a compile
+        ids = _prompts()[row]
+        tokens, lengths = generate(model, ids[None], max_new_tokens=20, key=jax.random.key(3), sampling=sampling,
+                                   cache_len=8, row_ids=[row])
+        assert np.asarray(tokens[0, :int(lengths[0])]).tolist() == batched[row]
+    assert batched != _batched(model, GREEDY, 20, 8)
+
+
+def test_prompt_lengths_are_checked():
+    with pytest.raises(ValueError, match="prompt_lengths"):
+        generate(_model(), _ids(0, (2, 3)), prompt_lengths=[3, 0], max_new_tokens=2, key=jax.random.key(0))
 
 
 PROBS = np.array([0.05, 0.5, 0.1, 0.2, 0.15])  # ranked: 1 (0.5), 3 (0.2), 4 (0.15), 2 (0.1), 0 (0.05)

@@ -1,7 +1,6 @@
 """Hugging Face parity: tiny random transformers models (every weight perturbed, so no bias is 0
 and no LayerNorm 1) load into bmjax with the same outputs, padding included, and bmjax writes
 them back so that transformers loads the same model again."""
-import importlib.util
 import json
 
 import numpy as np
@@ -228,28 +227,3 @@ def test_gpt_without_a_gpt2_equivalent_is_refused(tmp_path):
         model = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
     with pytest.raises(ConfigError, match="model.norm"):
         hf.save_pretrained(model, tmp_path)
-
-
-def _convert_tool(repo_root):
-    spec = importlib.util.spec_from_file_location("convert_hf", repo_root / "tools" / "convert_hf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_convert_tool_round_trip_through_orbax(repo_root, batch, tmp_path):
-    """HF dir -> bmjax dir (+ orbax checkpoint) -> HF dir: transformers gets the same model back."""
-    ids, types, mask = batch
-    ref = _hf_bert("BertForSequenceClassification", seed=3)
-    ref.save_pretrained(tmp_path / "hf")
-    tool = _convert_tool(repo_root)
-    assert tool.main(["--from_hf", str(tmp_path / "hf"), "--out", str(tmp_path / "bm"), "--to_orbax"]) == 0
-    assert (tmp_path / "bm" / "checkpoint").is_dir()
-    assert json.loads((tmp_path / "bm" / "bmjax_model.json").read_text())["heads"] == "classification"
-    # The orbax checkpoint is what --to_hf reads when present: spoil the safetensors to prove it.
-    (tmp_path / "bm" / "model.safetensors").unlink()
-    assert tool.main(["--to_hf", str(tmp_path / "bm"), "--out", str(tmp_path / "hf2")]) == 0
-    back = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf2").eval()
-    _assert_close(_hf_outputs(back, ids, types, mask), _hf_outputs(ref, ids, types, mask), mask)
-    with pytest.raises(ConfigError, match="no such directory"):
-        tool.main(["--from_hf", str(tmp_path / "absent"), "--out", str(tmp_path / "x")])

@@ -1,4 +1,5 @@
-"""CPU runtime set-up: mesh.cpu_devices, the kept malloc memory, and the 2-D token matmul of linear layers."""
+"""CPU runtime set-up: only entry points change the process; mesh.cpu_devices, the kept malloc memory, and the
+2-D token matmul of linear layers."""
 import json
 import os
 import subprocess
@@ -16,20 +17,44 @@ from bmjax.models import layers
 from conftest import REPO_ROOT
 
 
-def _python(code: str, **env) -> dict:
+def _python(code: str, *args, **env) -> dict:
     """Run `code` in a fresh interpreter (jax not started) without the tests' fake devices; its last line is JSON."""
     environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PJRT_NPROC")}
     environ.update(env)
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=environ, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=environ, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+IMPORT_ONLY = """
+import json, os
+before = dict(os.environ)
+import bmjax, bmjax.models, bmjax.models.generate, bmjax.checkpoint, bmjax.train.loop, bmjax.runtime
+changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+print(json.dumps({"changed": changed}))
+"""
+
+SET_DEFAULTS = """
+import json, os
+from bmjax import runtime
+runtime.set_process_defaults()
+print(json.dumps({"pool": os.environ["PJRT_NPROC"]}))
+"""
+
+
+def test_importing_bmjax_leaves_the_environment_alone():
+    assert _python(IMPORT_ONLY) == {"changed": []}
+    # The entry points' call fills in the thread pool, and keeps a pool size the user chose.
+    assert _python(SET_DEFAULTS) == {"pool": "64"}
+    assert _python(SET_DEFAULTS, PJRT_NPROC="6") == {"pool": "6"}
+
+
 CPU_DEVICES = """
 import json, os
-import bmjax, jax
 from bmjax import runtime
+runtime.set_process_defaults()  # as an entry point does
+import jax
 from bmjax.defaults import base_config
 c = base_config(); c.mesh.cpu_devices = 2
 runtime.use_cpu_devices(c)
@@ -63,8 +88,11 @@ def test_cpu_devices_after_jax_started_must_match(monkeypatch):
 
 
 PAGE_FAULTS = """
-import json, resource
-import bmjax, jax, jax.numpy as jnp
+import json, resource, sys
+from bmjax import runtime
+if sys.argv[-1] == "defaults":
+    runtime.set_process_defaults()
+import jax, jax.numpy as jnp
 def f(x, w):
     y = jnp.sin(x)  # 48 MiB (above glibc's default mmap threshold), read by two products: kept in memory
     return jnp.sum(y @ w) + jnp.sum(y.T @ w[:3072])
@@ -82,8 +110,10 @@ print(json.dumps({"faults_per_call": (resource.getrusage(resource.RUSAGE_SELF).r
 def test_large_temporaries_are_not_faulted_in_again_every_call():
     # Without bmjax's malloc settings every call maps its 48 MiB afresh: ~12k page faults per call. With them,
     # tens on a quiet machine; once ~2.5k in a full suite run (the kernel reclaiming pages under load).
-    out = _python(PAGE_FAULTS, PJRT_NPROC="1")
+    out = _python(PAGE_FAULTS, "defaults", PJRT_NPROC="1")
     assert out["faults_per_call"] < 4000, out
+    # A plain import leaves glibc's defaults in place.
+    assert _python(PAGE_FAULTS, "import_only", PJRT_NPROC="1")["faults_per_call"] > 8000
 
 
 def test_token_matmul_equals_dot_general_with_gradients():

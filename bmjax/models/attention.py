@@ -151,35 +151,47 @@ class KVCache:
 
     k, v [batch, length, kv_heads, head_dim]; `index` (int32 scalar) counts the positions written:
     the next tokens go to index, index + 1, ... Slots at and after `index` are never attended to.
+    `start` (int32 [batch]) is each row's first real slot: the slots before it hold left padding, which
+    no real token sees, and the token in slot `start` is at position 0 (all zeros without padding).
     """
     k: jax.Array
     v: jax.Array
     index: jax.Array
+    start: jax.Array
 
     @classmethod
-    def zeros(cls, batch: int, length: int, kv_heads: int, head_dim: int, dtype) -> "KVCache":
+    def zeros(cls, batch: int, length: int, kv_heads: int, head_dim: int, dtype, start=None) -> "KVCache":
         buf = jnp.zeros((batch, length, kv_heads, head_dim), dtype)
-        return cls(k=buf, v=buf, index=jnp.zeros((), jnp.int32))
+        start = jnp.zeros((batch,), jnp.int32) if start is None else jnp.asarray(start, jnp.int32)
+        return cls(k=buf, v=buf, index=jnp.zeros((), jnp.int32), start=start)
+
+    def positions(self, length: int):
+        """Positions [batch, length] of the next `length` tokens (padding slots count as position 0)."""
+        slots = self.index + jnp.arange(length)
+        return jnp.maximum(slots[None, :] - self.start[:, None], 0)
 
     def append(self, k, v) -> "KVCache":
         """Write k, v [batch, T, kv_heads, head_dim] at `index`; the index moves on by T."""
         at = (0, self.index, 0, 0)
-        return KVCache(k=jax.lax.dynamic_update_slice(self.k, k.astype(self.k.dtype), at),
-                       v=jax.lax.dynamic_update_slice(self.v, v.astype(self.v.dtype), at),
-                       index=self.index + k.shape[1])
+        return self.replace(k=jax.lax.dynamic_update_slice(self.k, k.astype(self.k.dtype), at),
+                            v=jax.lax.dynamic_update_slice(self.v, v.astype(self.v.dtype), at),
+                            index=self.index + k.shape[1])
 
 
 def attend_cached(q, cache: KVCache):
     """The last q_len written positions of `cache` attend causally to all its written positions.
 
     q [B, T, heads, head_dim] are the queries of positions index-T .. index-1 (their keys are already in
-    the cache). Always the XLA path: decoding queries are few, and the mask is not plain causal.
+    the cache). Keys before a row's `start` (left padding) are hidden, except from their own query, so every
+    query sees at least one key. Always the XLA path: decoding queries are few, and the mask is not plain causal.
     """
     q_len, kv_len = q.shape[1], cache.k.shape[1]
-    q_pos = cache.index - q_len + jnp.arange(q_len)
-    mask = (q_pos[:, None] >= jnp.arange(kv_len)[None, :])[None, None]  # [1, 1, T, S]
-    return jax.nn.dot_product_attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), mask=mask,
-                                        implementation="xla")
+    q_slot = (cache.index - q_len + jnp.arange(q_len))[:, None]  # [T, 1]
+    kv_slot = jnp.arange(kv_len)[None, :]  # [1, S]
+    real = kv_slot[None] >= cache.start[:, None, None]  # [B, 1, S]
+    mask = (q_slot >= kv_slot)[None] & (real | (q_slot == kv_slot)[None])  # [B, T, S]
+    return jax.nn.dot_product_attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype),
+                                        mask=mask[:, None], implementation="xla")
 
 
 class Attention(nnx.Module):
@@ -240,8 +252,8 @@ class Attention(nnx.Module):
         """x [B, L, embed] -> [B, L, embed]; with a `cache`, (output, cache extended by these L positions)."""
         q, k, v = self.project_qkv(x)
         if positions is None:
-            start = 0 if cache is None else cache.index
-            positions = jnp.broadcast_to(start + jnp.arange(x.shape[1]), x.shape[:2])
+            positions = (jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2]) if cache is None
+                         else cache.positions(x.shape[1]))
         q, k = self.add_positions(q, k, positions)
         if cache is not None:
             if segment_ids is not None or padding_mask is not None:

@@ -1,18 +1,26 @@
-"""Text generation from a GPT with a key/value cache: greedy, temperature, top-k, top-p, stop token.
+"""Text generation from a GPT with a key/value cache: greedy, temperature, top-k, top-p, stop token, batches.
 
-    tokens, lengths = generate(model, prompt_ids, max_new_tokens=100, key=jax.random.key(0),
-                               sampling=Sampling(temperature=0.8, top_k=40), stop_token=eos_id)
-    # tokens [B, P + 100]; row b is prompt + continuation up to tokens[b, :lengths[b]]
+    prompt, prompt_lengths = left_pad([ids_1, ids_2, ...])  # prompts of different lengths, one per row
+    tokens, lengths = generate(model, prompt, prompt_lengths=prompt_lengths, max_new_tokens=100,
+                               key=jax.random.key(0), sampling=Sampling(temperature=0.8, top_k=40),
+                               stop_token=eos_id)
+    # tokens [B, P + 100]; row b is its prompt + continuation: tokens[b, P - prompt_lengths[b]:lengths[b]]
 
-The whole generation is one jitted function: prefill the prompt in one model call, then a
+The whole generation is one jitted function: prefill the prompts in one model call, then a
 `lax.while_loop` of one-token decode steps against a cache of fixed length (so nothing is
 recompiled per token, and Python does no per-token work). It stops when every row has produced
 the stop token or after `max_new_tokens`.
 
-When the context outgrows the cache (`cache_len`, at most the model's `max_len` for learned
-positions), the last `cache_len // 2` tokens are prefilled afresh as a new window at positions
-0.. and decoding goes on: each token sees between half and all of the last `cache_len` tokens,
-and the re-prefill costs one model call per `cache_len // 2` tokens.
+A batch of prompts is left-padded, so that every row's next token goes into the same column. Each
+row's padding is hidden from its real tokens, and its first real token is at position 0: a row
+generates what its prompt would generate alone (greedy: the same tokens; sampled: the same
+tokens for the same `row_ids`, since row b draws from fold_in(key, row_ids[b])).
+
+When a row's context outgrows the cache (`cache_len` tokens, at most the model's `max_len` for
+learned positions), its last `cache_len // 2` tokens become a new window at positions 0.. and
+decoding goes on: each token sees between half and all of its row's last `cache_len` tokens. The
+cache is then refilled for the whole batch in one model call (rows whose window did not restart
+get their same tokens at the same positions back), once per row every `cache_len // 2` tokens.
 """
 from __future__ import annotations
 
@@ -21,7 +29,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from bmjax.models.attention import KVCache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,87 +78,130 @@ def next_token(key, logits, sampling: Sampling):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def _prefill(model, window, cache_len: int):
-    """Run `window` [B, W] at positions 0..W-1 into a fresh cache; the logits [B, vocab] after its last token."""
-    cache = model.init_cache(window.shape[0], cache_len)
-    logits, cache = model(window, cache=cache)
-    return logits[:, -1], cache
+def _next_tokens(row_keys, step, logits, sampling: Sampling):
+    """One token per row of logits [B, vocab]; row b draws with fold_in(row_keys[b], step)."""
+    if sampling.temperature == 0:
+        return next_token(None, logits, sampling)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
+    return jax.vmap(lambda key, row: next_token(key, row[None], sampling)[0])(keys, logits)
+
+
+def _prefill(model, window, start, cache_len: int):
+    """Run `window` [B, W] into a fresh cache whose row b starts at slot start[b]; logits [B, W, vocab]."""
+    cache = model.init_cache(window.shape[0], cache_len, start)
+    return model(window, cache=cache)
+
+
+def _rewind(cache, used):
+    """The cache with only its first `used` slots counted as written (the next token goes to slot `used`)."""
+    return jax.tree.map(lambda c: c.replace(index=jnp.full_like(c.index, used)), cache,
+                        is_leaf=lambda x: isinstance(x, KVCache))
 
 
 @functools.lru_cache(maxsize=16)
 def make_generate_fn(graphdef, *, max_new_tokens: int, cache_len: int, sampling: Sampling = Sampling(),
                      stop_token: int | None = None):
-    """A jitted fn(params, rest, prompt [B, P] int32, key) -> (tokens [B, P + max_new_tokens], lengths [B]).
+    """A jitted fn(params, rest, prompt [B, P], prompt_lengths [B], row_keys [B]) -> (tokens [B, P + new], lengths [B]).
 
-    `graphdef, params, rest` is a GPT split as nnx.split(model, nnx.Param, ...). Compiled once per prompt
-    shape; `tokens[b, lengths[b]:]` is padding (0). A row's continuation ends with `stop_token` if it
-    produced it.
+    `graphdef, params, rest` is a GPT split as nnx.split(model, nnx.Param, ...); `prompt` is left-padded (row b's
+    prompt is its last prompt_lengths[b] tokens). Compiled once per prompt shape; `tokens[b, lengths[b]:]` is
+    padding (0). A row's continuation ends with `stop_token` if it produced it.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
     if cache_len < 2:
         raise ValueError(f"cache_len={cache_len} must be >= 2")
-    keep = cache_len // 2  # tokens carried over when the cache is full
+    keep = cache_len // 2  # tokens a row carries over when its window is full
 
-    def generate_fn(params, rest, prompt, key):
+    def generate_fn(params, rest, prompt, prompt_lengths, row_keys):
         model = nnx.merge(graphdef, params, rest)
         batch, prompt_len = prompt.shape
         if prompt_len < 1:
             raise ValueError("the prompt must hold at least one token")
-        tokens = jnp.zeros((batch, prompt_len + max_new_tokens), jnp.int32).at[:, :prompt_len].set(prompt)
-        window = prompt[:, -cache_len:].astype(jnp.int32)
-        logits, cache = _prefill(model, window, cache_len)
+        width = prompt_len + max_new_tokens
+        # Columns past the end give a refill's fixed-size window room (see refill).
+        tokens = jnp.zeros((batch, width + cache_len), jnp.int32).at[:, :prompt_len].set(prompt)
+        # Row b's window (what its tokens see) starts at column first[b]; the cache's slot 0 holds column offset.
+        first = jnp.maximum(prompt_len - prompt_lengths.astype(jnp.int32), max(0, prompt_len - cache_len))
+        used = min(prompt_len, cache_len)
+        offset = prompt_len - used
+        logits, cache = _prefill(model, tokens[:, offset:prompt_len], first - offset, cache_len)
+        logits = logits[:, -1]
 
         def decode(carry):
-            t, tokens, logits, cache, fill, done, lengths = carry
-            token = next_token(jax.random.fold_in(key, t), logits, sampling)
-            token = jnp.where(done, 0, token)
-            tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, prompt_len + t))
+            t, tokens, logits, cache, fill, first, done, lengths = carry
+            column = prompt_len + t
+            token = jnp.where(done, 0, _next_tokens(row_keys, t, logits, sampling))
+            tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, column))
             lengths = lengths + (~done).astype(jnp.int32)
             if stop_token is not None:
                 done = done | (token == stop_token)
 
             def step(_):
                 logits, new_cache = model(token[:, None], cache=cache)
-                return logits[:, 0], new_cache, fill + 1
+                return logits[:, 0], new_cache, fill + 1, first
 
-            def shift(_):
-                # The cache is full: restart it from the last `keep` tokens (the new one included).
-                start = prompt_len + t + 1 - keep
-                window = jax.lax.dynamic_slice(tokens, (0, start), (batch, keep))
-                logits, new_cache = _prefill(model, window, cache_len)
-                return logits, new_cache, jnp.int32(keep)
+            def refill(_):
+                # The cache is full. Rows whose window holds cache_len tokens restart it from their last `keep`
+                # (the new one included); then the cache is rebuilt from the oldest window start on. The window
+                # run through the model has a fixed size, cache_len: its columns after `column` are not counted.
+                new_first = jnp.where(column - first >= cache_len, column + 1 - keep, first)
+                start = jnp.min(new_first)
+                window = jax.lax.dynamic_slice(tokens, (0, start), (batch, cache_len))
+                logits, new_cache = _prefill(model, window, new_first - start, cache_len)
+                used = column + 1 - start
+                last = jax.lax.dynamic_index_in_dim(logits, used - 1, axis=1, keepdims=False)
+                return last, _rewind(new_cache, used), used, new_first
 
-            if window.shape[1] + max_new_tokens - 1 < cache_len:  # static: the cache never fills
-                logits, cache, fill = step(None)
+            if prompt_len + max_new_tokens - 1 < cache_len:  # static: the cache never fills
+                logits, cache, fill, first = step(None)
             else:
-                logits, cache, fill = jax.lax.cond(fill < cache_len, step, shift, None)
-            return t + 1, tokens, logits, cache, fill, done, lengths
+                logits, cache, fill, first = jax.lax.cond(fill < cache_len, step, refill, None)
+            return t + 1, tokens, logits, cache, fill, first, done, lengths
 
         def running(carry):
-            t, done = carry[0], carry[5]
+            t, done = carry[0], carry[6]
             return (t < max_new_tokens) & ~jnp.all(done)
 
-        carry = (jnp.int32(0), tokens, logits, cache, jnp.int32(window.shape[1]),
+        carry = (jnp.int32(0), tokens, logits, cache, jnp.int32(used), first,
                  jnp.zeros((batch,), bool), jnp.full((batch,), prompt_len, jnp.int32))
         carry = jax.lax.while_loop(running, decode, carry)
-        return carry[1], carry[6]
+        return carry[1][:, :width], carry[7]
 
     return jax.jit(generate_fn)
 
 
+def left_pad(sequences, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt [B, longest] int32, lengths [B]) for token sequences of different lengths, right-aligned."""
+    lengths = np.array([len(s) for s in sequences], np.int32)
+    prompt = np.full((len(sequences), max(lengths, default=0)), pad_id, np.int32)
+    for row, (ids, n) in enumerate(zip(sequences, lengths)):
+        prompt[row, prompt.shape[1] - n:] = ids
+    return prompt, lengths
+
+
 def generate(model, prompt, *, max_new_tokens: int, key, sampling: Sampling = Sampling(),
-             stop_token: int | None = None, cache_len: int | None = None):
+             stop_token: int | None = None, cache_len: int | None = None, prompt_lengths=None, row_ids=None):
     """Continue each row of `prompt` [B, P] (ids) by up to max_new_tokens; returns (tokens, lengths).
 
-    `cache_len` defaults to the model's max_len; learned positions allow no more. Runs where the
-    model's parameters live (put them on one device first for a small model).
+    `prompt_lengths` [B]: the prompts are left-padded (see left_pad) and row b's is its last prompt_lengths[b]
+    tokens (default: all P). `row_ids` [B] (default 0..B-1) names each row's random stream: a prompt sampled with
+    the same key and row id draws the same tokens in any batch. `cache_len` defaults to the model's max_len;
+    learned positions allow no more. Runs where the model's parameters live (put them on one device first for a
+    small model).
     """
     cfg = model.cfg
     cache_len = cfg.max_len if cache_len is None else int(cache_len)
     if cfg.position == "learned" and cache_len > cfg.max_len:
         raise ValueError(f"cache_len={cache_len} exceeds the learned positions (max_len={cfg.max_len})")
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, prompt_len = prompt.shape
+    prompt_lengths = np.full((batch,), prompt_len) if prompt_lengths is None else np.asarray(prompt_lengths)
+    if prompt_lengths.shape != (batch,) or prompt_lengths.min() < 1 or prompt_lengths.max() > prompt_len:
+        raise ValueError(f"prompt_lengths must be {batch} lengths in 1..{prompt_len}, got {prompt_lengths.tolist()}")
+    row_ids = np.arange(batch) if row_ids is None else np.asarray(row_ids)
+    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(row_ids, jnp.uint32))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     fn = make_generate_fn(graphdef, max_new_tokens=int(max_new_tokens), cache_len=cache_len,
                           sampling=sampling, stop_token=None if stop_token is None else int(stop_token))
-    return fn(params, rest, jnp.asarray(prompt, jnp.int32), key)
+    return fn(params, rest, prompt, jnp.asarray(prompt_lengths, jnp.int32), row_keys)

@@ -162,13 +162,14 @@ class GPT(nnx.Module):
                                          use_bias=False, init_std=cfg.init_std, dtype=dtype,
                                          param_dtype=param_dtype, rngs=rngs)
 
-    def init_cache(self, batch: int, length: int):
+    def init_cache(self, batch: int, length: int, start=None):
         """Empty key/value buffers of `length` positions for decoding: a tuple with one KVCache per
-        layer, or with scan_layers one KVCache whose arrays carry a leading [num_layers] axis."""
+        layer, or with scan_layers one KVCache whose arrays carry a leading [num_layers] axis.
+        `start` [batch]: each row's first real slot, after its left padding (default 0)."""
         cfg = self.cfg
-        one = KVCache.zeros(batch, length, cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
+        one = KVCache.zeros(batch, length, cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype), start)
         if cfg.scan_layers:
-            return jax.tree.map(lambda a: jnp.zeros((cfg.num_layers, *a.shape), a.dtype), one)
+            return jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.num_layers, *a.shape)), one)
         return tuple(one for _ in range(cfg.num_layers))
 
     def hidden_states(self, input_ids, *, positions=None, segment_ids=None,
@@ -176,8 +177,8 @@ class GPT(nnx.Module):
         """The final-normed hidden states [B, L, d_model] (compute dtype); with a `cache`, (states, cache)."""
         cfg = self.cfg
         if positions is None:
-            start = 0 if cache is None else _cache_index(cache)
-            positions = jnp.broadcast_to(start + jnp.arange(input_ids.shape[1]), input_ids.shape)
+            positions = (jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape) if cache is None
+                         else _first_layer(cache).positions(input_ids.shape[1]))
         x = self.wte(input_ids)
         if cfg.position == "learned":
             x = x + self.wpe(positions)
@@ -246,6 +247,6 @@ class GPT(nnx.Module):
         return self.logits_from_hidden(h)
 
 
-def _cache_index(cache):
-    """Positions already in a GPT cache (every layer holds the same count)."""
-    return cache.index[0] if isinstance(cache, KVCache) else cache[0].index
+def _first_layer(cache) -> KVCache:
+    """Layer 0's cache (every layer holds the same slots): cache[0], or layer 0 of a stacked cache."""
+    return jax.tree.map(lambda a: a[0], cache) if isinstance(cache, KVCache) else cache[0]

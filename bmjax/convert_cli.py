@@ -1,0 +1,58 @@
+"""bmjax-convert: a training run's newest checkpoint as a Hugging Face model directory.
+
+    bmjax-convert --to_hf WORKDIR --out DIR
+    python tools/convert_hf.py ...        (the same)
+
+Reads WORKDIR/config.json and the parameters of the newest checkpoint in WORKDIR/checkpoints (by name,
+without the optimizer state), and writes DIR/config.json + DIR/model.safetensors (float32), which
+transformers' from_pretrained loads with the same outputs as the bmjax model:
+  GPT (layernorm, gelu, learned positions, biases; the GPT-2 shape)   GPT2LMHeadModel
+  BERT with model.heads = pretraining | mlm | classification | none   BertForPreTraining | BertForMaskedLM |
+                                                                      BertForSequenceClassification | BertModel
+The other way needs no conversion: bmjax.models.from_pretrained(DIR) loads a Hugging Face directory, and
+`--config.train.init_from=DIR` starts a run from one. A bad workdir, a model with no Hugging Face equivalent
+or an --out directory that is not empty prints one line, `error: ...`, and exits with status 2.
+"""
+from __future__ import annotations
+
+import pathlib
+
+from absl import flags
+
+from bmjax import cli
+from bmjax.errors import ConfigError
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("to_hf", None, "A bmjax-train workdir (config.json, checkpoints/).", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "The Hugging Face directory to write (new or empty).", flag_values=FLAGS)
+
+
+def to_hf(workdir, out) -> pathlib.Path:
+    """Write the newest checkpoint of `workdir` as a Hugging Face directory `out`; returns the step folder read."""
+    from bmjax import runs
+    from bmjax.models import save_pretrained
+
+    out = pathlib.Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError("--out", f"{out} exists and is not an empty directory")
+    config = runs.read_config(workdir, "--to_hf")
+    step_dir = runs.newest_checkpoint(workdir, "--to_hf")
+    model = runs.load_model(workdir, config, "--to_hf")
+    save_pretrained(model, out)
+    return step_dir
+
+
+def main():
+    for name in ("to_hf", "out"):
+        if not FLAGS[name].value:
+            raise ConfigError(f"--{name}", "required")
+    step_dir = to_hf(FLAGS.to_hf, FLAGS.out)
+    print(f"wrote {FLAGS.out} from {step_dir}", flush=True)
+
+
+def run_main(argv: list[str] | None = None):
+    cli.run(FLAGS, main, argv, usage=__doc__)
+
+
+if __name__ == "__main__":
+    run_main()
