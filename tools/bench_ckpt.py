@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 
-import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -72,6 +71,7 @@ def benchmark():
     if int(config.train.steps_per_call) != 1 or window % ckpt_every:
         sys.exit("error: needs train.steps_per_call=1 and --window a multiple of --ckpt_every")
     workdir = tempfile.mkdtemp(prefix="bmjax-bench-ckpt-")
+    runtime.set_process_defaults()  # PJRT_NPROC and malloc, as bmjax-train, before jax starts its backend
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 
-import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
 import jax
 import numpy as np
 from absl import app, flags
@@ -46,6 +45,7 @@ def benchmark():
     config = _CONFIG.value
     k = int(config.train.steps_per_call)
     workdir = tempfile.mkdtemp(prefix="bmjax-bench-")
+    runtime.set_process_defaults()  # PJRT_NPROC and malloc, as bmjax-train, before jax starts its backend
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
