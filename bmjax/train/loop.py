@@ -47,13 +47,14 @@ def create_state(config, mesh, tx):
     return graphdef, abstract_state, shardings, init
 
 
-def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule):
-    """The jitted train step (`train.steps_per_call` updates per call) and eval step, with their shardings.
+def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule, steps_per_call=None):
+    """The jitted train step (`steps_per_call` updates per call, default train.steps_per_call) and eval step,
+    with their shardings.
 
     Returns (step_fn, eval_step, batch_sharding, feed_sharding): feed_sharding is what step_fn's batch argument
     takes ([steps_per_call, batch, length] when several steps are fused, else [batch, length]).
     """
-    k = int(config.train.steps_per_call)
+    k = int(config.train.steps_per_call if steps_per_call is None else steps_per_call)
     task = tasks_lib.get_task(config.data.task)
     rules = rules_lib.rules_from_config(config.mesh)
     batch_sharding = rules_lib.batch_sharding(mesh, rules=rules)
@@ -157,13 +158,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
     unchecked = []  # (step, loss, grad_norm) not yet checked for NaN/inf (train.on_nonfinite=halt)
     window_start, window_steps = time.perf_counter(), 0
     step = start_step
+    # train.steps need not be a multiple of steps_per_call: the last call runs the steps left (compiled once).
+    step_fns = {k: (step_fn, feed_sharding)}
     with faults.PreemptionWatch() as preemption:
         while step < total_steps:
-            batches = [next(data.train_iter) for _ in range(k)]
-            batch = stack_batches(batches) if k > 1 else batches[0]
-            state, out = step_fn(state, to_global(batch, feed_sharding))
-            step += k
-            window_steps += k
+            steps_now = min(k, total_steps - step)
+            if steps_now not in step_fns:
+                fn, _, _, sharding = make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule,
+                                                   steps_now)
+                step_fns[steps_now] = (fn, sharding)
+            batches = [next(data.train_iter) for _ in range(steps_now)]
+            batch = stack_batches(batches) if steps_now > 1 else batches[0]
+            state, out = step_fns[steps_now][0](state, to_global(batch, step_fns[steps_now][1]))
+            step += steps_now
+            window_steps += steps_now
             pending.append((step, out))
             if halt_on_nonfinite:
                 unchecked.append((step, out["loss"], out["grad_norm"]))
@@ -175,8 +183,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if unchecked and (boundary or len(unchecked) > 2):
                 # Steps that finished are checked as they go; all of them before anything is logged, evaluated or
                 # saved, so a checkpoint never holds parameters a non-finite step produced.
-                _halt_if_nonfinite(unchecked if boundary else unchecked[:-2], k, checkpointer, writers,
-                                   progress)
+                _halt_if_nonfinite(unchecked if boundary else unchecked[:-2], checkpointer, writers, progress)
                 unchecked = [] if boundary else unchecked[-2:]
             if step % log_every == 0 or step == total_steps:
                 rows = jax.device_get(pending)
@@ -192,7 +199,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     progress.set_postfix(loss=f"{float(last['loss']):.4f}", tok_s=f"{tokens_per_sec:,.0f}")
                 window_start, window_steps = time.perf_counter(), 0
             if progress is not None:
-                progress.update(k)
+                progress.update(steps_now)
             if step % eval_every == 0 or step == total_steps:
                 eval_started = time.perf_counter()
                 eval_metrics = evaluate(eval_step, state, data, batch_sharding,
@@ -228,8 +235,8 @@ def _stop(checkpointer, writers, progress):
         progress.close()
 
 
-def _halt_if_nonfinite(entries, steps_per_call, checkpointer, writers, progress):
-    bad = faults.first_nonfinite(entries, steps_per_call)
+def _halt_if_nonfinite(entries, checkpointer, writers, progress):
+    bad = faults.first_nonfinite(entries)
     if bad is None:
         return
     _stop(checkpointer, writers, progress)
@@ -239,12 +246,10 @@ def _halt_if_nonfinite(entries, steps_per_call, checkpointer, writers, progress)
 
 def total_train_steps(config, data) -> int:
     """train.steps, or with train.epochs (classification) that many passes over the training examples,
-    rounded up to whole batches and to a multiple of train.steps_per_call."""
+    rounded up to whole batches."""
     if not config.train.epochs:
         return int(config.train.steps)
-    steps = -(-int(config.train.epochs) * data.train_examples // int(config.data.batch_size))
-    k = int(config.train.steps_per_call)
-    return -(-steps // k) * k
+    return -(-int(config.train.epochs) * data.train_examples // int(config.data.batch_size))
 
 
 def build_model_config(config):
