@@ -84,7 +84,8 @@ def test_first_nonfinite_names_the_step_inside_fused_steps():
 
 # Resumed from the uninterrupted run's step-40 checkpoint with a learning rate of 1e30: step 41's update (from
 # finite parameters) is applied and throws the weights to ~1e30; from step 42 on the loss overflows to NaN.
-DIVERGE = ("--config.optim.lr=1e30", "--config.optim.schedule=constant", "--config.optim.warmup_steps=0")
+DIVERGE = ("--config.optim.lr=1e30", "--config.optim.schedule=constant", "--config.optim.warmup_steps=0",
+           "--allow_config_change=optim.lr,optim.schedule,optim.warmup_steps,optim.decay_steps,train.on_nonfinite")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ Order of work: validate everything cheap (config, files, mesh) -> data and token
 shardings -> restore the newest checkpoint or initialise -> jitted steps -> loop (log, eval, checkpoint) ->
 final eval, checkpoint and, for GPT, a text sample.
 """
-import json
 import pathlib
 import time
 
@@ -25,7 +24,7 @@ from bmjax.parallel import rules as rules_lib
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
-from bmjax.train import optim, sample
+from bmjax.train import optim, run_config, sample
 from bmjax.train import step as step_lib
 from bmjax.train import tasks as tasks_lib
 
@@ -102,16 +101,18 @@ def evaluate(eval_step, state, data, batch_sharding, finalize=tasks_lib.finalize
     return finalize(jax.device_get(totals))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the last eval metrics."""
+def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
+    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the last eval metrics.
+
+    A resume whose config changes the maths against the run's saved config stops with a ConfigError unless
+    `allow_config_change` names every changed key (bmjax/train/run_config.py)."""
     workdir = pathlib.Path(workdir)
     runtime.use_cpu_devices(config)  # before anything asks jax for a device
     validate.validate_config(config, workdir)
+    run_config.check_allowed_keys(config, allow_config_change)
     mesh = mesh_lib.make_mesh(config.mesh)
     is_primary = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
-    if is_primary:
-        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
 
     data = data_lib.make_data(config, str(workdir), process_index=jax.process_index(),
                               process_count=jax.process_count())
@@ -122,8 +123,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
+    if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
+        run_config.check_resume(workdir, config, allow_config_change)
     start_step, state = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_shardings),
                                                     data.train_iter, log=lambda line: print(line, flush=True))
+    if is_primary:  # after the restore succeeded: a failed one leaves every file as it was
+        run_config.record(workdir, config, start_step)
     if start_step is None:
         state = init(int(config.train.seed))
         start_step = 0
