@@ -378,5 +378,5 @@ def read_tree(step_dir, abstract_tree, prefix: str = ""):
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
     text = str(error).strip().splitlines()
-    line = text[0] if text else ""
+    line = text[0].split(" See full TensorStore details")[0] if text else ""
     return line if len(line) <= limit else line[:limit] + "..."

@@ -106,6 +106,9 @@ def main(argv):
     except ConfigError as e:
         fail(str(e))
     except RestoreError as e:
+        # When one of orbax's concurrent reads fails it abandons the others, and Python would print each one's
+        # traceback as it finalises them at exit; the first failure is the line below.
+        sys.unraisablehook = lambda unraisable: None
         fail(f"checkpoint: {e}", 1)
     except faults.NonFiniteError as e:
         fail(str(e), faults.NONFINITE_EXIT_CODE)
