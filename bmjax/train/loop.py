@@ -4,6 +4,7 @@ Order of work: validate everything cheap (config, files, mesh) -> data and token
 shardings -> restore the newest checkpoint or initialise -> jitted steps -> loop (log, eval, checkpoint) ->
 final eval, checkpoint and, for GPT, a text sample.
 """
+import math
 import pathlib
 import time
 
@@ -151,7 +152,9 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
     model_cfg = build_model_config(config)
     flops_per_token = flops.train_flops_per_token(model_cfg, int(config.data.seq_len),
                                                   tasks_lib.output_fraction(config))
-    peak = mfu_lib.total_peak_flops(config.model.dtype)
+    peak = mfu_lib.total_peak_flops(config.model.dtype)  # NaN for an unknown device: mfu is logged as NaN
+    if is_primary:
+        print(mfu_lib.describe_peak(config.model.dtype), flush=True)
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
                                          int(config.train.ckpt_every))
@@ -165,6 +168,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
     step = start_step
     # train.steps need not be a multiple of steps_per_call: the last call runs the steps left (compiled once).
     step_fns = {k: (step_fn, feed_sharding)}
+    compiled = set()  # call sizes whose step function has run (and compiled)
     with faults.PreemptionWatch() as preemption:
         while step < total_steps:
             steps_now = min(k, total_steps - step)
@@ -174,9 +178,18 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
                 step_fns[steps_now] = (fn, sharding)
             batches = [next(data.train_iter) for _ in range(steps_now)]
             batch = stack_batches(batches) if steps_now > 1 else batches[0]
+            compiles = steps_now not in compiled  # a function's first call compiles it: left out of tokens/s
+            if compiles:
+                jax.block_until_ready(state)  # the steps before it finish inside the window
+                call_started = time.perf_counter()
             state, out = step_fns[steps_now][0](state, to_global(batch, step_fns[steps_now][1]))
             step += steps_now
-            window_steps += steps_now
+            if compiles:
+                jax.block_until_ready(out)
+                window_start += time.perf_counter() - call_started
+                compiled.add(steps_now)
+            else:
+                window_steps += steps_now
             pending.append((step, out))
             if halt_on_nonfinite:
                 unchecked.append((step, out["loss"], out["grad_norm"]))
@@ -194,7 +207,8 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
                 rows = jax.device_get(pending)
                 pending = []
                 elapsed = time.perf_counter() - window_start
-                tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                # A window holding only compiling calls has no rate to report: NaN, not a number near zero.
+                tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9) if window_steps else math.nan
                 last_step, last = rows[-1]
                 last = {name: np.asarray(v).reshape(-1)[-1] for name, v in last.items()}
                 scalars = dict(last, tokens_per_sec=tokens_per_sec,
@@ -206,6 +220,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
             if progress is not None:
                 progress.update(steps_now)
             if step % eval_every == 0 or step == total_steps:
+                jax.block_until_ready(state)  # train steps still running belong to the window, not the eval
                 eval_started = time.perf_counter()
                 eval_metrics = evaluate(eval_step, state, data, batch_sharding,
                                         tasks_lib.get_task(config.data.task).finalize)
