@@ -33,6 +33,7 @@ Restoring onto an abstract state that carries shardings lays the arrays out for 
 mesh saved them.
 """
 import pathlib
+import re
 import shutil
 
 import grain
@@ -133,6 +134,7 @@ class Checkpointer:
                 moved = self._set_aside(step)
                 log(f"skipping checkpoint {self.path(step)}: incomplete ({missing}); moved to {moved}")
                 continue
+            check_process_count(self.path(step))
             problem = None
             try:
                 state = self.restore(step, abstract_state, data_iter)
@@ -204,6 +206,17 @@ def missing_part(step_dir: pathlib.Path) -> str | None:
     if not any((step_dir / "data").glob("process_*.json")):
         return "data/process_*.json is missing"
     return None
+
+
+def check_process_count(step_dir: pathlib.Path):
+    """A ConfigError when the step was written by another number of processes: each process saved its own data
+    pipeline position, and those do not split or merge into another count."""
+    counts = {int(m.group(1)) for p in (step_dir / "data").glob("process_*.json")
+              if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", p.name))}
+    if counts and counts != {jax.process_count()}:
+        raise ConfigError("workdir", f"checkpoint {step_dir} was written by {max(counts)} process(es), this run has "
+                                     f"{jax.process_count()}: each process's data position is saved apart; resume "
+                                     "with the same number of processes (any mesh)")
 
 
 def _all_processes(ok: bool) -> bool:

@@ -232,3 +232,16 @@ def test_a_checkpoint_of_another_config_is_an_error_not_skipped(tmp_path):
         Checkpointer(tmp_path, keep=3).restore_latest(abstract(small_state(0, width=8)), numbers())
     assert info.value.key == "workdir"
     assert not (tmp_path / "checkpoints.incomplete").exists()
+
+
+def test_a_checkpoint_of_another_process_count_is_an_error_not_skipped(tmp_path):
+    """Each process saves its own data position; one process cannot take over two processes' positions."""
+    save_two_steps(tmp_path)
+    for step in ("1", "2"):
+        data = tmp_path / "checkpoints" / step / "data"
+        (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")
+        shutil.copy(data / "process_0-of-2.json", data / "process_1-of-2.json")
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError, match=r"checkpoints/2 was written by 2 process\(es\), this run has 1") as info:
+        Checkpointer(tmp_path, keep=3).restore_latest(abstract(small_state(0)), numbers())
+    assert info.value.key == "workdir" and snapshot(tmp_path) == before

@@ -1,8 +1,9 @@
 """The training loop: `train_and_evaluate(config, workdir)`, one flat function from config to finished run.
 
 Order of work: validate everything cheap (config, files, mesh) -> data and tokenizer -> abstract model and
-shardings -> restore the newest checkpoint or initialise -> jitted steps -> loop (log, eval, checkpoint) ->
-final eval, checkpoint and, for GPT, a text sample.
+shardings -> compare the config with the run's saved one, restore the newest checkpoint, record the config (or
+initialise) -> jitted steps -> loop (log, eval, checkpoint) -> final eval, checkpoint and, once it is committed,
+for GPT a text sample.
 """
 import math
 import pathlib
