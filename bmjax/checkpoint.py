@@ -19,16 +19,21 @@ the folder when every item is written, so a save cut short by a kill never looks
 therefore loses the steps since the newest *finished* save: at most train.ckpt_every, plus the steps taken
 while that save was still being written, if the kill came during it.
 
-Restoring goes newest-first and takes the newest *complete* checkpoint. A step folder whose files were
-truncated or deleted (a disk filling up, a copy cut short, a hand edit) fails to read; it is reported in one
-line, moved to `workdir/checkpoints.incomplete/<step>` (so a later save of that step does not collide with
-it and nothing is deleted), and the next older one is tried. A checkpoint whose arrays do not match the
-config's shapes is not incomplete but written by another config: that is a ConfigError, never skipped.
+Restoring goes newest-first and takes the newest *complete* checkpoint. A step folder that orbax's own
+markers say was never finished (its commit marker, its `_CHECKPOINT_METADATA`, an item folder, the state's
+`_METADATA` or every process file of the data item missing: a save cut short, a copy cut short) is reported in
+one line, moved to `workdir/checkpoints.incomplete/<step>` (so a later save of that step does not collide with
+it and nothing is deleted), and the next older one is tried. Any other failure to restore a complete-looking
+step (an I/O error, out of memory, a file orbax cannot parse, a changed orbax or device count) raises
+RestoreError and changes no file: such a failure may pass, and the checkpoint may be fine, so only the user
+can decide to set it aside. A checkpoint whose arrays do not match the config's shapes is not incomplete but
+written by another config: that is a ConfigError, never skipped.
 (orbax stores no checksums: bytes overwritten in place, at the same length, are not detected.)
 Restoring onto an abstract state that carries shardings lays the arrays out for the current mesh, whatever
 mesh saved them.
 """
 import pathlib
+import re
 import shutil
 
 import grain
@@ -40,6 +45,10 @@ import orbax.checkpoint as ocp
 from bmjax.errors import ConfigError
 
 INCOMPLETE_DIR = "checkpoints.incomplete"
+
+
+class RestoreError(Exception):
+    """A complete-looking checkpoint could not be restored; nothing on disk was changed."""
 
 
 class Checkpointer:
@@ -114,35 +123,36 @@ class Checkpointer:
     def restore_latest(self, abstract_state, data_iter, log=print):
         """(step, state) of the newest complete checkpoint, or (None, None) when there is none.
 
-        Incomplete checkpoints on the way are reported through `log` and set aside. `data_iter` is moved to
-        the restored position.
+        Steps that orbax's markers show incomplete (see `missing_part`) are reported through `log` and set
+        aside. Any other failure raises RestoreError, leaving every file as it was. `data_iter` is moved to the
+        restored position.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
-            problem = self._read_problem(step, abstract_state)
-            if problem is None:
-                try:
-                    state = self.restore(step, abstract_state, data_iter)
-                    restored_step = int(jax.device_get(state.step))
-                    if restored_step != step:
-                        raise ValueError(f"the state inside says step {restored_step}")
-                except Exception as e:  # noqa: BLE001  any failure to read the files means the step is damaged
-                    problem = f"{type(e).__name__}: {_first_line(e)}"
-            if _all_processes(problem is None):
-                return step, state
-            problem = problem or "another process could not read its part"
-            moved = self._set_aside(step)
-            log(f"skipping checkpoint {self.path(step)}: incomplete or unreadable ({problem}); moved to {moved}")
+            missing = missing_part(self.path(step))
+            if not _all_processes(missing is None):
+                missing = missing or "another process's part is missing"
+                moved = self._set_aside(step)
+                log(f"skipping checkpoint {self.path(step)}: incomplete ({missing}); moved to {moved}")
+                continue
+            check_process_count(self.path(step))
+            problem = None
+            try:
+                state = self.restore(step, abstract_state, data_iter)
+                restored_step = int(jax.device_get(state.step))
+                if restored_step != step:
+                    problem = f"the state inside says step {restored_step}"
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001  reported in one line; the files stay as they are
+                problem = f"{type(e).__name__}: {_first_line(e)}"
+            if not _all_processes(problem is None):
+                problem = problem or "another process could not read its part"
+                raise RestoreError(
+                    f"could not restore checkpoint {self.path(step)} ({problem}); no file was changed. If the "
+                    "failure passes (a file system hiccup, memory), run the same command again; if the checkpoint "
+                    f"is damaged, move it out of {self.directory} and run again to resume from the one before")
+            return step, state
         return None, None
-
-    def _read_problem(self, step: int, abstract_state) -> str | None:
-        """Why step `step` cannot be read (None when its metadata reads), or a ConfigError if it is another
-        config's checkpoint."""
-        try:
-            shapes = saved_shapes(self._read_layout(step))
-        except Exception as e:  # noqa: BLE001  unreadable metadata: a damaged step
-            return f"{type(e).__name__}: {_first_line(e)}"
-        check_compatible(shapes, _describe(_named_leaves(abstract_state)), self.path(step))
-        return None
 
     def _set_aside(self, step: int) -> pathlib.Path:
         """Move a damaged step out of orbax's sight (process 0 only), then re-read the step list."""
@@ -179,6 +189,34 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
     registry = ocp.type_handlers.create_type_handler_registry(
         (jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES)))
     return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+
+
+def missing_part(step_dir: pathlib.Path) -> str | None:
+    """What a finalised-looking step folder lacks by orbax's own markers, or None when nothing is missing.
+
+    Only absence counts here: a file that is present but unreadable is not evidence that the save never
+    finished, and is left to restore to report.
+    """
+    if not ocp.step.is_checkpoint_finalized(step_dir):
+        return "no commit marker"
+    required = ["_CHECKPOINT_METADATA", "state", "state/_METADATA", "data"]
+    for part in required:
+        if not (step_dir / part).exists():
+            return f"{part} is missing"
+    if not any((step_dir / "data").glob("process_*.json")):
+        return "data/process_*.json is missing"
+    return None
+
+
+def check_process_count(step_dir: pathlib.Path):
+    """A ConfigError when the step was written by another number of processes: each process saved its own data
+    pipeline position, and those do not split or merge into another count."""
+    counts = {int(m.group(1)) for p in (step_dir / "data").glob("process_*.json")
+              if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", p.name))}
+    if counts and counts != {jax.process_count()}:
+        raise ConfigError("workdir", f"checkpoint {step_dir} was written by {max(counts)} process(es), this run has "
+                                     f"{jax.process_count()}: each process's data position is saved apart; resume "
+                                     "with the same number of processes (any mesh)")
 
 
 def _all_processes(ok: bool) -> bool:
@@ -353,5 +391,5 @@ def read_tree(step_dir, abstract_tree, prefix: str = ""):
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
     text = str(error).strip().splitlines()
-    line = text[0] if text else ""
+    line = text[0].split(" See full TensorStore details")[0] if text else ""
     return line if len(line) <= limit else line[:limit] + "..."

@@ -3,10 +3,13 @@
     bmjax-train --config configs/gpt/tiny.py[:ARGS] --workdir DIR [--config.KEY=VALUE ...]
     python -m bmjax.main ...            (the same)
 
-Re-running with the same workdir resumes from its newest complete checkpoint. Bad input (an unknown key, a bad
-value, a missing file) prints one line, `error: ...`, and exits with status 2 before anything compiles.
+Re-running with the same workdir resumes from its newest complete checkpoint, if the config does not change
+the maths (--allow_config_change=KEY,... names keys that may; bmjax/train/run_config.py). Bad input (an unknown
+key, a bad value, a missing file) prints one line, `error: ...`, and exits with status 2 before anything
+compiles.
 
-Exit codes: 0 finished; 2 bad config or input; 3 halted at a NaN/inf loss or gradient norm
+Exit codes: 0 finished; 1 a complete-looking checkpoint could not be restored (the line says why; no file was
+changed); 2 bad config or input; 3 halted at a NaN/inf loss or gradient norm
 (train.on_nonfinite=halt; the line names the step and the last good checkpoint); 143 preempted: SIGTERM
 arrived, a checkpoint was saved at that step, and the same command resumes from it.
 """
@@ -25,6 +28,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "HOST:PORT of process 0 (multi-process runs).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process run.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_list(
+    "allow_config_change", [], "On a resume: config keys (KEY,KEY,...) allowed to differ from the run's saved "
+    "config although they change the maths; without it such a difference stops the run.")
 
 
 def fail(message: str, code: int = 2):
@@ -87,7 +93,8 @@ def main(argv):
         fail("--config: required (a config file such as configs/gpt/tiny.py)")
     if not _WORKDIR.value:
         fail("--workdir: required (where checkpoints and metrics go)")
-    from bmjax.train import faults  # imports jax, but makes no jax call before distributed.initialize
+    from bmjax.checkpoint import RestoreError  # imports jax and orbax; no jax call before distributed.initialize
+    from bmjax.train import faults
 
     try:
         from bmjax.parallel import distributed
@@ -95,9 +102,14 @@ def main(argv):
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         from bmjax.train.loop import train_and_evaluate
 
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_config_change=tuple(_ALLOW_CONFIG_CHANGE.value))
     except ConfigError as e:
         fail(str(e))
+    except RestoreError as e:
+        # When one of orbax's concurrent reads fails it abandons the others, and Python would print each one's
+        # traceback as it finalises them at exit; the first failure is the line below.
+        sys.unraisablehook = lambda unraisable: None
+        fail(f"checkpoint: {e}", 1)
     except faults.NonFiniteError as e:
         fail(str(e), faults.NONFINITE_EXIT_CODE)
     except faults.Preempted as e:

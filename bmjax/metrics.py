@@ -34,11 +34,19 @@ class JsonlWriter:
 
 
 def truncate_jsonl(path: pathlib.Path, last_step: int):
-    """Drop rows logged after `last_step`: a resumed run logs those steps again, so they must not repeat."""
+    """Drop rows logged after `last_step`: a resumed run logs those steps again, so they must not repeat.
+
+    Atomic: the kept rows go to a new file that replaces the old one, so a kill midway leaves one or the other.
+    """
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+    partial = path.with_name(path.name + ".tmp")
+    with open(partial, "w") as f:
+        f.write("".join(line + "\n" for line in kept))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
 
 
 class WandbWriter:

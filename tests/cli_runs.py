@@ -81,6 +81,14 @@ class Runner:
         return workdir
 
 
+def kill_seed() -> int:
+    """The seed that picks a test's kill (or signal) step: BMJAX_TEST_SEED=N reruns a failure's exact step;
+    otherwise a fresh one. Printed, so a failing test's captured output names it."""
+    seed = int(os.environ.get("BMJAX_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
+    print(f"kill step seed {seed} (rerun this step with BMJAX_TEST_SEED={seed})", flush=True)
+    return seed
+
+
 def read_rows(workdir) -> list[dict]:
     path = pathlib.Path(workdir) / "metrics.jsonl"
     if not path.exists():

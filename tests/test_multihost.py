@@ -3,9 +3,9 @@
 
 The two processes run the real CLI (`--coordinator_address/--num_processes/--process_id`) on a hybrid mesh
 whose data axis crosses the processes (`mesh.dcn_data=2`, the multi-node GPU layout). Each process feeds only
-its half of every batch, only process 0 writes metrics, and both write their checkpoint shards. A single
-process with 8 devices then resumes that checkpoint on a tensor-parallel mesh and must continue the
-single-process run's curve.
+its half of every batch, only process 0 writes metrics, and both write their checkpoint shards. The two
+processes then resume that checkpoint on a tensor-parallel mesh and must continue the single-process run's
+curve.
 """
 import json
 import os
@@ -102,8 +102,10 @@ def test_two_processes_train_the_single_process_curve_and_resume_on_another_mesh
                                [single_process_run[s] for s in sorted(first)], rtol=1e-4)
     assert (workdir / "checkpoints" / str(HALF)).is_dir()
 
-    # One process, 8 devices, tensor parallel: restores the two processes' checkpoint and carries on.
-    train_and_evaluate(config_with(**{"mesh.data": 4, "mesh.fsdp": 1, "mesh.tensor": 2}), str(workdir))
+    # Two processes again on a tensor-parallel mesh: restore the checkpoint and carry on. (A checkpoint resumes
+    # with the number of processes that wrote it: each process's data position is its own.)
+    outputs = run_two_processes(workdir, **{"mesh.dcn_data": 2, "mesh.fsdp": 1, "mesh.tensor": 4})
+    assert f"resuming from {(workdir / 'checkpoints' / str(HALF)).resolve()} " in outputs[0], outputs[0][-2000:]
     rest = train_losses(workdir)
     assert sorted(rest) == list(range(1, STEPS + 1))
     np.testing.assert_allclose([rest[s] for s in range(HALF + 1, STEPS + 1)],

@@ -77,14 +77,15 @@ def test_first_nonfinite_names_the_step_inside_fused_steps():
     finite = (10, np.array([1.0, 2.0]), np.array([0.5, 0.5]))
     bad_norm = (12, np.array([1.0, 2.0]), np.array([0.5, np.inf]))
     bad_loss = (14, np.array([np.nan, 2.0]), np.array([0.5, 0.5]))
-    assert faults.first_nonfinite([finite], steps_per_call=2) is None
-    assert faults.first_nonfinite([finite, bad_norm, bad_loss], steps_per_call=2) == (12, 2.0, math.inf)
-    assert faults.first_nonfinite([bad_loss], steps_per_call=2)[0] == 13
+    assert faults.first_nonfinite([finite]) is None
+    assert faults.first_nonfinite([finite, bad_norm, bad_loss]) == (12, 2.0, math.inf)
+    assert faults.first_nonfinite([bad_loss])[0] == 13
 
 
 # Resumed from the uninterrupted run's step-40 checkpoint with a learning rate of 1e30: step 41's update (from
 # finite parameters) is applied and throws the weights to ~1e30; from step 42 on the loss overflows to NaN.
-DIVERGE = ("--config.optim.lr=1e30", "--config.optim.schedule=constant", "--config.optim.warmup_steps=0")
+DIVERGE = ("--config.optim.lr=1e30", "--config.optim.schedule=constant", "--config.optim.warmup_steps=0",
+           "--allow_config_change=optim.lr,optim.schedule,optim.warmup_steps,optim.decay_steps,train.on_nonfinite")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Preemption: SIGTERM makes the run finish its step, save a checkpoint at that step, and exit with 143; the same
 command resumes there and logs bitwise the losses of a run that was never interrupted. Several processes agree
 on the step."""
-import os
 import random
 import signal
 import socket
@@ -11,7 +10,7 @@ import sys
 import pytest
 
 from bmjax.train import faults
-from cli_runs import GPT_ARGS, REPO, STEPS, Runner, checkpoint_steps, losses, read_rows, resumed_step, \
+from cli_runs import GPT_ARGS, REPO, STEPS, Runner, checkpoint_steps, kill_seed, losses, read_rows, resumed_step, \
     wait_for_step
 
 
@@ -23,7 +22,7 @@ def runner(tmp_path_factory, repo_data):
 def test_sigterm_saves_at_that_step_exits_143_and_the_same_command_resumes(runner, tmp_path):
     args = runner.args(GPT_ARGS)
     reference = losses(runner.reference("gpt-1", args))
-    seed = int.from_bytes(os.urandom(4), "little")
+    seed = kill_seed()
     target = random.Random(seed).randint(2, STEPS - 8)
     note = f"(SIGTERM target step {target}, seed {seed})"
 

@@ -83,10 +83,11 @@ class PreemptionWatch:
         return self.signalled
 
 
-def first_nonfinite(entries, steps_per_call: int):
+def first_nonfinite(entries):
     """The first (step, loss, grad_norm) among `entries` whose loss or grad norm is not finite, else None.
 
-    `entries` are (step after the call, loss, grad_norm) with [steps_per_call] arrays when steps are fused.
+    `entries` are (step after the call, loss, grad_norm), with one value per step of the call when steps are
+    fused (the last call of a run may hold fewer steps than the others).
     """
     for last_step, loss, grad_norm in entries:
         losses = np.asarray(jax.device_get(loss), np.float64).reshape(-1)
@@ -94,5 +95,5 @@ def first_nonfinite(entries, steps_per_call: int):
         bad = ~(np.isfinite(losses) & np.isfinite(norms))
         if bad.any():
             i = int(np.argmax(bad))
-            return last_step - steps_per_call + 1 + i, float(losses[i]), float(norms[i])
+            return last_step - losses.size + 1 + i, float(losses[i]), float(norms[i])
     return None

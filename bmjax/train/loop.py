@@ -1,10 +1,11 @@
 """The training loop: `train_and_evaluate(config, workdir)`, one flat function from config to finished run.
 
 Order of work: validate everything cheap (config, files, mesh) -> data and tokenizer -> abstract model and
-shardings -> restore the newest checkpoint or initialise -> jitted steps -> loop (log, eval, checkpoint) ->
-final eval, checkpoint and, for GPT, a text sample.
+shardings -> compare the config with the run's saved one, restore the newest checkpoint, record the config (or
+initialise) -> jitted steps -> loop (log, eval, checkpoint) -> final eval, checkpoint and, once it is committed,
+for GPT a text sample.
 """
-import json
+import math
 import pathlib
 import time
 
@@ -26,7 +27,7 @@ from bmjax.parallel.batches import input_shard, to_global
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
-from bmjax.train import optim, sample
+from bmjax.train import optim, run_config, sample
 from bmjax.train import step as step_lib
 from bmjax.train import summary as summary_lib
 from bmjax.train import tasks as tasks_lib
@@ -49,13 +50,14 @@ def create_state(config, mesh, tx):
     return graphdef, abstract_state, shardings, init
 
 
-def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule):
-    """The jitted train step (`train.steps_per_call` updates per call) and eval step, with their shardings.
+def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule, steps_per_call=None):
+    """The jitted train step (`steps_per_call` updates per call, default train.steps_per_call) and eval step,
+    with their shardings.
 
     Returns (step_fn, eval_step, batch_sharding, feed_sharding): feed_sharding is what step_fn's batch argument
     takes ([steps_per_call, batch, length] when several steps are fused, else [batch, length]).
     """
-    k = int(config.train.steps_per_call)
+    k = int(config.train.steps_per_call if steps_per_call is None else steps_per_call)
     task = tasks_lib.get_task(config.data.task)
     rules = rules_lib.rules_from_config(config.mesh)
     batch_sharding = rules_lib.batch_sharding(mesh, rules=rules)
@@ -91,13 +93,16 @@ def evaluate(eval_step, state, data, batch_sharding, seq_len, finalize=tasks_lib
     return finalize(jax.device_get(totals))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the last eval metrics."""
+def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
+    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the last eval metrics.
+
+    A resume whose config changes the maths against the run's saved config stops with a ConfigError unless
+    `allow_config_change` names every changed key (bmjax/train/run_config.py)."""
     # summary.json's status: finished, preempted (written where the loop stops) or failed (any other exception
     # once the run's record exists; re-raised). A run halted on a non-finite loss closed its writers first.
     records = []
     try:
-        return _train_and_evaluate(config, workdir, records)
+        return _train_and_evaluate(config, workdir, records, allow_config_change)
     except faults.Preempted:
         raise
     except BaseException:
@@ -107,16 +112,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise
 
 
-def _train_and_evaluate(config, workdir, records: list) -> dict:
+def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) -> dict:
     workdir = pathlib.Path(workdir)
     runtime.use_cpu_devices(config)  # before anything asks jax for a device
     validate.validate_config(config, workdir)
     init_from_lib.check_init_from(config)
+    run_config.check_allowed_keys(config, allow_config_change)
     mesh = mesh_lib.make_mesh(config.mesh)
     is_primary = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
-    if is_primary:
-        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
 
     # Processes whose devices hold the same batch rows load the same rows (bmjax/parallel/batches.py).
     rows = input_shard(mesh, config.mesh)
@@ -128,8 +132,12 @@ def _train_and_evaluate(config, workdir, records: list) -> dict:
     graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
+    if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
+        run_config.check_resume(workdir, config, allow_config_change)
     start_step, state = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_shardings),
                                                     data.train_iter, log=lambda line: print(line, flush=True))
+    if is_primary:  # after the restore succeeded: a failed one leaves every file as it was
+        run_config.record(workdir, config, start_step)
     if start_step is None:
         state = init(int(config.train.seed))
         start_step = 0
@@ -152,7 +160,9 @@ def _train_and_evaluate(config, workdir, records: list) -> dict:
     model_cfg = build_model_config(config)
     flops_per_token = flops.train_flops_per_token(model_cfg, int(config.data.seq_len),
                                                   tasks_lib.output_fraction(config))
-    peak = mfu_lib.total_peak_flops(config.model.dtype)
+    peak = mfu_lib.total_peak_flops(config.model.dtype)  # NaN for an unknown device: mfu is logged as NaN
+    if is_primary:
+        print(mfu_lib.describe_peak(config.model.dtype), flush=True)
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
                                          int(config.train.ckpt_every))
@@ -166,13 +176,31 @@ def _train_and_evaluate(config, workdir, records: list) -> dict:
     unchecked = []  # (step, loss, grad_norm) not yet checked for NaN/inf (train.on_nonfinite=halt)
     window_start, window_steps = time.perf_counter(), 0
     step = start_step
+    # train.steps need not be a multiple of steps_per_call: the last call runs the steps left (compiled once).
+    step_fns = {k: (step_fn, feed_sharding)}
+    compiled = set()  # call sizes whose step function has run (and compiled)
     with faults.PreemptionWatch() as preemption:
         while step < total_steps:
-            batches = [next(data.train_iter) for _ in range(k)]
-            batch = stack_batches(batches) if k > 1 else batches[0]
-            state, out = step_fn(state, to_global(batch, feed_sharding, int(config.data.seq_len)))
-            step += k
-            window_steps += k
+            steps_now = min(k, total_steps - step)
+            if steps_now not in step_fns:
+                fn, _, _, sharding = make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule,
+                                                   steps_now)
+                step_fns[steps_now] = (fn, sharding)
+            batches = [next(data.train_iter) for _ in range(steps_now)]
+            batch = stack_batches(batches) if steps_now > 1 else batches[0]
+            compiles = steps_now not in compiled  # a function's first call compiles it: left out of tokens/s
+            if compiles:
+                jax.block_until_ready(state)  # the steps before it finish inside the window
+                call_started = time.perf_counter()
+            fn, sharding = step_fns[steps_now]
+            state, out = fn(state, to_global(batch, sharding, int(config.data.seq_len)))
+            step += steps_now
+            if compiles:
+                jax.block_until_ready(out)
+                window_start += time.perf_counter() - call_started
+                compiled.add(steps_now)
+            else:
+                window_steps += steps_now
             pending.append((step, out))
             if halt_on_nonfinite:
                 unchecked.append((step, out["loss"], out["grad_norm"]))
@@ -184,14 +212,14 @@ def _train_and_evaluate(config, workdir, records: list) -> dict:
             if unchecked and (boundary or len(unchecked) > 2):
                 # Steps that finished are checked as they go; all of them before anything is logged, evaluated or
                 # saved, so a checkpoint never holds parameters a non-finite step produced.
-                _halt_if_nonfinite(unchecked if boundary else unchecked[:-2], k, checkpointer, writers,
-                                   progress)
+                _halt_if_nonfinite(unchecked if boundary else unchecked[:-2], checkpointer, writers, progress)
                 unchecked = [] if boundary else unchecked[-2:]
             if step % log_every == 0 or step == total_steps:
                 rows = jax.device_get(pending)
                 pending = []
                 elapsed = time.perf_counter() - window_start
-                tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                # A window holding only compiling calls has no rate to report: NaN, not a number near zero.
+                tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9) if window_steps else math.nan
                 last_step, last = rows[-1]
                 last = {name: np.asarray(v).reshape(-1)[-1] for name, v in last.items()}
                 scalars = dict(last, **record.counts(last_step), tokens_per_sec=tokens_per_sec,
@@ -201,8 +229,9 @@ def _train_and_evaluate(config, workdir, records: list) -> dict:
                     progress.set_postfix(loss=f"{float(last['loss']):.4f}", tok_s=f"{tokens_per_sec:,.0f}")
                 window_start, window_steps = time.perf_counter(), 0
             if progress is not None:
-                progress.update(k)
+                progress.update(steps_now)
             if step % eval_every == 0 or step == total_steps:
+                jax.block_until_ready(state)  # train steps still running belong to the window, not the eval
                 eval_started = time.perf_counter()
                 eval_metrics = evaluate(eval_step, state, data, batch_sharding, int(config.data.seq_len),
                                         tasks_lib.get_task(config.data.task).finalize)
@@ -240,8 +269,8 @@ def _stop(checkpointer, writers, progress):
         progress.close()
 
 
-def _halt_if_nonfinite(entries, steps_per_call, checkpointer, writers, progress):
-    bad = faults.first_nonfinite(entries, steps_per_call)
+def _halt_if_nonfinite(entries, checkpointer, writers, progress):
+    bad = faults.first_nonfinite(entries)
     if bad is None:
         return
     _stop(checkpointer, writers, progress)
@@ -251,12 +280,10 @@ def _halt_if_nonfinite(entries, steps_per_call, checkpointer, writers, progress)
 
 def total_train_steps(config, data) -> int:
     """train.steps, or with train.epochs (classification) that many passes over the training examples,
-    rounded up to whole batches and to a multiple of train.steps_per_call."""
+    rounded up to whole batches."""
     if not config.train.epochs:
         return int(config.train.steps)
-    steps = -(-int(config.train.epochs) * data.train_examples // int(config.data.batch_size))
-    k = int(config.train.steps_per_call)
-    return -(-steps // k) * k
+    return -(-int(config.train.epochs) * data.train_examples // int(config.data.batch_size))
 
 
 def build_model_config(config):
