@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from bmjax import checkpoint as ckpt_lib
 from bmjax import data as data_lib
@@ -123,8 +124,9 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     workdir.mkdir(parents=True, exist_ok=True)
 
     # Processes whose devices hold the same batch rows load the same rows (bmjax/parallel/batches.py).
-    rows = input_shard(mesh, config.mesh)
-    data = data_lib.make_data(config, str(workdir), process_index=rows.index, process_count=rows.count)
+    input_rows = input_shard(mesh, config.mesh)
+    data = data_lib.make_data(config, str(workdir), process_index=input_rows.index,
+                              process_count=input_rows.count)
     validate.validate_tokenizer(config, data.tokenizer)
 
     total_steps = total_train_steps(config, data)
@@ -224,6 +226,8 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
                 last = {name: np.asarray(v).reshape(-1)[-1] for name, v in last.items()}
                 scalars = dict(last, **record.counts(last_step), tokens_per_sec=tokens_per_sec,
                                mfu=tokens_per_sec * flops_per_token / peak)
+                if hasattr(data, "source_tokens"):  # a mixture: how many tokens each source delivered
+                    scalars.update(source_token_counts(data, input_rows.count))
                 writers.write(last_step, "train", scalars)
                 if progress is not None:
                     progress.set_postfix(loss=f"{float(last['loss']):.4f}", tok_s=f"{tokens_per_sec:,.0f}")
@@ -259,6 +263,16 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     record.close(step, "finished")
     writers.close()
     return eval_metrics
+
+
+def source_token_counts(data, row_groups: int) -> dict:
+    """`tokens/<source>`: target tokens each source delivered to the run so far. Every process calls this at
+    the same step; processes that load the same rows (one row group) are counted once."""
+    counts = data.source_tokens()
+    values = np.array(list(counts.values()), dtype=np.int64)
+    if jax.process_count() > 1:
+        values = multihost_utils.process_allgather(values).sum(0) * row_groups // jax.process_count()
+    return {f"tokens/{name}": int(v) for name, v in zip(counts, values)}
 
 
 def _stop(checkpointer, writers, progress):
