@@ -12,6 +12,8 @@ with status 2; --help prints the usage and the flags.
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import Callable
 
@@ -23,13 +25,16 @@ from bmjax.errors import ConfigError
 USAGE_ERROR = 2
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = USAGE_ERROR) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USAGE_ERROR)
+    sys.exit(code)
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in lines[1]:
+        return f"{lines[0]} {lines[-1]}"  # an error raised inside get_config(): its own message is the last line
+    return " ".join(lines)
 
 
 def parse(flag_values: flags.FlagValues, argv: list[str], usage: str = "") -> None:
@@ -55,3 +60,44 @@ def run(flag_values: flags.FlagValues, main: Callable[[], object], argv: list[st
         return main()
     except ConfigError as e:
         fail(str(e))
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1].split(":", 1)[0]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1].split(":", 1)[0]
+    return None
+
+
+def _unknown_key_message(argv: list[str], error: BaseException) -> str:
+    """Name the override that asked for a key the config does not have."""
+    # ml_collections says 'Key "NAME" does not exist ... Did you mean "OTHER" instead of "NAME"?' for a locked
+    # config (a typo in a config file), or just the quoted name (a typo in an override).
+    match = re.search(r'Key "([A-Za-z0-9_]+)"', str(error)) or re.search(r"'([A-Za-z0-9_]+)", str(error))
+    name = match.group(1) if match else str(error)
+    suggestion = re.search(r'Did you mean "([A-Za-z0-9_]+)"', str(error))
+    hint = f" (did you mean {suggestion.group(1)!r}?)" if suggestion else ""
+    for arg in argv:
+        path = arg.split("=", 1)[0].removeprefix("--config.")
+        if arg.startswith("--config.") and name in path.split("."):
+            return f"--config.{path}: unknown config key {name!r}{hint}"
+    return f"--config: unknown config key {name!r}{hint}"
+
+
+def parse_config_flags(argv: list[str]) -> list[str]:
+    """absl's parsing of the global flags of a command with an ml_collections `--config` (bmjax-train and the
+    tools that take a training config: `app.run(main, flags_parser=cli.parse_config_flags)`), with a missing
+    file, a bad flag or an unknown config key reported in one line instead of a traceback or a usage dump."""
+    path = _config_path(argv)
+    if path is not None and not os.path.isfile(path):
+        fail(f"--config: config file {path!r} does not exist")
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(_one_line(e))
+    except (KeyError, AttributeError) as e:
+        fail(_unknown_key_message(argv, e))
+    except (OSError, ImportError, SyntaxError, ValueError, TypeError) as e:
+        fail(f"--config: {type(e).__name__}: {_one_line(e)}")

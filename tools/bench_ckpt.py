@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from bmjax import checkpoint as ckpt_lib
 from bmjax import data as data_lib
-from bmjax import runtime, validate
+from bmjax import cli, runtime, validate
 from bmjax.errors import exit_on_config_error
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, optim
@@ -117,4 +117,4 @@ def benchmark():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_config_flags)

@@ -21,7 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bmjax import data as data_lib
-from bmjax import runtime, validate
+from bmjax import cli, runtime, validate
 from bmjax.errors import exit_on_config_error
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
@@ -116,4 +116,4 @@ def benchmark():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_config_flags)

@@ -1,0 +1,36 @@
+"""Every command a user runs answers bad input with one line, `error: ...`, and exit status 2: no traceback,
+no usage dump, nothing compiled or written."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MISSING = "/nonexistent/bmjax-test"
+
+# (command after the interpreter, what the line must name)
+CASES = [
+    (["-m", "bmjax.main", "--config", "configs/gpt/missing.py", "--workdir", MISSING], "--config"),
+    (["-m", "bmjax.main", "--config", "configs/gpt/tiny.py", "--config.model.not_a_key=1", "--workdir", MISSING],
+     "not_a_key"),
+    (["-m", "bmjax.sample_cli", "--workdir", MISSING], "--workdir"),
+    (["-m", "bmjax.convert_cli", "--to_hf", MISSING, "--out", MISSING + "-out"], "--to_hf"),
+    (["tools/prepare_data.py", "--input", MISSING + ".txt", "--out", MISSING], "--input"),
+    (["-m", "bmjax.scaling.sweep_cli", "--config", "configs/sweeps/missing.py", "--workdir", MISSING], "--config"),
+    (["-m", "bmjax.scaling.cli", "fit", "--csv", MISSING + ".csv", "--params-col", "N", "--flops-col", "C",
+      "--loss-col", "L", "--law", "chinchilla"], "--csv"),
+    (["tools/bench_step.py", "--config", "configs/gpt/missing.py"], "--config"),
+    (["tools/bench_step.py", "--config", "configs/gpt/tiny.py", "--config.optim.not_a_key=1"], "not_a_key"),
+    (["tools/bench_ckpt.py", "--config", "configs/gpt/missing.py"], "--config"),
+    (["tools/train_tokenizer.py", "--input", MISSING + ".txt", "--out", MISSING + ".json"], "--input"),
+]
+
+
+@pytest.mark.parametrize("args,culprit", CASES, ids=[" ".join(a[:2]) + f" [{c}]" for a, c in CASES])
+def test_bad_input_is_one_line_and_exit_2(args, culprit):
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and culprit in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
