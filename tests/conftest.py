@@ -12,6 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pathlib  # noqa: E402
 
+from bmjax import runtime  # noqa: E402
+
+# What bmjax's commands do at start-up (import bmjax itself changes nothing): the in-process tests' jitted steps
+# keep their buffers instead of page-faulting them in again on every call.
+runtime.keep_freed_memory_in_process()
+
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
