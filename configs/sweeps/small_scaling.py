@@ -1,10 +1,10 @@
 """A real IsoFLOP sweep on a 2-core CPU (experiments/small_scaling): byte-level GPTs from ~50K to ~0.8M
-non-embedding parameters, each trained at three budgets C = 6 N D of 1e12, 3e12 and 1e13 FLOPs (15 runs),
+non-embedding parameters, each trained at three budgets C = 6 N D of 5e11, 1e12 and 3e12 FLOPs (15 runs),
 on the builtin corpus (~31M bytes of Python's standard library; the largest run reads it ~1.1 times).
 
 Each run is scored once, at its end, on one pass over the held-out files (1% of the files by name hash,
-~225K bytes). Real training FLOPs (output projection and attention included) are 1.1-1.7x 6ND here, ~9e13 in
-all: about an hour at ~25 GFLOP/s.
+~225K bytes). Real training FLOPs (output projection and attention included) are 1.1-1.7x 6ND here, ~3e13 in
+all: 15-20 minutes on a quiet 2-core CPU.
 
     python -m bmjax.scaling.sweep_cli --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
     bash experiments/small_scaling/run.sh            (the sweep and both fits)
@@ -22,7 +22,7 @@ SIZES = {
     "397k": (128, 2, 4, 2e-3),
     "793k": (128, 4, 4, 2e-3),
 }
-BUDGETS = (1e12, 3e12, 1e13)
+BUDGETS = (5e11, 1e12, 3e12)
 LOCAL_SIZES = {"50k": SIZES["50k"], "78k": SIZES["78k"]}
 LOCAL_BUDGET = 2.5e10  # 20 and 13 steps of 32 x 128 tokens
 
