@@ -77,10 +77,12 @@ def test_real_trace_of_a_matmul_heavy_step(tmp_path):
          "--config.data.seq_len=32", "--config.data.batch_size=16", "--steps=2", "--warmup=1", "--window=1",
          f"--profile_dir={tmp_path / 'prof'}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert bench.returncode == 0, bench.stderr[-3000:]
-    result = subprocess.run([sys.executable, "tools/trace_summary.py", str(tmp_path / "prof"), "--json"],
+    result = subprocess.run([sys.executable, "tools/trace_summary.py", str(tmp_path / "prof"), "--json",
+                             f"--json_out={tmp_path / 'summary.json'}"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
     groups = summary["groups"]
     assert set(groups) == set(trace_summary.GROUPS)
     assert sum(g["ms"] for g in groups.values()) == pytest.approx(summary["total_ms"], rel=1e-9)

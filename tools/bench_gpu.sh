@@ -34,8 +34,8 @@ WINDOW=${WINDOW:-5}      # steps per timing window; the last window is traced ag
 BATCH_350M=${BATCH_350M:-32}
 BATCH_124M=${BATCH_124M:-32}
 # Per size, compilation and profile included; the two together stay under ten minutes with the set-up.
-LIMIT_350M_S=${LIMIT_350M_S:-270}
-LIMIT_124M_S=${LIMIT_124M_S:-210}
+LIMIT_350M_S=${LIMIT_350M_S:-250}
+LIMIT_124M_S=${LIMIT_124M_S:-190}
 REHEARSE=${REHEARSE:-}
 
 mkdir -p "$OUT"
@@ -103,10 +103,8 @@ for size in 350m 124m; do  # the target first
   fi
   if [ -n "$(find "$OUT/prof/$size" -name '*.trace.json.gz' 2>/dev/null)" ]; then
     phase "GPT-2 ${size}: trace summary"
-    timeout 120 "$PYTHON" tools/trace_summary.py "$OUT/prof/$size" --steps "$WINDOW" --top 30 \
-      | tee "$OUT/$size.trace_summary.txt" | head -n 20
-    timeout 120 "$PYTHON" tools/trace_summary.py "$OUT/prof/$size" --steps "$WINDOW" --top 30 --json \
-      > "$OUT/$size.trace_summary.json"
+    timeout 90 "$PYTHON" tools/trace_summary.py "$OUT/prof/$size" --steps "$WINDOW" --top 30 \
+      --json_out "$OUT/$size.trace_summary.json" | tee "$OUT/$size.trace_summary.txt" | head -n 20
   fi
 done
 

@@ -1,6 +1,6 @@
 """Where a traced step spends its time: the top XLA ops of a jax.profiler trace, and their time per kind of work.
 
-    python tools/trace_summary.py PROFILE_DIR_OR_TRACE [--top 25] [--steps N] [--json]
+    python tools/trace_summary.py PROFILE_DIR_OR_TRACE [--top 25] [--steps N] [--json | --json_out FILE]
 
 Reads a `.trace.json.gz` as `jax.profiler.trace` writes it (e.g. `tools/bench_step.py --profile_dir DIR`; given
 a directory, the newest trace under it). The ops are the events that carry an `hlo_op` argument (XLA's own
@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=25, help="how many ops to list")
     parser.add_argument("--steps", type=int, default=1, help="steps the trace holds: times are divided by it")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--json_out", default="", help="also write the JSON object to this file")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.top < 0:
         print("error: --steps must be >= 1 and --top >= 0", file=sys.stderr)
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: trace: {e}", file=sys.stderr)
         return 2
+    if args.json_out:
+        pathlib.Path(args.json_out).write_text(json.dumps(summary) + "\n")
     if args.json:
         print(json.dumps(summary))
     else:
