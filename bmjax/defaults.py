@@ -84,9 +84,10 @@ def base_config() -> config_dict.ConfigDict:
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
     c.mesh.sequence = 1
-    # > 0: jax's CPU backend runs as this many devices, so the data axis splits each batch over the cores (set
-    # before jax starts; bmjax/runtime.py). 0: as jax starts it (one device). A count set in the environment wins.
-    c.mesh.cpu_devices = 0
+    # jax's CPU backend runs as this many devices, so the data axis splits each batch over the cores (set before
+    # jax starts; bmjax/runtime.py). Unset: one per core, fewer if the batch or mesh needs (runtime.auto_cpu_devices);
+    # 0: as jax starts it (one device); > 0: this many. A count set in the environment wins.
+    c.mesh.cpu_devices = config_dict.placeholder(int)
     # Multi-slice TPU / multi-node GPU: how many of the data (fsdp) ways cross the data-centre network between
     # slices (processes on GPUs). Each divides its axis; their product is the number of slices.
     c.mesh.dcn_data = 1

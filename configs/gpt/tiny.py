@@ -20,9 +20,6 @@ def get_config(arg: str = ""):
     c.optim.min_lr = 2e-4
     c.optim.warmup_steps = 30
     c.optim.b2 = 0.99
-    # Two CPU devices, each taking half of every batch: ~2x faster than one on a 2-core machine (XLA:CPU splits
-    # one device's small ops over the cores poorly). No effect off the CPU; a count set in the environment wins.
-    c.mesh.cpu_devices = 2
     c.train.steps = 400
     c.train.log_every = 25
     c.train.eval_every = 200

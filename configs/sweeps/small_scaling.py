@@ -40,7 +40,6 @@ def get_config(arg: str = ""):
     c.data.batch_size = 32
     c.optim.schedule = "cosine"
     c.optim.b2 = 0.99
-    c.mesh.cpu_devices = 2  # each core takes half of every batch (see configs/gpt/tiny.py)
     c.train.steps_per_call = 1 if local else 10  # fewer host round trips for these tiny steps
     c.train.log_every = 5 if local else 100
     c.train.eval_every = 1_000_000  # only at the end: the runs are compared at their budget
