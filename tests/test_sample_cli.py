@@ -23,7 +23,7 @@ def _shakespeare_char_config(text_path):
     spec.loader.exec_module(module)
     c = module.get_config("")
     c.data.path = str(text_path)
-    c.mesh.cpu_devices = 0  # keep the tests' 8 fake devices (the config asks for 2 when jax starts)
+    c.mesh.cpu_devices = 0  # keep the 8 fake devices jax already runs with (unset: one device per core)
     c.model.num_layers, c.model.d_model, c.model.max_len = 2, 32, 32
     c.data.seq_len, c.data.batch_size = 32, 8
     c.optim.warmup_steps, c.optim.decay_steps = 2, 10

@@ -34,7 +34,7 @@ def text_file(tmp_path, repo_data):
 def small_char_config(text_file, steps=100):
     c = load_config("configs/gpt/shakespeare_char.py")
     c.data.path = str(text_file)
-    c.mesh.cpu_devices = 0  # keep the tests' 8 fake devices (the config asks for 2 when jax starts)
+    c.mesh.cpu_devices = 0  # keep the 8 fake devices jax already runs with (unset: one device per core)
     c.model.num_layers = 2
     c.model.d_model = 64
     c.data.batch_size = 16
