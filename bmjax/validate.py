@@ -14,6 +14,7 @@ import jax
 
 from bmjax import data as data_lib
 from bmjax.errors import ConfigError
+from bmjax.models import attention as attention_lib
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
 from bmjax.train import init_from as init_from_lib
@@ -21,7 +22,7 @@ from bmjax.train import init_from as init_from_lib
 CHOICES = {
     "model.name": ("gpt", "bert"),
     "model.heads": ("pretraining", "mlm", "classification", "none"),
-    "model.attention": ("xla", "cudnn", "reference", "ring"),
+    "model.attention": tuple(attention_lib.IMPLEMENTATIONS),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "save_attention_out"),
@@ -133,6 +134,9 @@ def check_shapes(config):
                  f"rotary needs an even head dimension, got {m.d_model // m.num_heads}")
     _require(d.seq_len <= m.max_len, "data.seq_len",
              f"sequence length {d.seq_len} is longer than model.max_len={m.max_len}")
+    if m.attention == "splash":  # the kernel's limits (bmjax/models/splash.py)
+        _require(d.seq_len % 128 == 0, "data.seq_len", f"splash attention needs a multiple of 128, got {d.seq_len}")
+        _require(m.dropout == 0, "model.dropout", f"splash attention has no attention dropout, got {m.dropout}")
 
 
 def check_mesh(config):
@@ -149,6 +153,8 @@ def check_mesh(config):
              f"{b} is not divisible by the {jax.process_count()} processes")
     _require(config.data.seq_len % sizes["sequence"] == 0, "data.seq_len",
              f"{config.data.seq_len} is not divisible by mesh.sequence={sizes['sequence']}")
+    _require(config.model.attention != "splash" or sizes["sequence"] == 1, "model.attention",
+             f"splash keeps the sequence whole on each device; mesh.sequence={sizes['sequence']} needs ring")
 
 
 def check_machine(config):
