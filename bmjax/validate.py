@@ -134,9 +134,8 @@ def check_shapes(config):
                  f"rotary needs an even head dimension, got {m.d_model // m.num_heads}")
     _require(d.seq_len <= m.max_len, "data.seq_len",
              f"sequence length {d.seq_len} is longer than model.max_len={m.max_len}")
-    if m.attention == "splash":  # the kernel's limits (bmjax/models/splash.py)
-        _require(d.seq_len % 128 == 0, "data.seq_len", f"splash attention needs a multiple of 128, got {d.seq_len}")
-        _require(m.dropout == 0, "model.dropout", f"splash attention has no attention dropout, got {m.dropout}")
+    _require(m.attention != "splash" or m.dropout == 0, "model.dropout",
+             f"splash attention has no attention dropout, got {m.dropout}")
 
 
 def check_mesh(config):

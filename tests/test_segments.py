@@ -187,3 +187,17 @@ def test_splash_gpt_equals_xla_gpt_on_a_packed_batch():
     want = tasks.lm_loss(tiny_gpt("rotary"), batch, None)[0]
     got = tasks.lm_loss(tiny_gpt("rotary", "splash"), batch, None)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_bert_packed_rows_encode_each_document_alone():
+    """BERT reading a packed source: with segment ids and restarting positions, each document's hidden states
+    are those of the document encoded on its own (bidirectional attention stays inside the document)."""
+    model = build_model(dict(name="bert", heads="none", vocab_size=61, d_model=32, num_layers=2, num_heads=4,
+                             d_ff=64, max_len=L, dropout=0.0), rngs=nnx.Rngs(0))
+    segments, positions = packed_layout()
+    ids = jax.random.randint(jax.random.key(3), (B, L), 0, 61)
+    packed = model.encode(ids, positions=positions, segment_ids=segments)
+    for row, span in document_spans():
+        alone = model.encode(ids[row:row + 1, span])
+        np.testing.assert_allclose(packed[row, span], alone[0], atol=1e-5)
+    assert np.isfinite(np.asarray(packed)).all()

@@ -10,7 +10,8 @@ parallelism). Off a TPU the kernel runs in Pallas interpret mode (slow; for test
 Masks: causality is the kernel's static mask (fully masked blocks are skipped). Segments go in as the kernel's
 SegmentIds: a query sees only keys of its own segment. A key-padding mask becomes a key segment of -1 that no
 query has, so padded keys are never seen. Attention dropout is not supported (the kernel has none).
-Lengths must be multiples of 128 (the kernel's lane width).
+The kernel's blocks are multiples of 128 positions (its lane width): a length that is not is padded up with
+keys no query sees, and the padded queries are dropped.
 """
 from __future__ import annotations
 
@@ -25,11 +26,8 @@ LANES = 128  # the kernel's key block must be a multiple of this
 
 
 def block_size(length: int) -> int:
-    """The largest of 512, 256, 128 that divides `length` (bigger blocks run faster on a TPU)."""
-    for block in (512, 256, LANES):
-        if length % block == 0:
-            return block
-    raise ValueError(f"splash attention needs a length that is a multiple of {LANES}, got {length}")
+    """The largest of 512, 256, 128 that divides `length` (a multiple of 128; bigger blocks run faster)."""
+    return next(block for block in (512, 256, LANES) if length % block == 0)
 
 
 @functools.lru_cache(maxsize=32)
@@ -78,9 +76,17 @@ def splash_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=No
                          "model.attention")
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"splash attention needs as many queries as keys, got {q.shape[1]} and {k.shape[1]}")
-    block_size(q.shape[1])
+    length = q.shape[1]
     q_seg, kv_seg = _segments(segment_ids, padding_mask, q.shape[:2])
-    out = _attend(q, k, v, q_seg, kv_seg, causal=causal, layout=context.current())
+    extra = -length % LANES
+    if extra:
+        if q_seg is None:
+            q_seg, kv_seg = jnp.zeros(q.shape[:2], jnp.int32), jnp.zeros(q.shape[:2], jnp.int32)
+        q, k, v = (jnp.pad(x, ((0, 0), (0, extra), (0, 0), (0, 0))) for x in (q, k, v))
+        q_seg = jnp.pad(q_seg, ((0, 0), (0, extra)))  # the padded queries see their own position at least
+        kv_seg = jnp.pad(kv_seg, ((0, 0), (0, extra)), constant_values=-2)  # no real query has -2
+        q_seg = q_seg.at[:, length:].set(-2)
+    out = _attend(q, k, v, q_seg, kv_seg, causal=causal, layout=context.current())[:, :length]
     if padding_mask is not None:
         # A row whose keys are all padding gets a finite average from the kernel; the reference gives zeros.
         out = jnp.where(jnp.any(padding_mask.astype(bool), axis=1)[:, None, None, None], out, 0).astype(out.dtype)

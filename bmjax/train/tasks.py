@@ -60,8 +60,10 @@ def lm_loss(model, batch, rngs):
     return loss, {"loss": (loss * count, count)}
 
 
-def _bert_outputs(model, batch, rngs):
-    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
+def _bert_outputs(model, batch, rngs, **kwargs):
+    """The BERT model on a batch; packed rows also carry `segment_ids` and `positions`."""
+    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                 positions=batch.get("positions"), segment_ids=batch.get("segment_ids"), rngs=rngs, **kwargs)
 
 
 def mlm_loss(model, batch, rngs):
@@ -71,8 +73,7 @@ def mlm_loss(model, batch, rngs):
     MLM part is then exact only when micro-batches select equally many tokens (they do, within rounding).
     """
     # The MLM head scores only the selected positions ([B, P, vocab]), as BERT does.
-    out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-                mlm_positions=batch["mlm_positions"], rngs=rngs)
+    out = _bert_outputs(model, batch, rngs, mlm_positions=batch["mlm_positions"])
     weights = batch["mlm_weights"].astype(jnp.float32)
     targets = batch["mlm_targets"]
     ce = vocab_parallel.cross_entropy(out.mlm_logits, targets)  # as lm_loss: vocabulary-parallel when sharded
