@@ -50,8 +50,12 @@ def batch_shapes(config) -> dict:
             return {"inputs": tokens, "targets": tokens, "segment_ids": tokens, "positions": tokens}
         return {"inputs": tokens, "targets": tokens}
     bert = {"input_ids": tokens, "token_type_ids": tokens, "attention_mask": tokens}
-    if task == "mlm":
-        return dict(bert, mlm_targets=tokens, mlm_weights=(tokens[0], np.float32), nsp_labels=rows)
+    if task == "mlm":  # the MLM head scores P selected positions per example (bmjax/data/mlm.py)
+        from bmjax.data.mlm import max_predictions
+
+        picked = lead + (b, max_predictions(length))
+        return dict(bert, mlm_positions=(picked, np.int32), mlm_targets=(picked, np.int32),
+                    mlm_weights=(picked, np.float32), nsp_labels=rows)
     if task == "classification":
         return dict(bert, labels=rows, weights=(rows[0], np.float32))
     raise ValueError(f"data.task={task!r} has no batch layout here")
