@@ -125,9 +125,9 @@ def _splash(q, k, v, **kwargs):
 # name -> fn(q, k, v, *, causal, segment_ids, padding_mask, dropout_rate, dropout_rng), each equal to
 # `attention_reference` on packed (segment_ids) and padded batches.
 IMPLEMENTATIONS: dict[str, Callable] = {
-    "reference": attention_reference,
     "xla": _dot_product_attention("xla"),
     "cudnn": _dot_product_attention("cudnn"),  # GPU only
+    "reference": attention_reference,
     "ring": _ring,  # sequence parallelism over the mesh's `length` axes (bmjax/parallel/ring_attention.py)
     "splash": _splash,  # the TPU's fused kernel (bmjax/models/splash.py); no attention dropout
 }
