@@ -1,9 +1,11 @@
-# The two set-up commands of the README: `make demo` and `make test`.
+# The two set-up commands of the README: `make demo` and `make test` (the whole suite: CPU tests, then the
+# TPU-compilation tests, `make test-tpu`).
 # Both install the exact versions in constraints.txt into .venv: `make demo` bmjax alone, `make test` also the
 # test and Hugging Face extras (torch from PyTorch's CPU index: TORCH_INDEX).
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PIP := $(VENV)/bin/pip
+TPU_LIBS := .venv-tpu  # libtpu, on PYTHONPATH for the TPU-compilation tests only (see test-tpu)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 $(VENV)/.demo: pyproject.toml constraints.txt
@@ -22,8 +24,9 @@ install: $(VENV)/.demo
 demo: $(VENV)/.demo
 	$(VENV)/bin/bmjax-train --config configs/gpt/tiny.py --workdir runs/demo
 
-test: $(VENV)/.test
+test: $(VENV)/.test $(TPU_LIBS)/.installed
 	$(VENV)/bin/python -m pytest tests
+	$(MAKE) test-tpu
 
 # Regenerate constraints.txt from a .venv that `make test` made (after changing a range in pyproject.toml).
 constraints: $(VENV)/.test
@@ -31,4 +34,15 @@ constraints: $(VENV)/.test
 	$(PIP) freeze --exclude-editable | sed 's/+cpu$$//' >> constraints.new
 	mv constraints.new constraints.txt
 
-.PHONY: install demo test constraints
+
+# TPU readiness on a machine without a TPU: libtpu's compiler runs on the CPU. It lives in its own folder, put
+# on PYTHONPATH only here: in the main environment jax would try to start a TPU backend first. The version is
+# the one jax[tpu]==0.10.2 asks for. Runs the tests marked `tpu` (every shipped config compiled for its slice).
+$(TPU_LIBS)/.installed: $(VENV)/.test
+	$(PIP) install -q --no-deps --target $(TPU_LIBS) "libtpu==0.0.42.*"
+	touch $@
+
+test-tpu: $(TPU_LIBS)/.installed
+	PYTHONPATH=$(TPU_LIBS) $(VENV)/bin/python -m pytest -m tpu tests
+
+.PHONY: install demo test test-tpu constraints

@@ -19,6 +19,7 @@ from absl import logging
 
 from bmjax import data as data_lib
 from bmjax.errors import ConfigError
+from bmjax.models import attention as attention_lib
 from bmjax.parallel import batches
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
@@ -26,7 +27,7 @@ from bmjax.parallel import rules as rules_lib
 CHOICES = {
     "model.name": ("gpt", "bert"),
     "model.heads": ("pretraining", "mlm", "classification", "none"),
-    "model.attention": ("xla", "cudnn", "reference", "ring"),
+    "model.attention": tuple(attention_lib.IMPLEMENTATIONS),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "save_attention_out"),
@@ -141,6 +142,8 @@ def check_shapes(config):
                  f"rotary needs an even head dimension, got {m.d_model // m.num_heads}")
     _require(d.seq_len <= m.max_len, "data.seq_len",
              f"sequence length {d.seq_len} is longer than model.max_len={m.max_len}")
+    _require(m.attention != "splash" or m.dropout == 0, "model.dropout",
+             f"splash attention has no attention dropout, got {m.dropout}")
 
 
 def check_mesh(config):
@@ -155,6 +158,8 @@ def check_mesh(config):
              f"{b} (per micro-batch {b // accum}) is not divisible by mesh data x fsdp = {batch_ways}")
     _require(config.data.seq_len % sizes["sequence"] == 0, "data.seq_len",
              f"{config.data.seq_len} is not divisible by mesh.sequence={sizes['sequence']}")
+    _require(config.model.attention != "splash" or sizes["sequence"] == 1, "model.attention",
+             f"splash keeps the sequence whole on each device; mesh.sequence={sizes['sequence']} needs ring")
     # Every process must hold one consecutive range of rows of each batch, for its pipeline to load.
     rules = rules_lib.rules_from_config(config.mesh)
     batches.row_shard(rules_lib.batch_sharding(mesh_lib.make_mesh(config.mesh), rules=rules))

@@ -193,3 +193,23 @@ def test_module_dropout_needs_rngs():
     x = jax.random.normal(jax.random.key(5), (B, L, 32))
     np.testing.assert_array_equal(m(x), m(x))
     assert not np.allclose(m(x, rngs=nnx.Rngs(dropout=1)), m(x), atol=1e-3)
+
+
+def test_every_implementation_is_listed_in_one_place():
+    """A fresh process that imports only the models knows every implementation (ring included: nothing is
+    registered as a side effect of importing bmjax.parallel), and validation accepts exactly these names."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, jax.numpy as jnp; from bmjax.models import attention; "
+            "print(sorted(attention.IMPLEMENTATIONS)); "
+            "q = jnp.ones((1, 4, 2, 8)); attention.attend(q, q, q, causal=True, implementation='ring'); "
+            "from bmjax import validate; print(sorted(validate.CHOICES['model.attention']))")
+    env = dict(os.environ, PYTHONPATH=repo)
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = "['cudnn', 'reference', 'ring', 'splash', 'xla']"
+    assert result.stdout.split("\n")[:2] == [names, names]

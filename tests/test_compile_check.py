@@ -44,7 +44,8 @@ def test_fsdp_splits_parameters_and_optimizer_state_over_devices():
 
 def run_tool(*args):
     # The tool adds its own device count to XLA_FLAGS; the lowest optimisation level compiles faster.
-    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
+    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
+               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))  # this checkout's bmjax
     return subprocess.run([sys.executable, "tools/compile_check.py", "--config", "configs/gpt/tiny.py", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -58,12 +59,29 @@ def test_cli_reports_memory_and_fails_over_the_limit():
     assert "wte.embedding" in result.stdout and "does not fit" in result.stdout
 
 
+NO_LIBTPU = importlib.util.find_spec("libtpu") is None
+
+
 @pytest.mark.parametrize("args,culprit", [
     (["--devices", "4", "--config.mesh.data=8"], "error: mesh:"),
-    (["--topology", "v5e:2x2"], "error: --topology v5e:2x2"),
+    (["--topology", "v5e"], "error: --topology: 'v5e' is not a TPU topology name"),
+    (["--config.model.no_such_key=1"], "error: --config: unknown key"),
+    (["--config.model.attention=flash"], "error: model.attention: got 'flash'"),
+    (["stray"], "error: arguments: unexpected: stray"),
+    pytest.param(["--topology", "v5e:2x2"], "error: --topology v5e:2x2: cannot build it here",
+                 marks=pytest.mark.skipif(not NO_LIBTPU, reason="libtpu is installed: the topology builds")),
 ])
-def test_cli_bad_target_is_one_line(args, culprit):
+def test_cli_bad_input_is_one_line_and_exit_2(args, culprit):
     result = run_tool(*args)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip() and "spmd_partitioner" not in line]
     assert len(lines) == 1 and lines[0].startswith(culprit), result.stderr[-2000:]
+
+
+def test_cli_missing_config_file_is_one_line_and_exit_2():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "tools/compile_check.py", "--config", "configs/gpt/nope.py"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --config: OSError"), result.stderr[-2000:]

@@ -9,16 +9,23 @@ Without --topology the step is compiled for `--devices` fake CPU devices: the sh
 size of every per-device buffer are those of the real mesh, though a TPU/GPU compiler fuses and schedules
 differently (expect the same order of magnitude, not the same byte). With --topology (a TPU topology such as
 `v5e:4x4`, where libtpu is installed) the TPU compiler itself plans the memory. The state is abstract: nothing
-is allocated and the step never runs. Exit status 1 when the estimate exceeds --memory_limit_gb; 2 on a bad
-config (one line naming the key).
+is allocated and the step never runs. Batches are those the config's data pipeline feeds: with
+data.packing=segments, an LM batch also holds segment_ids and positions.
+
+The verdict: exit status 0 when the plan fits; 1 when it does not, either because the compiler refuses it
+(RESOURCE_EXHAUSTED: the TPU compiler's own figures, e.g. temporaries against HBM, are printed) or because the
+estimate exceeds --memory_limit_gb; 2 on bad input (config key, topology name), as one line.
 """
 import os
+import re
 import sys
 import time
 
 import bmjax  # noqa: F401  (sets PJRT_NPROC before jax starts)
 from absl import app, flags
 from ml_collections import config_flags
+
+from bmjax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
 _DEVICES = flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (ignored with --topology).")
@@ -39,10 +46,16 @@ def batch_shapes(config) -> dict:
     rows = (lead + (b,), np.int32)
     task = config.data.task
     if task == "lm":
+        if config.data.get("packing") == "segments":  # packed documents (bmjax.train.tasks.lm_loss)
+            return {"inputs": tokens, "targets": tokens, "segment_ids": tokens, "positions": tokens}
         return {"inputs": tokens, "targets": tokens}
     bert = {"input_ids": tokens, "token_type_ids": tokens, "attention_mask": tokens}
-    if task == "mlm":
-        return dict(bert, mlm_targets=tokens, mlm_weights=(tokens[0], np.float32), nsp_labels=rows)
+    if task == "mlm":  # the MLM head scores P selected positions per example (bmjax/data/mlm.py)
+        from bmjax.data.mlm import max_predictions
+
+        picked = lead + (b, max_predictions(length))
+        return dict(bert, mlm_positions=(picked, np.int32), mlm_targets=(picked, np.int32),
+                    mlm_weights=(picked, np.float32), nsp_labels=rows)
     if task == "classification":
         return dict(bert, labels=rows, weights=(rows[0], np.float32))
     raise ValueError(f"data.task={task!r} has no batch layout here")
@@ -92,7 +105,7 @@ def compile_step(config, devices, compiler_options=None) -> dict:
     lowered = step_fn.lower(state, batch)
     lowered_s = time.perf_counter() - start
     start = time.perf_counter()
-    compiled = lowered.compile(compiler_options=compiler_options)
+    compiled = compile_or_verdict(lowered, compiler_options)
     compiled_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
 
@@ -132,6 +145,42 @@ def format_report(config, report) -> str:
     return "\n".join(lines)
 
 
+class DoesNotFit(Exception):
+    """The compiler refused the plan for lack of memory; the message holds its figures."""
+
+
+def compile_or_verdict(lowered, compiler_options=None):
+    """`lowered.compile()`; a RESOURCE_EXHAUSTED from the compiler (the plan exceeds the device's memory)
+    becomes DoesNotFit carrying the compiler's own lines about it, anything else propagates."""
+    try:
+        return lowered.compile(compiler_options=compiler_options)
+    except Exception as e:  # noqa: BLE001  (XlaRuntimeError and its kin; only the out-of-memory kind is ours)
+        text = str(e)
+        if "RESOURCE_EXHAUSTED" not in text:
+            raise
+        raise DoesNotFit(memory_figures(text)) from None
+
+
+def memory_figures(text: str) -> str:
+    """The lines of a RESOURCE_EXHAUSTED message that carry sizes (e.g. 'Used 18.43G of 15.75G hbm'),
+    without the buffer-by-buffer listing that follows them."""
+    keep = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("Largest program allocations", "Program hbm requirement")):
+            if keep and not line:
+                continue
+        if re.search(r"\d+(\.\d+)?[KMGT]i?B?\b|\d+ bytes", line) and len(keep) < 8:
+            keep.append(line)
+        if line.startswith("Largest program allocations"):
+            break
+    return "\n".join(keep) or text.strip().splitlines()[0]
+
+
+# HBM per chip of the TPU generations a topology name starts with (public specifications), for the report.
+HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32}
+
+
 def target_devices():
     """The devices to compile for: a TPU topology's, or this process's (fake) CPU devices."""
     import jax
@@ -140,29 +189,36 @@ def target_devices():
         return jax.devices()
     from jax.experimental import topologies
 
+    name = _TOPOLOGY.value
+    if not re.fullmatch(r"[a-z0-9]+:\d+(x\d+)+", name):
+        raise ConfigError("--topology", f"{name!r} is not a TPU topology name such as v5e:4x4 or v5p:2x2x2")
     try:
-        return topologies.get_topology_desc(topology_name=_TOPOLOGY.value, platform="tpu").devices
+        return topologies.get_topology_desc(topology_name=name, platform="tpu").devices
     except Exception as e:  # noqa: BLE001  (no libtpu, unknown topology: one line either way)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise SystemExit(f"error: --topology {_TOPOLOGY.value}: cannot build it here ({first}); it needs libtpu "
-                         f"(pip install 'jax[tpu]')")
+        if "not installed" in first:
+            first += "; it needs libtpu (pip install 'jax[tpu]', or `make test-tpu` for a local copy)"
+        raise ConfigError(f"--topology {name}", f"cannot build it here ({first})")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
-    config = _CONFIG.value
-    if config is None:
-        raise SystemExit("error: --config: required")
     from bmjax.errors import exit_on_config_error
 
-    devices = target_devices()
-
     def check_and_compile():
+        if len(argv) > 1:
+            raise ConfigError("arguments", f"unexpected: {' '.join(argv[1:])}")
+        devices = target_devices()
         check_config(config, len(devices))
         return compile_step(config, devices)
 
-    report = exit_on_config_error(check_and_compile)
+    config = exit_on_config_error(load_config)
+    try:
+        report = exit_on_config_error(check_and_compile)
+    except DoesNotFit as e:
+        hbm = HBM_GIB.get(_TOPOLOGY.value.split(":")[0]) if _TOPOLOGY.value else None
+        where = f" ({hbm} GiB of HBM per chip)" if hbm else ""
+        print(f"does not fit{where}: the compiler ran out of memory for this plan:\n{e}", flush=True)
+        sys.exit(1)
     if _PRINT_SHARDINGS.value:
         for key, (shape, names, spec) in report["table"].items():
             print(f"{key:48s} {str(shape):24s} {str(names):44s} {spec}")
@@ -181,11 +237,43 @@ def _force_cpu_devices(argv):
             count = arg.split("=", 1)[1]
         elif arg == "--devices" and i + 1 < len(argv):
             count = argv[i + 1]
-    if not any(a.startswith("--topology") for a in argv):
+    if any(a.startswith("--topology") for a in argv):
+        # Compiling needs no TPU; without this, a second process (e.g. a parallel test) finds libtpu locked.
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    else:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
 
 
+def _one_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    return " ".join(lines[:4]) if isinstance(e, OSError) else lines[0]
+
+
+def parse_flags(argv):
+    """absl's parsing, with a bad flag or override reported as one line and exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:  # noqa: BLE001  (flags.Error, or an override naming a key the config lacks)
+        prefix = "" if isinstance(e, flags.Error) else "--config: unknown key or bad override "
+        print(f"error: {prefix}{_one_line(e)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def load_config():
+    """The --config value (ml_collections loads the file on first access): a missing or broken file is a
+    ConfigError naming --config."""
+    try:
+        config = _CONFIG.value
+        if config is not None:
+            config.to_dict()  # a lazily loaded config raises its loading error here
+    except Exception as e:  # noqa: BLE001  (OSError, SyntaxError, whatever get_config raised)
+        raise ConfigError("--config", f"{type(e).__name__}: {_one_line(e)}") from None
+    if config is None:
+        raise ConfigError("--config", "required")
+    return config
+
+
 if __name__ == "__main__":
     _force_cpu_devices(sys.argv)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

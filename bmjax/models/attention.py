@@ -4,7 +4,7 @@ Three layers, outermost last:
   * `attention_reference`: a plain einsum version, the ground truth every other
     implementation is tested against.
   * `attend`: picks an implementation by name from `IMPLEMENTATIONS`
-    ("reference", "xla", "cudnn"; bmjax.parallel registers "ring", which needs the trainer's mesh).
+    ("reference", "xla", "cudnn", "ring", "splash").
   * `Attention`: the NNX module (projections, rotary positions, attend, output).
 
 Shapes: q [batch, q_len, heads, head_dim]; k, v [batch, kv_len, kv_heads, head_dim]
@@ -108,12 +108,28 @@ def _dot_product_attention(implementation: str) -> Callable:
     return fn
 
 
-# name -> fn(q, k, v, *, causal, segment_ids, padding_mask, dropout_rate, dropout_rng).
-# Other modules register more (e.g. "ring" for sequence parallelism) without editing `attend`.
+def _ring(q, k, v, **kwargs):
+    # Imported on use: ring attention reads the trainer's mesh from bmjax.parallel, which imports this module.
+    from bmjax.parallel import ring_attention
+
+    return ring_attention.ring_attention(q, k, v, **kwargs)
+
+
+def _splash(q, k, v, **kwargs):
+    from bmjax.models import splash  # imported on use: it loads Pallas
+
+    return splash.splash_attention(q, k, v, **kwargs)
+
+
+# Every attention implementation, here and nowhere else (model.attention is validated against these names):
+# name -> fn(q, k, v, *, causal, segment_ids, padding_mask, dropout_rate, dropout_rng), each equal to
+# `attention_reference` on packed (segment_ids) and padded batches.
 IMPLEMENTATIONS: dict[str, Callable] = {
-    "reference": attention_reference,
     "xla": _dot_product_attention("xla"),
-    "cudnn": _dot_product_attention("cudnn"),
+    "cudnn": _dot_product_attention("cudnn"),  # GPU only
+    "reference": attention_reference,
+    "ring": _ring,  # sequence parallelism over the mesh's `length` axes (bmjax/parallel/ring_attention.py)
+    "splash": _splash,  # the TPU's fused kernel (bmjax/models/splash.py); no attention dropout
 }
 
 

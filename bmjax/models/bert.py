@@ -135,16 +135,16 @@ class Block(nnx.Module):
         self.ln_mlp = _norm(cfg, rngs)
         self.dropout = cfg.dropout
 
-    def __call__(self, x, *, padding_mask=None, rngs: nnx.Rngs | None = None):
-        h = self.attn(x, padding_mask=padding_mask, rngs=rngs)
+    def __call__(self, x, *, padding_mask=None, segment_ids=None, rngs: nnx.Rngs | None = None):
+        h = self.attn(x, padding_mask=padding_mask, segment_ids=segment_ids, rngs=rngs)
         x = self.ln_attn(x + layers.dropout(h, self.dropout, rngs))
         h = self.mlp(x)
         return self.ln_mlp(x + layers.dropout(h, self.dropout, rngs))
 
 
-def _run_block(block: Block, x, padding_mask, rngs):
+def _run_block(block: Block, x, padding_mask, segment_ids, rngs):
     # Positional arguments only: nnx.remat passes them through jax.checkpoint.
-    return layers.constrain(block(x, padding_mask=padding_mask, rngs=rngs), RESIDUAL_AXES)
+    return layers.constrain(block(x, padding_mask=padding_mask, segment_ids=segment_ids, rngs=rngs), RESIDUAL_AXES)
 
 
 def _stacked_blocks(cfg: BertConfig, rngs: nnx.Rngs) -> Block:
@@ -181,6 +181,8 @@ class Bert(nnx.Module):
     with 1 (or True) for a real token and 0 for padding, default all real. Positions are
     0..L-1. Dropout runs iff `rngs` is given. `mlm_positions` int [B, P]: score the MLM head at
     those positions only (pretraining predicts ~15% of them; the vocabulary matmul is the largest).
+    Packed rows: `segment_ids` int [B, L] (0 = padding, 1, 2, ... = documents) keep each document's tokens
+    among themselves, and `positions` int [B, L] (restarting per document) replace 0..L-1.
     """
 
     def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
@@ -204,26 +206,27 @@ class Bert(nnx.Module):
         if cfg.heads == "classification":
             self.classifier = _dense(cfg, cfg.d_model, cfg.num_labels, (None,), rngs)
 
-    def encode(self, input_ids, token_type_ids=None, attention_mask=None, *,
+    def encode(self, input_ids, token_type_ids=None, attention_mask=None, *, positions=None, segment_ids=None,
                rngs: nnx.Rngs | None = None):
         """The last encoder layer's hidden states [B, L, d_model] (compute dtype)."""
         cfg = self.cfg
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         padding_mask = None if attention_mask is None else attention_mask.astype(bool)
-        positions = jnp.arange(input_ids.shape[1])[None, :]
+        if positions is None:
+            positions = jnp.arange(input_ids.shape[1])[None, :]
         x = self.wte(input_ids) + self.token_types(token_type_ids) + self.wpe(positions)
         x = layers.constrain(layers.dropout(self.ln_embed(x), cfg.dropout, rngs), RESIDUAL_AXES)
         run = _run_block
         if cfg.remat != "none":
             run = nnx.remat(_run_block, policy=layers.REMAT_POLICIES[cfg.remat])
         if cfg.scan_layers:
-            return self._scan_blocks(run, x, padding_mask, rngs)
+            return self._scan_blocks(run, x, padding_mask, segment_ids, rngs)
         for block in self.blocks:
-            x = run(block, x, padding_mask, rngs)
+            x = run(block, x, padding_mask, segment_ids, rngs)
         return x
 
-    def _scan_blocks(self, run, x, padding_mask, rngs):
+    def _scan_blocks(self, run, x, padding_mask, segment_ids, rngs):
         """The stacked blocks under lax.scan: one block is traced and compiled, not num_layers."""
         graphdef, stacked = nnx.split(self.blocks)
         # One dropout key for the stack, folded with the layer index inside.
@@ -232,15 +235,16 @@ class Bert(nnx.Module):
         def body(x, layer):
             index, state = layer
             layer_rngs = None if key is None else nnx.Rngs(dropout=jax.random.fold_in(key, index))
-            return run(nnx.merge(graphdef, state), x, padding_mask, layer_rngs), None
+            return run(nnx.merge(graphdef, state), x, padding_mask, segment_ids, layer_rngs), None
 
         x, _ = jax.lax.scan(body, x, (jnp.arange(self.cfg.num_layers), stacked))
         return x
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *, mlm_positions=None,
-                 rngs: nnx.Rngs | None = None) -> BertOutput:
+                 positions=None, segment_ids=None, rngs: nnx.Rngs | None = None) -> BertOutput:
         cfg = self.cfg
-        h = self.encode(input_ids, token_type_ids, attention_mask, rngs=rngs)
+        h = self.encode(input_ids, token_type_ids, attention_mask, positions=positions, segment_ids=segment_ids,
+                        rngs=rngs)
         out = {}
         if cfg.has_pooler:
             out["pooled"] = jnp.tanh(self.pooler(h[:, 0]))

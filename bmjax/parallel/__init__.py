@@ -1,6 +1,4 @@
-"""Parallelism: the mesh, the logical-axis rules, multi-process start-up, and the shard_map pieces.
-
-Importing the package registers `model.attention=ring` (bmjax.parallel.ring_attention) with the models'
-attention registry.
+"""Parallelism: the mesh, the logical-axis rules, multi-process start-up, and the shard_map pieces (ring
+attention, vocabulary-parallel cross-entropy). The attention implementations are listed in
+bmjax.models.attention.IMPLEMENTATIONS; importing this package registers nothing.
 """
-from bmjax.parallel import ring_attention  # noqa: F401  (registers "ring")

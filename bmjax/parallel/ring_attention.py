@@ -8,7 +8,7 @@ softmax is computed online (running max, running sum, rescaled accumulator), so 
 [length, length] scores or the full keys. Causal masks, packed-document segments, key padding and dropout use
 the global positions of each block, so the result equals `attention_reference`.
 
-Registered as `model.attention=ring`. Outside a mesh (or with a sequence axis of size 1) the ring has one block
+Listed in bmjax.models.attention.IMPLEMENTATIONS as `model.attention=ring`. Outside a mesh (or with a sequence axis of size 1) the ring has one block
 and this is blockwise-exact attention on one device. Every device computes all n blocks, causal ones included
 (half of them are fully masked on average; a zig-zag layout would balance that).
 """
@@ -133,5 +133,3 @@ def ring_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=None
     fn = jax.shard_map(shard, mesh=layout.mesh, in_specs=tuple(specs), out_specs=q_spec)
     return fn(*args)
 
-
-attention_lib.IMPLEMENTATIONS["ring"] = ring_attention

@@ -6,7 +6,7 @@ averages over micro-batches, devices and eval batches stay exact (a mean of mean
 Eval may report more than training (`eval_metrics`), and metrics that are not averages, such as F1, are
 computed from summed counts at the end of an eval pass (`finalize`).
 
-- lm: next-token cross-entropy (GPT).
+- lm: next-token cross-entropy (GPT); packed batches carry segment_ids and positions (see lm_loss).
 - mlm: BERT pretraining, masked-LM cross-entropy over the selected tokens + next-sentence cross-entropy;
   metrics mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy (batches from bmjax/data/mlm.py).
 - classification: cross-entropy of the sequence label; metrics accuracy, and on eval F1 (binary F1 of
@@ -43,17 +43,27 @@ def weighted_mean(values, weights):
 
 
 def lm_loss(model, batch, rngs):
-    """Next-token cross-entropy, averaged over target tokens (all of them unless the batch has `weights`)."""
-    logits = model(batch["inputs"], segment_ids=batch.get("segment_ids"), rngs=rngs)
+    """Next-token cross-entropy, averaged over the scored target tokens.
+
+    A packed batch (data.packing=segments) also holds `segment_ids` (0 = padding, 1, 2, ... = the documents of a
+    row) and `positions` (restarting at 0 in each document): attention stays within a document, positions
+    restart, and a token is scored iff its segment id is not 0. `weights`, when present, scale the tokens too.
+    """
+    segment_ids = batch.get("segment_ids")
+    logits = model(batch["inputs"], positions=batch.get("positions"), segment_ids=segment_ids, rngs=rngs)
     # Vocabulary-parallel when the mesh shards the vocabulary (tensor > 1): the full logits are never gathered.
     ce = vocab_parallel.cross_entropy(logits, batch["targets"])
     weights = batch.get("weights", jnp.ones_like(ce))
+    if segment_ids is not None:
+        weights = weights * (segment_ids != 0)
     loss, count = weighted_mean(ce, weights)
     return loss, {"loss": (loss * count, count)}
 
 
-def _bert_outputs(model, batch, rngs):
-    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
+def _bert_outputs(model, batch, rngs, **kwargs):
+    """The BERT model on a batch; packed rows also carry `segment_ids` and `positions`."""
+    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                 positions=batch.get("positions"), segment_ids=batch.get("segment_ids"), rngs=rngs, **kwargs)
 
 
 def mlm_loss(model, batch, rngs):
@@ -63,8 +73,7 @@ def mlm_loss(model, batch, rngs):
     MLM part is then exact only when micro-batches select equally many tokens (they do, within rounding).
     """
     # The MLM head scores only the selected positions ([B, P, vocab]), as BERT does.
-    out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-                mlm_positions=batch["mlm_positions"], rngs=rngs)
+    out = _bert_outputs(model, batch, rngs, mlm_positions=batch["mlm_positions"])
     weights = batch["mlm_weights"].astype(jnp.float32)
     targets = batch["mlm_targets"]
     ce = vocab_parallel.cross_entropy(out.mlm_logits, targets)  # as lm_loss: vocabulary-parallel when sharded
