@@ -5,7 +5,8 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PIP := $(VENV)/bin/pip
-TPU_LIBS := .venv-tpu  # libtpu, on PYTHONPATH for the TPU-compilation tests only (see test-tpu)
+# libtpu, on PYTHONPATH for the TPU-compilation tests only (see test-tpu)
+TPU_LIBS := .venv-tpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 $(VENV)/.demo: pyproject.toml constraints.txt
