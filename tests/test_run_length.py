@@ -110,9 +110,9 @@ def test_sample_runs_on_the_sharded_parameters_and_matches_one_device(monkeypatc
     def recording_make(*args, **kwargs):
         fn = real_make(*args, **kwargs)
 
-        def call(params, rest, prompt, key):
+        def call(params, rest, prompt, *args):
             seen.append(jax.tree.map(lambda x: x.sharding, params))
-            return fn(params, rest, prompt, key)
+            return fn(params, rest, prompt, *args)
 
         return call
 
