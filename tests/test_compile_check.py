@@ -1,4 +1,5 @@
-"""bmjax-compile-check (tools/compile_check.py): compile the train step for a mesh without running it and report per-device memory."""
+"""bmjax-compile-check (tools/compile_check.py): compile the train step for a mesh without running it and report
+per-device memory."""
 import importlib.util
 import os
 import subprocess
