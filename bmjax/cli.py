@@ -37,8 +37,9 @@ def _one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
-def parse(flag_values: flags.FlagValues, argv: list[str], usage: str = "") -> None:
-    """Parse `argv` (without the program name) into `flag_values`, every flag from its default again."""
+def parse(flag_values: flags.FlagValues, argv: list[str], usage: str = "", positional: bool = False) -> list[str]:
+    """Parse `argv` (without the program name) into `flag_values`, every flag from its default again; returns
+    the positional arguments (e.g. a subcommand) where `positional`, else any is an error."""
     if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
         print(usage.strip() + "\n\nflags:\n" + flag_values.get_help(), flush=True)
         sys.exit(0)
@@ -47,8 +48,11 @@ def parse(flag_values: flags.FlagValues, argv: list[str], usage: str = "") -> No
         rest = flag_values([sys.argv[0] if sys.argv else "bmjax", *argv])
     except flags.Error as e:
         fail(_one_line(e))
+    if positional:
+        return rest[1:]
     if len(rest) > 1:
         fail(f"unexpected arguments: {' '.join(rest[1:])}")
+    return []
 
 
 def run(flag_values: flags.FlagValues, main: Callable[[], object], argv: list[str] | None = None,

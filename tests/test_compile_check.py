@@ -1,4 +1,5 @@
-"""tools/compile_check.py: compile the train step for a mesh without running it and report per-device memory."""
+"""bmjax-compile-check (tools/compile_check.py): compile the train step for a mesh without running it and report
+per-device memory."""
 import importlib.util
 import os
 import subprocess
@@ -13,10 +14,9 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitter
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("compile_check", os.path.join(REPO, "tools/compile_check.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from bmjax import compile_check_cli
+
+    return compile_check_cli
 
 
 def tiny_config(**mesh):

@@ -56,7 +56,7 @@ def test_accelerator_extras_are_jax_s_own():
         assert req.name == "jax" and req.extras == {extra}
 
 
-@pytest.mark.parametrize("command", ["bmjax-train", "bmjax-sample", "bmjax-convert"])
+@pytest.mark.parametrize("command", ["bmjax-train", "bmjax-sample", "bmjax-convert", "bmjax-compile-check"])
 def test_entry_points_name_functions_that_exist(command):
     module, function = re.fullmatch(r"([\w.]+):(\w+)", PROJECT["scripts"][command]).groups()
     assert callable(getattr(importlib.import_module(module), function))

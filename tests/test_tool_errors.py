@@ -24,6 +24,13 @@ CASES = [
     (["tools/bench_step.py", "--config", "configs/gpt/tiny.py", "--config.optim.not_a_key=1"], "not_a_key"),
     (["tools/bench_ckpt.py", "--config", "configs/gpt/missing.py"], "--config"),
     (["tools/train_tokenizer.py", "--input", MISSING + ".txt", "--out", MISSING + ".json"], "--input"),
+    (["-m", "bmjax.compile_check_cli", "--config", "configs/gpt/missing.py"], "--config"),
+    (["tools/compile_check.py", "--config", "configs/gpt/tiny.py", "--config.mesh.data=3"], "mesh"),
+    (["tools/tpu_vm.py", "--name", "bm", "--zone", "z"], "command"),
+    (["tools/tpu_vm.py", "start", "--name", "bm", "--zone", "z"], "command"),
+    (["tools/tpu_vm.py", "create", "--zone", "z"], "--name"),
+    (["tools/tpu_vm.py", "create", "--name", "bm", "--zone", "z", "--num_slices", "0"], "num_slices"),
+    (["tools/tpu_vm.py", "run", "--name", "bm", "--zone", "z", "--dry_run", "--config.mesh.fsdp=2"], "config.mesh"),
 ]
 
 

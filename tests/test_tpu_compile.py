@@ -45,11 +45,10 @@ PLANS = {
 
 @functools.cache
 def load_tool():
-    """tools/compile_check.py as a module, loaded once (it defines absl flags)."""
-    spec = importlib.util.spec_from_file_location("compile_check", os.path.join(REPO, "tools/compile_check.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The bmjax-compile-check command's module (tools/compile_check.py runs it)."""
+    from bmjax import compile_check_cli
+
+    return compile_check_cli
 
 
 def load_config(name: str):

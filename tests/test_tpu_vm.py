@@ -55,6 +55,8 @@ def test_multi_slice_uses_queued_resources_and_runs_on_every_node(tpu_vm, capsys
         "gcloud compute tpus queued-resources delete ms --zone=us-east5-b --force --quiet"]
 
 
-def test_unknown_accelerator_needs_an_explicit_runtime_version(tpu_vm):
-    with pytest.raises(SystemExit, match="--version"):
+def test_unknown_accelerator_needs_an_explicit_runtime_version(tpu_vm, capsys):
+    with pytest.raises(SystemExit) as exit_:
         tpu_vm.main(["--dry_run", "create", "--name", "x", "--zone", "z", "--accelerator_type", "v9-8"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --version: no default runtime for 'v9-8'")

@@ -24,11 +24,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bmjax import checkpoint as ckpt_lib
-from bmjax import data as data_lib
 from bmjax import cli, runtime, validate
 from bmjax.errors import exit_on_config_error
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.train import loop, optim
+from bmjax.train import loop, setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
 _CKPT_EVERY = flags.DEFINE_integer("ckpt_every", 10, "Steps between checkpoints in the timed windows.")
@@ -75,12 +74,10 @@ def benchmark():
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
-    rows = loop.input_shard(mesh, config.mesh)
-    data = data_lib.make_data(config, workdir, process_index=rows.index, process_count=rows.count)
-    tx, lr_schedule = optim.make_optimizer(config.optim, int(config.train.steps))
-    graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
-    step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, lr_schedule)
-    state = init(int(config.train.seed))
+    data, _ = setup.load_data(config, workdir, mesh)
+    training = setup.build_training(config, mesh, int(config.train.steps))
+    step_fn, feed_sharding = training.step_fn, training.feed_sharding
+    state = training.init(int(config.train.seed))
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
 
     # Batches prepared up front: the timing is the step's and the checkpoint's, not the input pipeline's.

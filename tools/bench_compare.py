@@ -10,7 +10,6 @@ done, which other jobs disturb much less than wall time) and the load average ar
 median over runs of each, and the ratio torch / bmjax of the medians and of each round's pair (> 1: bmjax is
 faster).
 """
-import argparse
 import json
 import os
 import pathlib
@@ -19,6 +18,19 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's bmjax comes first
+
+from absl import flags  # noqa: E402
+
+from bmjax import cli  # noqa: E402
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("data", "data/tinyshakespeare.txt", "The tinyshakespeare text file.", flag_values=FLAGS)
+flags.DEFINE_integer("rounds", 5, "Pairs of runs.", flag_values=FLAGS)
+flags.DEFINE_integer("jax_steps", 100, "Timed steps per bmjax run.", flag_values=FLAGS)
+flags.DEFINE_integer("torch_steps", 40, "Timed iterations per torch run.", flag_values=FLAGS)
+flags.DEFINE_integer("threads", 2, "Torch threads (nanoGPT's CPU recipe: 2).", flag_values=FLAGS)
+flags.DEFINE_multi_string("jax_arg", [], "Extra flag for bench_step.py (repeatable).", flag_values=FLAGS)
 
 
 def run_json(cmd: list[str]) -> dict:
@@ -30,26 +42,19 @@ def run_json(cmd: list[str]) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/tinyshakespeare.txt", help="the tinyshakespeare text file")
-    parser.add_argument("--rounds", type=int, default=5, help="pairs of runs")
-    parser.add_argument("--jax_steps", type=int, default=100, help="timed steps per bmjax run")
-    parser.add_argument("--torch_steps", type=int, default=40, help="timed iterations per torch run")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (nanoGPT's CPU recipe: 2)")
-    parser.add_argument("--jax_arg", action="append", default=[], help="extra flag for bench_step.py")
-    args = parser.parse_args()
+    cli.parse(FLAGS, sys.argv[1:], usage=__doc__)
 
-    data = str(pathlib.Path(args.data).resolve())
+    data = str(pathlib.Path(FLAGS.data).resolve())
     python = sys.executable
     jax_cmd = [python, "tools/bench_step.py", "--config", "configs/gpt/shakespeare_char.py",
-               f"--config.data.path={data}", f"--steps={args.jax_steps}", "--warmup=50", "--window=50",
-               "--json", *args.jax_arg]
-    torch_cmd = [python, "tools/bench_nanogpt_torch.py", "--data", data, f"--steps={args.torch_steps}",
-                 "--warmup=10", f"--threads={args.threads}", "--json"]
+               f"--config.data.path={data}", f"--steps={FLAGS.jax_steps}", "--warmup=50", "--window=50",
+               "--json", *FLAGS.jax_arg]
+    torch_cmd = [python, "tools/bench_nanogpt_torch.py", "--data", data, f"--steps={FLAGS.torch_steps}",
+                 "--warmup=10", f"--threads={FLAGS.threads}", "--json"]
 
     runs = {"bmjax": [], "torch": []}
     print(f"{'round':>5} {'which':>6} {'ms/step':>8} {'cpu ms':>8} {'load':>12}", flush=True)
-    for r in range(args.rounds):
+    for r in range(FLAGS.rounds):
         order = ["bmjax", "torch"] if r % 2 == 0 else ["torch", "bmjax"]
         for which in order:
             res = run_json(jax_cmd if which == "bmjax" else torch_cmd)

@@ -13,17 +13,33 @@ It reports the median milliseconds per iteration (each iteration: draw a batch, 
 step, read the loss back), so the bmjax trainer can be compared with it on the same machine in one sitting
 (tools/bench_compare.py).
 """
-import argparse
 import json
 import math
 import os
+import pathlib
 import statistics
+import sys
 import time
 
-import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout's bmjax comes first
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from absl import flags  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from bmjax import cli  # noqa: E402
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("data", "data/tinyshakespeare.txt", "The tinyshakespeare text file.", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 60, "Timed iterations (ignored with --full).", flag_values=FLAGS)
+flags.DEFINE_integer("warmup", 10, "Untimed iterations first.", flag_values=FLAGS)
+flags.DEFINE_bool("full", False, "Train 2000 steps and report the val loss.", flag_values=FLAGS)
+flags.DEFINE_integer("threads", 2, "Torch threads.", flag_values=FLAGS)
+flags.DEFINE_integer("eval_iters", 20, "Val batches for the val loss.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 1337, "Random seed.", flag_values=FLAGS)
+flags.DEFINE_bool("json", False, "Print one JSON line instead of text.", flag_values=FLAGS)
 
 
 class SelfAttention(nn.Module):
@@ -106,21 +122,12 @@ def batch(ids: np.ndarray, rng: np.random.Generator, size: int, context: int):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/tinyshakespeare.txt", help="the tinyshakespeare text file")
-    parser.add_argument("--steps", type=int, default=60, help="timed iterations (ignored with --full)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
-    parser.add_argument("--full", action="store_true", help="train 2000 steps and report the val loss")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval_iters", type=int, default=20, help="val batches for the val loss")
-    parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
-    args = parser.parse_args()
+    cli.parse(FLAGS, sys.argv[1:], usage=__doc__)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    train_ids, val_ids, vocab = load_splits(args.data)
+    torch.set_num_threads(FLAGS.threads)
+    torch.manual_seed(FLAGS.seed)
+    rng = np.random.default_rng(FLAGS.seed)
+    train_ids, val_ids, vocab = load_splits(FLAGS.data)
     context, batch_size = 64, 12
     model = CharGPT(vocab, context, width=128, layers=4, heads=4)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -128,7 +135,7 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.99))
 
-    total = 2000 if args.full else args.warmup + args.steps
+    total = 2000 if FLAGS.full else FLAGS.warmup + FLAGS.steps
     times, cpu_times = [], []
     load_before = os.getloadavg()[0]
     for step in range(total):
@@ -142,25 +149,25 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         last_loss = loss.item()
-        if step >= args.warmup:
+        if step >= FLAGS.warmup:
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
 
     result = {"ms_per_step": statistics.median(times) * 1e3, "cpu_ms_per_step": statistics.median(cpu_times) * 1e3,
               "timed_steps": len(times), "threads": torch.get_num_threads(), "load_before": load_before,
               "load_after": os.getloadavg()[0], "train_loss": last_loss}
-    if args.full:
+    if FLAGS.full:
         model.eval()
         with torch.no_grad():
-            losses = [model(*batch(val_ids, rng, batch_size, context)).item() for _ in range(args.eval_iters)]
+            losses = [model(*batch(val_ids, rng, batch_size, context)).item() for _ in range(FLAGS.eval_iters)]
         result["steps"] = total
         result["val_loss"] = float(np.mean(losses))
-    if args.json:
+    if FLAGS.json:
         print(json.dumps(result))
     else:
         print(f"torch nanoGPT-style loop: ms/iter median {result['ms_per_step']:.2f} over {len(times)} iters "
-              f"(cpu ms/iter {result['cpu_ms_per_step']:.2f}, {args.threads} threads), train loss {last_loss:.4f}"
-              + (f", val loss {result['val_loss']:.4f} at step {total}" if args.full else "")
+              f"(cpu ms/iter {result['cpu_ms_per_step']:.2f}, {FLAGS.threads} threads), train loss {last_loss:.4f}"
+              + (f", val loss {result['val_loss']:.4f} at step {total}" if FLAGS.full else "")
               + f"; load average {load_before:.2f} -> {result['load_after']:.2f}")
 
 

@@ -20,12 +20,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from bmjax import data as data_lib
 from bmjax import cli, runtime, validate
 from bmjax.errors import exit_on_config_error
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.train import loop, mfu, optim, tasks
+from bmjax.train import loop, mfu, setup, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed train steps.")
@@ -49,13 +48,10 @@ def benchmark():
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
     mesh = mesh_lib.make_mesh(config.mesh)
-    rows = loop.input_shard(mesh, config.mesh)  # the batch rows this process loads
-    # The pipeline of data.task (lm, mlm, ...).
-    data = data_lib.make_data(config, workdir, process_index=rows.index, process_count=rows.count)
-    tx, lr_schedule = optim.make_optimizer(config.optim, loop.total_train_steps(config, data))
-    graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
-    step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, lr_schedule)
-    state = init(int(config.train.seed))
+    data, _ = setup.load_data(config, workdir, mesh)  # the pipeline of data.task (lm, mlm, ...)
+    training = setup.build_training(config, mesh, setup.total_train_steps(config, data))
+    step_fn, feed_sharding = training.step_fn, training.feed_sharding
+    state = training.init(int(config.train.seed))
 
     # Batches are prepared up front so the timing is the step's, not the input pipeline's.
     calls = (_WARMUP.value + _STEPS.value) // k

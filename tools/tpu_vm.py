@@ -14,16 +14,36 @@ instead of running them.
 
 Every worker runs the same `bmjax-train` command; jax.distributed finds the other workers by itself on a TPU VM
 (bmjax.parallel.distributed). The workdir must be storage every worker sees (a gcsfuse or NFS mount): all
-workers write their checkpoint shards there, and worker 0 writes metrics.
+workers write their checkpoint shards there, and worker 0 writes metrics. Bad input (no command, an unknown
+flag, a missing --name) prints one line, `error: ...`, and exits with status 2.
 """
-import argparse
 import pathlib
 import re
 import shlex
 import subprocess
 import sys
+import types
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's bmjax comes first
+
+from absl import flags  # noqa: E402
+
+from bmjax import cli  # noqa: E402
+from bmjax.errors import ConfigError  # noqa: E402
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("name", None, "TPU VM (or queued resource) name.", flag_values=FLAGS)
+flags.DEFINE_string("zone", None, "The zone, e.g. us-central2-b.", flag_values=FLAGS)
+flags.DEFINE_string("project", "", "The Google Cloud project (default: gcloud's configured one).", flag_values=FLAGS)
+flags.DEFINE_string("accelerator_type", "v4-8", "e.g. v4-32, v5litepod-16, v5p-64.", flag_values=FLAGS)
+flags.DEFINE_string("version", "", "TPU VM runtime version (default: by accelerator).", flag_values=FLAGS)
+flags.DEFINE_integer("num_slices", 1, "> 1: multi-slice through queued resources.", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_bool("spot", False, "Spot (preemptible) capacity.", flag_values=FLAGS)
+flags.DEFINE_string("config", "", "run: the config, path.py[:args].", flag_values=FLAGS)
+flags.DEFINE_string("workdir", "", "run: a directory every worker sees.", flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.", flag_values=FLAGS)
 
 # TPU VM runtime (software) version by accelerator generation, when --version is not given.
 RUNTIME_VERSIONS = {
@@ -35,8 +55,8 @@ RUNTIME_VERSIONS = {
 
 
 def jax_version() -> str:
-    """The jax version pinned in pyproject.toml: the TPU workers install the same one (with libtpu)."""
-    match = re.search(r'"jax==([^"]+)"', (REPO / "pyproject.toml").read_text())
+    """The jax version the lock (constraints.txt) pins: the TPU workers install the same one (with libtpu)."""
+    match = re.search(r"^jax==(\S+)", (REPO / "constraints.txt").read_text(), re.MULTILINE)
     return match.group(1) if match else ""
 
 
@@ -45,7 +65,7 @@ def runtime_version(args) -> str:
         return args.version
     generation = args.accelerator_type.split("-")[0]
     if generation not in RUNTIME_VERSIONS:
-        raise SystemExit(f"error: --version: no default runtime for {args.accelerator_type!r}; pass --version")
+        raise ConfigError("--version", f"no default runtime for {args.accelerator_type!r}; pass --version")
     return RUNTIME_VERSIONS[generation]
 
 
@@ -88,7 +108,8 @@ def setup_commands(args) -> list[list[str]]:
 
 def run_commands(args) -> list[list[str]]:
     if not args.config or not args.workdir:
-        raise SystemExit("error: run needs --config and --workdir")
+        missing = "--config" if not args.config else "--workdir"
+        raise ConfigError(missing, "the run command needs --config and --workdir")
     train = shlex.join([".venv/bin/bmjax-train", "--config", args.config, "--workdir", args.workdir,
                         *args.overrides])
     return [ssh(node, args, f"cd bmjax && {train}") for node in nodes(args)]
@@ -105,30 +126,25 @@ COMMANDS = {"create": create_commands, "setup": setup_commands, "run": run_comma
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("--name", required=True, help="TPU VM (or queued resource) name")
-    parser.add_argument("--zone", required=True)
-    parser.add_argument("--project", default="", help="default: gcloud's configured project")
-    parser.add_argument("--accelerator_type", default="v4-8", help="e.g. v4-32, v5litepod-16, v5p-64")
-    parser.add_argument("--version", default="", help="TPU VM runtime version (default: by accelerator)")
-    parser.add_argument("--num_slices", type=int, default=1, help="> 1: multi-slice through queued resources")
-    parser.add_argument("--spot", action="store_true", help="spot (preemptible) capacity")
-    parser.add_argument("--config", default="", help="run: the config, path.py[:args]")
-    parser.add_argument("--workdir", default="", help="run: a directory every worker sees")
-    parser.add_argument("--dry_run", action="store_true", help="print the commands instead of running them")
-    # run: --config.KEY=VALUE overrides for bmjax-train come after "--".
+    """The command (the one positional argument) and the flags, as one namespace with `command` and
+    `overrides` (what follows "--": bmjax-train's --config.KEY=VALUE overrides for the run command)."""
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    args.overrides = overrides
-    if args.num_slices < 1:
-        parser.error("--num_slices must be >= 1")
-    return args
+    positional = cli.parse(FLAGS, argv[:argv.index("--")] if "--" in argv else argv, usage=__doc__, positional=True)
+    if len(positional) != 1 or positional[0] not in COMMANDS:
+        got = " ".join(positional) or "none"
+        raise ConfigError("command", f"expected one, {' | '.join(COMMANDS)}; got {got}")
+    for name in ("name", "zone"):
+        if not FLAGS[name].value:
+            raise ConfigError(f"--{name}", "required")
+    return types.SimpleNamespace(**FLAGS.flag_values_dict(), command=positional[0], overrides=overrides)
 
 
 def main(argv=None) -> int:
-    args = parse(sys.argv[1:] if argv is None else list(argv))
-    commands = COMMANDS[args.command](args)
+    try:
+        args = parse(sys.argv[1:] if argv is None else list(argv))
+        commands = COMMANDS[args.command](args)
+    except ConfigError as e:
+        cli.fail(str(e))
     if args.dry_run:
         for command in commands:
             print(shlex.join(command))

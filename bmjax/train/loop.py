@@ -13,72 +13,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from flax import nnx
 from jax.experimental import multihost_utils
 
 from bmjax import checkpoint as ckpt_lib
-from bmjax import data as data_lib
 from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
-from bmjax.models import build_model, flops
-from bmjax.parallel import context
+from bmjax.models import flops
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.parallel import rules as rules_lib
-from bmjax.parallel.batches import input_shard, to_global
+from bmjax.parallel.batches import to_global
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
-from bmjax.train import optim, run_config, sample
-from bmjax.train import step as step_lib
+from bmjax.train import run_config, sample, setup
 from bmjax.train import summary as summary_lib
 from bmjax.train import tasks as tasks_lib
-
-
-def create_state(config, mesh, tx):
-    """Abstract train state, its shardings, and a jitted initialiser that creates it already sharded."""
-    model_cfg = config.model
-
-    def init_fn(seed):
-        model = build_model(model_cfg, rngs=nnx.Rngs(params=jax.random.key(seed)))
-        graphdef, params, rest = step_lib.split_model(model)
-        state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                                    rest=rest, skipped=jnp.zeros((), jnp.int32))
-        return graphdef, state
-
-    graphdef, abstract_state = nnx.eval_shape(lambda: init_fn(0))
-    shardings = rules_lib.state_shardings(abstract_state, mesh, rules_lib.rules_from_config(config.mesh))
-    init = jax.jit(lambda seed: init_fn(seed)[1], static_argnums=0, out_shardings=shardings)
-    return graphdef, abstract_state, shardings, init
-
-
-def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule, steps_per_call=None):
-    """The jitted train step (`steps_per_call` updates per call, default train.steps_per_call) and eval step,
-    with their shardings.
-
-    Returns (step_fn, eval_step, batch_sharding, feed_sharding): feed_sharding is what step_fn's batch argument
-    takes ([steps_per_call, batch, length] when several steps are fused, else [batch, length]).
-    """
-    k = int(config.train.steps_per_call if steps_per_call is None else steps_per_call)
-    task = tasks_lib.get_task(config.data.task)
-    rules = rules_lib.rules_from_config(config.mesh)
-    batch_sharding = rules_lib.batch_sharding(mesh, rules=rules)
-    feed_sharding = batch_sharding
-    if k > 1:
-        feed_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec))
-    train_step = step_lib.make_train_step(
-        graphdef, task, tx, lr_schedule, base_key=jax.random.key(int(config.train.seed)),
-        use_dropout=float(config.model.dropout) > 0, grad_accum=int(config.optim.grad_accum),
-        skip_nonfinite=config.train.on_nonfinite == "skip")
-    # Traced inside the mesh's layout: activation constraints, ring attention and the vocab-parallel loss.
-    step_fn = jax.jit(
-        context.within(step_lib.make_multi_step(train_step, k), mesh, rules),
-        in_shardings=(state_shardings, None),  # None: the batch arrays' own shardings (see to_global)
-        out_shardings=(state_shardings, None),
-        donate_argnums=0,
-    )
-    eval_step = jax.jit(context.within(step_lib.make_eval_step(graphdef, task), mesh, rules),
-                        in_shardings=(state_shardings.params, state_shardings.rest, None))
-    return step_fn, eval_step, batch_sharding, feed_sharding
+from bmjax.train.setup import create_state, make_step_fns, total_train_steps  # noqa: F401  (callers' names)
 
 
 def stack_batches(batches: list[dict]) -> dict:
@@ -123,25 +72,20 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     is_primary = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
 
-    # Processes whose devices hold the same batch rows load the same rows (bmjax/parallel/batches.py).
-    input_rows = input_shard(mesh, config.mesh)
-    data = data_lib.make_data(config, str(workdir), process_index=input_rows.index,
-                              process_count=input_rows.count)
-    validate.validate_tokenizer(config, data.tokenizer)
-
+    data, input_rows = setup.load_data(config, str(workdir), mesh)
     total_steps = total_train_steps(config, data)
-    tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
-    graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx)
+    training = setup.build_training(config, mesh, total_steps)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
     if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
         run_config.check_resume(workdir, config, allow_config_change)
-    start_step, state = checkpointer.restore_latest(ckpt_lib.abstract_like(abstract_state, state_shardings),
-                                                    data.train_iter, log=lambda line: print(line, flush=True))
+    abstract = ckpt_lib.abstract_like(training.abstract_state, training.state_shardings)
+    start_step, state = checkpointer.restore_latest(abstract, data.train_iter,
+                                                    log=lambda line: print(line, flush=True))
     if is_primary:  # after the restore succeeded: a failed one leaves every file as it was
         run_config.record(workdir, config, start_step)
     if start_step is None:
-        state = init(int(config.train.seed))
+        state = training.init(int(config.train.seed))
         start_step = 0
         if config.train.init_from:
             params, message = init_from_lib.init_params(config, state.params)
@@ -156,8 +100,6 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     writers = metrics_lib.MetricWriters(config, workdir, is_primary)
 
     k = int(config.train.steps_per_call)
-    step_fn, eval_step, batch_sharding, feed_sharding = make_step_fns(
-        config, mesh, graphdef, state_shardings, tx, lr_schedule)
 
     model_cfg = build_model_config(config)
     flops_per_token = flops.train_flops_per_token(model_cfg, int(config.data.seq_len),
@@ -179,15 +121,13 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     window_start, window_steps = time.perf_counter(), 0
     step = start_step
     # train.steps need not be a multiple of steps_per_call: the last call runs the steps left (compiled once).
-    step_fns = {k: (step_fn, feed_sharding)}
+    step_fns = {k: (training.step_fn, training.feed_sharding)}
     compiled = set()  # call sizes whose step function has run (and compiled)
     with faults.PreemptionWatch() as preemption:
         while step < total_steps:
             steps_now = min(k, total_steps - step)
             if steps_now not in step_fns:
-                fn, _, _, sharding = make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule,
-                                                   steps_now)
-                step_fns[steps_now] = (fn, sharding)
+                step_fns[steps_now] = training.step_fn_for(config, steps_now)
             batches = [next(data.train_iter) for _ in range(steps_now)]
             batch = stack_batches(batches) if steps_now > 1 else batches[0]
             compiles = steps_now not in compiled  # a function's first call compiles it: left out of tokens/s
@@ -237,8 +177,8 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
             if step % eval_every == 0 or step == total_steps:
                 jax.block_until_ready(state)  # train steps still running belong to the window, not the eval
                 eval_started = time.perf_counter()
-                eval_metrics = evaluate(eval_step, state, data, batch_sharding, int(config.data.seq_len),
-                                        tasks_lib.get_task(config.data.task).finalize)
+                eval_metrics = evaluate(training.eval_step, state, data, training.batch_sharding,
+                                        int(config.data.seq_len), tasks_lib.get_task(config.data.task).finalize)
                 eval_metrics = record.add_eval(step, eval_metrics, getattr(data, "eval_bytes_per_token", None))
                 writers.write(step, "eval", dict(eval_metrics, **record.counts(step)))
                 if progress is not None:
@@ -256,7 +196,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         progress.close()
 
     if config.model.name == "gpt" and int(config.train.sample_tokens) > 0:
-        text = sample.sample_text(graphdef, state.params, state.rest, data.tokenizer, config)
+        text = sample.sample_text(training.graphdef, state.params, state.rest, data.tokenizer, config)
         if is_primary:
             (workdir / "sample.txt").write_text(text)
             print("--- sample ---\n" + text + "\n--------------", flush=True)
@@ -290,14 +230,6 @@ def _halt_if_nonfinite(entries, checkpointer, writers, progress):
     _stop(checkpointer, writers, progress)
     last = checkpointer.latest_step()
     raise faults.NonFiniteError(*bad, last_checkpoint=None if last is None else str(checkpointer.path(last)))
-
-
-def total_train_steps(config, data) -> int:
-    """train.steps, or with train.epochs (classification) that many passes over the training examples,
-    rounded up to whole batches."""
-    if not config.train.epochs:
-        return int(config.train.steps)
-    return -(-int(config.train.epochs) * data.train_examples // int(config.data.batch_size))
 
 
 def build_model_config(config):
