@@ -120,3 +120,15 @@ def test_classification_weighs_examples_across_micro_batches():
     got, out = step_gradient(model, "classification", batch, grad_accum=2)
     assert out["loss"] == pytest.approx(float(loss), rel=1e-6)
     assert_trees_close(got, jax.tree.map(np.asarray, grads), rtol=1e-5, atol=1e-7)
+
+
+def test_eval_over_uneven_batches_reports_the_whole_sets_loss(reference):
+    """Eval sums (sum, count) metrics over batches; the pretraining loss is then the whole set's MLM token mean
+    plus its NSP example mean, not an average of per-batch losses."""
+    model, batch, loss, _, _ = reference
+    graphdef, params, rest = step_lib.split_model(model)
+    task = get_task("mlm")
+    eval_step = jax.jit(step_lib.make_eval_step(graphdef, task))
+    parts = [eval_step(params, rest, jax.tree.map(lambda x: x[2 * i:2 * i + 2], batch)) for i in range(4)]
+    totals = jax.tree.map(lambda *m: sum(m), *parts)
+    assert task.finalize(jax.device_get(totals))["loss"] == pytest.approx(loss, rel=1e-6)
