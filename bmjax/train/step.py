@@ -3,6 +3,7 @@
 The model lives as an nnx GraphDef plus state; each step merges them inside jit (cheap: NNX's Python work happens
 at trace time only) so the hot loop is a plain `jax.jit` with explicit in/out shardings and donated state.
 """
+import functools
 from typing import Any
 
 import flax.struct
@@ -34,37 +35,46 @@ def dropout_key(base_key, step, micro_batch):
     return jax.random.fold_in(jax.random.fold_in(base_key, step), micro_batch)
 
 
-def accumulate_gradients(loss_and_grad, params, batch, grad_accum: int):
-    """Mean gradient over `grad_accum` micro-batches, scanned so only one micro-batch is live at a time.
+def accumulate_gradients(loss_and_grad, params, batch, grad_accum: int, batch_counts=None):
+    """The whole batch's loss gradient, over `grad_accum` micro-batches scanned so only one is live at a time.
 
-    `loss_and_grad(params, micro_batch, index)` gets the micro-batch's index (for its dropout key). Metrics
-    are (sum, count) pairs and each micro-batch's loss is a mean over its count (lm: the tokens it scores), so
-    the micro-batch gradients are weighted by their counts: the result is the gradient of the whole batch's
-    mean loss even when micro-batches score different numbers of tokens. (mlm counts examples: its MLM part
-    is exact only when micro-batches select equally many tokens; see tasks.mlm_loss.)
+    `loss_and_grad(params, micro_batch, index, batch_counts)` gets the micro-batch's index (for its dropout
+    key). With `batch_counts` None (one micro-batch) it differentiates the task's loss; otherwise the
+    micro-batch's share of the batch loss, sum over loss terms of the micro-batch's sum_t / batch_counts[t]
+    (see `micro_batch_share`). The shares' gradients add up to the gradient of the whole batch's loss, each
+    term a mean over the whole batch, whatever counts the micro-batches have (lm: scored tokens; mlm:
+    selected tokens for the MLM term, examples for the NSP term). A mean of micro-batch means would not.
+    Metrics come back summed over the micro-batches.
     """
     if grad_accum == 1:
-        (_, metrics), grads = loss_and_grad(params, batch, 0)
+        (_, metrics), grads = loss_and_grad(params, batch, 0, None)
         return grads, metrics
     micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
 
     def body(carry, indexed):
         grad_sum, metric_sum = carry
         index, micro_batch = indexed
-        (_, metrics), grads = loss_and_grad(params, micro_batch, index)
-        weight = metrics["loss"][1]
-        grad_sum = jax.tree.map(lambda a, g: a + g * weight, grad_sum, grads)
+        (_, metrics), grads = loss_and_grad(params, micro_batch, index, batch_counts)
+        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
         metric_sum = jax.tree.map(jnp.add, metric_sum, metrics)
         return (grad_sum, metric_sum), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    metric_shape = jax.eval_shape(lambda: loss_and_grad(params, first, 0)[0][1])
+    metric_shape = jax.eval_shape(lambda: loss_and_grad(params, first, 0, batch_counts)[0][1])
     zeros_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shape)
     zeros_grads = jax.tree.map(jnp.zeros_like, params)
-    (grad_sum, metrics), _ = jax.lax.scan(body, (zeros_grads, zeros_metrics), (jnp.arange(grad_accum), micro))
-    total = metrics["loss"][1]
-    grads = jax.tree.map(lambda g: g / jnp.maximum(total, 1.0), grad_sum)
+    (grads, metrics), _ = jax.lax.scan(body, (zeros_grads, zeros_metrics), (jnp.arange(grad_accum), micro))
     return grads, metrics
+
+
+def micro_batch_share(task: Task, metrics, batch_counts):
+    """A micro-batch's part of the batch loss: its sum of each loss term over the whole batch's count."""
+    return sum(metrics[term][0] / jnp.maximum(batch_counts[term], 1.0) for term in task.loss_terms)
+
+
+def logged_loss(task: Task, averages):
+    """The loss as the task defines it, from the terms' batch averages (one term: that average itself)."""
+    return functools.reduce(jnp.add, [averages[term] for term in task.loss_terms])
 
 
 def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, lr_schedule, *, base_key,
@@ -77,16 +87,22 @@ def make_train_step(graphdef, task: Task, tx: optax.GradientTransformation, lr_s
     """
 
     def train_step(state: TrainState, batch):
-        def loss_fn(params, micro_batch, micro_index):
+        def loss_fn(params, micro_batch, micro_index, batch_counts):
             model = nnx.merge(graphdef, params, state.rest)
             rngs = nnx.Rngs(dropout=dropout_key(base_key, state.step, micro_index)) if use_dropout else None
-            return task.loss(model, micro_batch, rngs)
+            loss, metrics = task.loss(model, micro_batch, rngs)
+            if batch_counts is None:  # the whole batch at once
+                return loss, metrics
+            return micro_batch_share(task, metrics, batch_counts), metrics
 
         loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-        grads, metrics = accumulate_gradients(loss_and_grad, state.params, batch, grad_accum)
+        # Counts depend on the batch alone, so they are known before any micro-batch runs.
+        batch_counts = task.loss_counts(batch) if grad_accum > 1 else None
+        grads, metrics = accumulate_gradients(loss_and_grad, state.params, batch, grad_accum, batch_counts)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         out = {k: s / jnp.maximum(c, 1.0) for k, (s, c) in metrics.items()}
+        out["loss"] = logged_loss(task, out)
         out["grad_norm"] = optax.tree.norm(grads)
         out["lr"] = lr_schedule(state.step)
         if skip_nonfinite:

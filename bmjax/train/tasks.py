@@ -3,12 +3,18 @@
 A task's `loss(model, batch, rngs)` returns `(loss, metrics)` where every metric is a `(sum, count)` pair, so
 averages over micro-batches, devices and eval batches stay exact (a mean of means would not be).
 
+The loss is a sum of terms, each a mean: loss = sum over `loss_terms` of sum_t / count_t (lm: one term, the
+token mean; mlm: the MLM token mean plus the NSP example mean). A term's count depends on the batch alone
+(`loss_counts`), so gradient accumulation can divide every micro-batch's sums by the whole batch's counts
+before differentiating and get the big batch's gradient exactly (see step.accumulate_gradients).
+
 Eval may report more than training (`eval_metrics`), and metrics that are not averages, such as F1, are
 computed from summed counts at the end of an eval pass (`finalize`).
 
 - lm: next-token cross-entropy (GPT); packed batches carry segment_ids and positions (see lm_loss).
 - mlm: BERT pretraining, masked-LM cross-entropy over the selected tokens + next-sentence cross-entropy;
-  metrics mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy (batches from bmjax/data/mlm.py).
+  metrics mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy; the reported loss is mlm_loss + nsp_loss, each
+  averaged over the whole batch (batches from bmjax/data/mlm.py).
 - classification: cross-entropy of the sequence label; metrics accuracy, and on eval F1 (binary F1 of
   label 1 with two labels, macro F1 otherwise) (batches from bmjax/data/classification.py).
 """
@@ -28,11 +34,18 @@ def finalize(metrics: dict) -> dict:
     return {k: float(s) / max(float(c), 1.0) for k, (s, c) in metrics.items()}
 
 
+def example_counts(batch):
+    """The default `loss_counts`: the loss is a mean over the batch's examples (rows)."""
+    return {"loss": jnp.asarray(jax.tree.leaves(batch)[0].shape[0], jnp.float32)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     name: str
     loss: Callable  # (model, batch, rngs) -> (scalar loss, {name: (sum, count)})
     batch_keys: tuple[str, ...]  # the arrays a batch of this task holds
+    loss_counts: Callable = example_counts  # batch -> {term: count}: the counts of the loss terms' metrics
+    loss_terms: tuple[str, ...] = ("loss",)  # loss = sum over these metrics of sum / count
     eval_metrics: Callable | None = None  # (model, batch) -> {name: (sum, count)}; default: loss's metrics
     finalize: Callable = finalize  # summed eval metrics -> {name: float}
 
@@ -40,6 +53,18 @@ class Task:
 def weighted_mean(values, weights):
     total = jnp.sum(weights)
     return jnp.sum(values * weights) / jnp.maximum(total, 1.0), total
+
+
+def lm_token_weights(batch):
+    """The weight of each target token: `weights` (1 when absent), 0 on packing's padding (segment id 0)."""
+    weights = batch.get("weights", jnp.ones(batch["targets"].shape, jnp.float32))
+    if "segment_ids" in batch:
+        weights = weights * (batch["segment_ids"] != 0)
+    return weights
+
+
+def lm_counts(batch):
+    return {"loss": jnp.sum(lm_token_weights(batch))}
 
 
 def lm_loss(model, batch, rngs):
@@ -53,10 +78,7 @@ def lm_loss(model, batch, rngs):
     logits = model(batch["inputs"], positions=batch.get("positions"), segment_ids=segment_ids, rngs=rngs)
     # Vocabulary-parallel when the mesh shards the vocabulary (tensor > 1): the full logits are never gathered.
     ce = vocab_parallel.cross_entropy(logits, batch["targets"])
-    weights = batch.get("weights", jnp.ones_like(ce))
-    if segment_ids is not None:
-        weights = weights * (segment_ids != 0)
-    loss, count = weighted_mean(ce, weights)
+    loss, count = weighted_mean(ce, lm_token_weights(batch))
     return loss, {"loss": (loss * count, count)}
 
 
@@ -66,11 +88,17 @@ def _bert_outputs(model, batch, rngs, **kwargs):
                  positions=batch.get("positions"), segment_ids=batch.get("segment_ids"), rngs=rngs, **kwargs)
 
 
+def mlm_counts(batch):
+    """The loss terms' counts: the selected tokens (MLM) and the examples (NSP)."""
+    examples = jnp.asarray(batch["nsp_labels"].shape[0], jnp.float32)
+    return {"mlm_loss": jnp.sum(batch["mlm_weights"].astype(jnp.float32)), "nsp_loss": examples}
+
+
 def mlm_loss(model, batch, rngs):
     """BERT pretraining: mean CE over the selected (mlm_weights) tokens + mean NSP CE over the examples.
 
-    The loss's count is the number of examples, so gradient accumulation weighs micro-batches equally; the
-    MLM part is then exact only when micro-batches select equally many tokens (they do, within rounding).
+    Two terms with their own counts (loss_terms mlm_loss and nsp_loss); there is no "loss" metric, as
+    summing per-batch losses would weigh the MLM means by examples: step.py and `mlm_finalize` add it.
     """
     # The MLM head scores only the selected positions ([B, P, vocab]), as BERT does.
     out = _bert_outputs(model, batch, rngs, mlm_positions=batch["mlm_positions"])
@@ -85,7 +113,6 @@ def mlm_loss(model, batch, rngs):
     nsp_hits = jnp.sum(jnp.argmax(out.nsp_logits, axis=-1) == nsp_labels).astype(jnp.float32)
     loss = mlm_mean + jnp.mean(nsp_ce)
     return loss, {
-        "loss": (loss * examples, examples),
         "mlm_loss": (mlm_mean * selected, selected),
         "mlm_accuracy": (mlm_hits, selected),
         "nsp_loss": (jnp.sum(nsp_ce), examples),
@@ -93,9 +120,18 @@ def mlm_loss(model, batch, rngs):
     }
 
 
+def mlm_finalize(metrics: dict) -> dict:
+    averages = finalize(metrics)
+    return dict(averages, loss=averages["mlm_loss"] + averages["nsp_loss"])
+
+
 def _example_weights(batch):
     """1 per real example; eval batches padded to full size carry 0 on the padding rows."""
     return batch.get("weights", jnp.ones(batch["labels"].shape, jnp.float32)).astype(jnp.float32)
+
+
+def classification_counts(batch):
+    return {"loss": jnp.sum(_example_weights(batch))}
 
 
 def _classification_metrics(logits, batch):
@@ -143,10 +179,12 @@ def classification_finalize(metrics: dict) -> dict:
 
 BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 TASKS = {
-    "lm": Task("lm", lm_loss, ("inputs", "targets")),
-    "mlm": Task("mlm", mlm_loss, BERT_INPUTS + ("mlm_positions", "mlm_targets", "mlm_weights", "nsp_labels")),
+    "lm": Task("lm", lm_loss, ("inputs", "targets"), lm_counts),
+    "mlm": Task("mlm", mlm_loss, BERT_INPUTS + ("mlm_positions", "mlm_targets", "mlm_weights", "nsp_labels"),
+                mlm_counts, loss_terms=("mlm_loss", "nsp_loss"), finalize=mlm_finalize),
     "classification": Task("classification", classification_loss, BERT_INPUTS + ("labels", "weights"),
-                           eval_metrics=classification_eval, finalize=classification_finalize),
+                           classification_counts, eval_metrics=classification_eval,
+                           finalize=classification_finalize),
 }
 
 
