@@ -131,7 +131,7 @@ def test_a_run_that_stops_on_an_error_is_recorded_failed_and_the_error_propagate
     # A NaN at step 3 (as train.on_nonfinite=halt sees it): the loop closes its writers before raising, so the
     # record opens W&B again to set the status.
     monkeypatch.setattr(loop_lib.faults, "first_nonfinite",
-                        lambda entries, k: (3, float("nan"), 1.0) if entries[-1][0] >= 3 else None)
+                        lambda entries: (3, float("nan"), 1.0) if entries[-1][0] >= 3 else None)
     workdir = tmp_path / "run"
     with pytest.raises(faults.NonFiniteError):
         train_and_evaluate(tiny_config(text_file), str(workdir))

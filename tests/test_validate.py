@@ -135,8 +135,8 @@ def test_bad_config_raises_one_line_naming_the_key(tmp_path, files, overrides, w
     assert fill(text) in message, message
 
 
-def refused(overrides, workdir):
-    """The ConfigError validation raises for configs/gpt/tiny.py with `overrides`."""
+def tiny_with(overrides):
+    """configs/gpt/tiny.py with `overrides` (dotted keys)."""
     config = load_config("configs/gpt/tiny.py")
     with config.unlocked():
         for dotted, value in overrides.items():
@@ -145,6 +145,12 @@ def refused(overrides, workdir):
             for part in parents:
                 node = node[part]
             node[leaf] = value
+    return config
+
+
+def refused(overrides, workdir):
+    """The ConfigError validation raises for configs/gpt/tiny.py with `overrides`."""
+    config = tiny_with(overrides)
     with pytest.raises(ConfigError) as info:
         validate.validate_config(config, workdir)
     return str(info.value)
@@ -162,12 +168,20 @@ def test_every_float_key_refuses_nan(tmp_path, key):
 
 POSITIVE_INTEGERS = ("model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads", "model.max_len",
                      "data.seq_len", "data.batch_size", "optim.grad_accum", "train.log_every", "train.eval_every",
-                     "train.eval_steps", "train.ckpt_every", "train.keep_ckpts", "train.steps_per_call")
+                     "train.ckpt_every", "train.keep_ckpts", "train.steps_per_call")
 
 
 @pytest.mark.parametrize("key", POSITIVE_INTEGERS)
 def test_every_count_refuses_zero(tmp_path, key):
     assert refused({key: 0}, tmp_path) == f"{key}: must be a positive integer, got 0"
+
+
+def test_eval_steps_zero_is_one_full_pass_for_language_models_only(tmp_path):
+    """train.eval_steps=0 means one pass over the whole held-out set, which the LM pipelines implement."""
+    message = "train.eval_steps: must be a positive integer (or 0 with data.task=lm), got {}"
+    assert refused({"train.eval_steps": -1}, tmp_path) == message.format(-1)
+    assert refused({"train.eval_steps": 0, "data.task": "mlm", "model.name": "bert"}, tmp_path) == message.format(0)
+    validate.validate_config(tiny_with({"train.eval_steps": 0}), tmp_path)  # lm: accepted
 
 
 def keys_validate_names():
@@ -181,7 +195,8 @@ def keys_validate_names():
 def test_every_key_validation_names_has_a_case():
     """A check added to validate.py without a row here fails this test (as does a row whose key no check names
     any more, unless another module's check names it)."""
-    covered = {c[3] for c in CASES} | set(validate.CHOICES) | set(validate.FINITE) | set(POSITIVE_INTEGERS)
+    covered = ({c[3] for c in CASES} | set(validate.CHOICES) | set(validate.FINITE) | set(POSITIVE_INTEGERS)
+               | {"train.eval_steps"})
     assert keys_validate_names() - covered == set()
     elsewhere = {"mesh", "mesh.data", "data.tokenizer", "data.source", "data.path"}  # mesh.py, data/, tokenizers
     assert {c[3] for c in CASES} - keys_validate_names() == elsewhere
