@@ -1,10 +1,10 @@
-"""A real IsoFLOP sweep on a 2-core CPU (experiments/small_scaling): byte-level GPTs from ~50K to ~0.8M
-non-embedding parameters, each trained at three budgets C = 6 N D of 5e11, 1e12 and 3e12 FLOPs (15 runs),
-on the builtin corpus (~31M bytes of Python's standard library; the largest run reads it ~1.1 times).
+"""A real IsoFLOP sweep on a 2-core CPU (experiments/small_scaling): byte-level GPTs from ~13K to ~0.8M
+non-embedding parameters, each trained at three budgets C = 6 N D of 5e11, 1e12 and 3e12 FLOPs (21 runs),
+on the builtin corpus (~31M bytes of Python's standard library; the smallest model at 3e12 reads it ~1.4 times).
 
 Each run is scored once, at its end, on one pass over the held-out files (1% of the files by name hash,
 ~225K bytes). Real training FLOPs (output projection and attention included) are 1.1-1.7x 6ND here, ~3e13 in
-all: 15-20 minutes on a quiet 2-core CPU.
+all: about half an hour on a 2-core CPU.
 
     python -m bmjax.scaling.sweep_cli --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
     bash experiments/small_scaling/run.sh            (the sweep and both fits)
@@ -16,6 +16,8 @@ from bmjax.scaling.sweep import axis, budget_steps, product
 
 # name: (d_model, num_layers, num_heads, lr)
 SIZES = {
+    "12k": (32, 1, 2, 3e-3),
+    "28k": (48, 1, 2, 3e-3),
     "50k": (64, 1, 2, 3e-3),
     "78k": (80, 1, 2, 3e-3),
     "224k": (96, 2, 3, 3e-3),

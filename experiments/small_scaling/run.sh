@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The small IsoFLOP sweep end to end: 15 byte-level GPTs (5 sizes x 3 budgets, configs/sweeps/small_scaling.py)
-# on the builtin corpus, then Chinchilla's approaches 2 and 3 fitted to their results. 15-20 minutes on a quiet
+# on the builtin corpus, then Chinchilla's approaches 2 and 3 fitted to their results. about half an hour on a quiet
 # 2-core CPU; re-running skips finished runs and resumes an interrupted one. See README.md.
 #
 #     bash experiments/small_scaling/run.sh [WORKDIR]        (default runs/small_scaling)
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 
 WORKDIR=${1:-runs/small_scaling}
 PYTHON=${PYTHON:-.venv/bin/python}
-SCALING=${SCALING:-bmjax-scaling}  # the fit CLI (pyproject entry point)
+SCALING=${SCALING:-.venv/bin/bmjax-scaling}  # the fit CLI (pyproject entry point)
 CONFIG=configs/sweeps/small_scaling.py${SWEEP_ARG:+:$SWEEP_ARG}
 
 start=$(date +%s)
@@ -28,6 +28,6 @@ PY
 
 for approach in 2 3; do
   echo "--- Chinchilla approach $approach ---"
-  "$SCALING" fit --runs "$WORKDIR" --law chinchilla --approach "$approach" --bootstrap 200 --json \
+  "$SCALING" fit --runs "$WORKDIR" --params-col N --law chinchilla --approach "$approach" --bootstrap 200 --json \
     --plot "$WORKDIR/plots_approach$approach" | tee "$WORKDIR/fit_approach$approach.json"
 done
