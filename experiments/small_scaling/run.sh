@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The small IsoFLOP sweep end to end: 15 byte-level GPTs (5 sizes x 3 budgets, configs/sweeps/small_scaling.py)
-# on the builtin corpus, then Chinchilla's approaches 2 and 3 fitted to their results. about half an hour on a quiet
+# on the builtin corpus, then Chinchilla's approaches 2 and 3 fitted to their results. About half an hour on a quiet
 # 2-core CPU; re-running skips finished runs and resumes an interrupted one. See README.md.
 #
 #     bash experiments/small_scaling/run.sh [WORKDIR]        (default runs/small_scaling)
