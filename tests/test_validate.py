@@ -119,14 +119,7 @@ def test_bad_config_raises_one_line_naming_the_key(tmp_path, files, overrides, w
             value = value.replace(name, files[name])
         return value
 
-    config = load_config("configs/gpt/tiny.py")
-    with config.unlocked():
-        for dotted, value in overrides.items():
-            node = config
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                node = node[part]
-            node[leaf] = fill(value)
+    config = tiny_with({dotted: fill(value) for dotted, value in overrides.items()})
     with pytest.raises(ConfigError) as info:
         validate.validate_config(config, pathlib.Path(fill(workdir) if workdir else tmp_path / "run"))
     message = str(info.value)

@@ -110,7 +110,7 @@ def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process
         return packed_lm.make_packed_lm_data(config, workdir, process_index=process_index,
                                              process_count=process_count)
     check_data_config(config)
-    _check_sizes(config, process_count)
+    packed_lm.check_sizes(config, process_count)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} outside [0, {process_count})")
 
@@ -169,16 +169,6 @@ def text_bytes(tokenizer: Tokenizer, docs: tuple[str, ...]) -> int:
     the tokenizer has no EOS (an EOS token stands for no text)."""
     size = sum(len(doc.encode("utf-8")) for doc in docs)
     return size + (len(docs) - 1 if tokenizer.eos_id is None else 0)
-
-
-def _check_sizes(config, process_count: int) -> None:
-    data, train = config.data, config.train
-    if data.batch_size % process_count:
-        raise ConfigError("data.batch_size", f"{data.batch_size} does not divide over {process_count} processes")
-    if not 0 <= train.seed < 2**32:
-        raise ConfigError("train.seed", f"must be in [0, 2**32), got {train.seed}")
-    if train.eval_steps < 0:
-        raise ConfigError("train.eval_steps", f"must be >= 0, got {train.eval_steps}")
 
 
 def _check_long_enough(ids: np.ndarray, seq_len: int, key: str, split: str) -> None:

@@ -77,15 +77,23 @@ def check_packed_config(config) -> None:
         raise ConfigError("data.seq_len", f"{data.seq_len} is longer than model.max_len = {max_len}")
 
 
+def check_sizes(config, process_count: int) -> None:
+    """Batch, seed and eval-step checks shared by both LM pipelines (lm.py and this one)."""
+    data, train = config.data, config.train
+    if data.batch_size % process_count:
+        raise ConfigError("data.batch_size", f"{data.batch_size} does not divide over {process_count} processes")
+    if not 0 <= train.seed < 2**32:
+        raise ConfigError("train.seed", f"must be in [0, 2**32), got {train.seed}")
+    if train.eval_steps < 0:
+        raise ConfigError("train.eval_steps", f"must be >= 0, got {train.eval_steps}")
+
+
 def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, process_count: int = 1):
     data, train = config.data, config.train
     check_packed_config(config)
-    if data.batch_size % process_count:
-        raise ConfigError("data.batch_size", f"{data.batch_size} does not divide over {process_count} processes")
-    if not 0 <= train.seed < 2**31:
+    check_sizes(config, process_count)
+    if train.seed >= 2**31:  # grain's mixing draws from a 31-bit seed
         raise ConfigError("train.seed", f"must be in [0, 2**31), got {train.seed}")
-    if train.eval_steps < 0:
-        raise ConfigError("train.eval_steps", f"must be >= 0, got {train.eval_steps}")
     start = time.perf_counter()
     shard_glob = prepare_from_text(config, workdir) if data.get("prepare_from") else ""
     tokenizer = build_tokenizer(config, workdir)  # a char vocabulary comes with the shards (tokenizers.py)
