@@ -92,7 +92,7 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     data, train = config.data, config.train
     check_packed_config(config)
     check_sizes(config, process_count)
-    if train.seed >= 2**31:  # grain's mixing draws from a 31-bit seed
+    if train.seed >= 2**31:  # component i shuffles with seed + i, which grain needs below 2**32
         raise ConfigError("train.seed", f"must be in [0, 2**31), got {train.seed}")
     start = time.perf_counter()
     shard_glob = prepare_from_text(config, workdir) if data.get("prepare_from") else ""
