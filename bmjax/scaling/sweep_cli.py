@@ -24,6 +24,7 @@ import sys
 
 from absl import flags
 
+from bmjax.cli import fail
 from bmjax.errors import ConfigError
 from bmjax.scaling import sweep as sweep_lib
 
@@ -40,11 +41,6 @@ flags.DEFINE_string("slurm_args", "", "slurm: extra sbatch arguments, e.g. '--no
                     flag_values=FLAGS)
 
 PREEMPTED_EXIT_CODE = 143  # bmjax.train.faults.PREEMPTED_EXIT_CODE, without importing jax here
-
-
-def fail(message: str, code: int = 2):
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 def config_overrides(run) -> list[str]:
