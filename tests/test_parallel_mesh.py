@@ -12,7 +12,7 @@ import pytest
 
 from bmjax.defaults import base_config
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.train import loop, optim
+from bmjax.train import loop, optim, setup
 
 STEPS = 10
 MESHES = {
@@ -121,7 +121,7 @@ def initial_state(config):
     """The train state every mesh starts from, initialised once on one device."""
     mesh = mesh_lib.single_device_mesh()
     tx, _ = optim.make_optimizer(config.optim, STEPS)
-    _, _, _, init = loop.create_state(config, mesh, tx)
+    _, _, _, init = setup.create_state(config, mesh, tx)
     return jax.device_get(init.lower(0).compile(compiler_options=FAST_COMPILE)())  # on the host: no donation
 
 
@@ -132,8 +132,8 @@ def loss_curve(config, mesh_sizes, batches, state):
     devices = jax.devices() if mesh_sizes else jax.devices()[:1]
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     tx, schedule = optim.make_optimizer(config.optim, STEPS)
-    graphdef, _, shardings, _ = loop.create_state(config, mesh, tx)
-    step_fn, _, _, feed_sharding = loop.make_step_fns(config, mesh, graphdef, shardings, tx, schedule)
+    graphdef, _, shardings, _ = setup.create_state(config, mesh, tx)
+    step_fn, _, _, feed_sharding = setup.make_step_fns(config, mesh, graphdef, shardings, tx, schedule)
     state = jax.device_put(state, shardings)
     feeds = [loop.to_global(batch, feed_sharding, config.data.seq_len) for batch in batches]
     compiled = step_fn.lower(state, feeds[0]).compile(compiler_options=FAST_COMPILE)

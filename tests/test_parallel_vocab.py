@@ -64,7 +64,7 @@ def test_train_step_never_materialises_full_vocabulary_logits():
     whole vocabulary, so no device ever holds them: its slice is an eighth of that, and a gather of the logits
     (or of their gradient) anywhere in the step would need all of it."""
     from bmjax.defaults import base_config
-    from bmjax.train import loop, optim
+    from bmjax.train import optim, setup
 
     batch_size, length, vocab = 8, 16, 8192
     c = base_config()
@@ -73,8 +73,8 @@ def test_train_step_never_materialises_full_vocabulary_logits():
     c.mesh.update(data=1, tensor=8)
     mesh = mesh_lib.make_mesh(c.mesh)
     tx, schedule = optim.make_optimizer(c.optim, 10)
-    graphdef, abstract, shardings, _ = loop.create_state(c, mesh, tx)
-    step_fn, _, _, feed = loop.make_step_fns(c, mesh, graphdef, shardings, tx, schedule)
+    graphdef, abstract, shardings, _ = setup.create_state(c, mesh, tx)
+    step_fn, _, _, feed = setup.make_step_fns(c, mesh, graphdef, shardings, tx, schedule)
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     batch = {k: jax.ShapeDtypeStruct((batch_size, length), jnp.int32, sharding=feed) for k in ("inputs", "targets")}
     memory = step_fn.lower(state, batch).compile(compiler_options=FAST_COMPILE).memory_analysis()

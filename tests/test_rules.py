@@ -113,12 +113,12 @@ def test_param_partition_specs_under_default_rules(mesh222, model_cfg, golden):
 
 def test_optimizer_state_is_sharded_like_its_params(mesh222):
     """Adam's moments get their parameter's sharding (ZeRO-3: optimizer state split over fsdp too)."""
-    from bmjax.train import loop, optim
+    from bmjax.train import optim, setup
 
     c = base_config()
     c.model.update(name="gpt", num_layers=1, **TINY)
     tx, _ = optim.make_optimizer(c.optim, 10)
-    _, _, shardings, _ = loop.create_state(c, mesh222, tx)
+    _, _, shardings, _ = setup.create_state(c, mesh222, tx)
     kernel = shardings.params["blocks"][0]["mlp"]["fc_in"]["kernel"].get_raw_value()
     moments = [leaf for leaf in jax.tree.leaves(shardings.opt_state)
                if getattr(leaf, "spec", None) == P("fsdp", "tensor")]

@@ -13,7 +13,7 @@ from bmjax.defaults import base_config
 from bmjax.models import flops
 from bmjax.models import generate as generate_lib
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.train import loop, mfu, optim, sample
+from bmjax.train import mfu, optim, sample, setup
 from bmjax.train.loop import build_model_config, train_and_evaluate
 
 
@@ -100,7 +100,7 @@ def test_sample_runs_on_the_sharded_parameters_and_matches_one_device(monkeypatc
     config.train.sample_temperature = 0.0
     mesh = mesh_lib.make_mesh(config.mesh)
     tx, _ = optim.make_optimizer(config.optim, 1)
-    graphdef, _, shardings, init = loop.create_state(config, mesh, tx)
+    graphdef, _, shardings, init = setup.create_state(config, mesh, tx)
     state = init(0)
     tokenizer = build_tokenizer(config, None)
 

@@ -6,7 +6,7 @@ import jax
 from bmjax.checkpoint import read_tree
 from bmjax.data import build_tokenizer
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.train import loop, optim, sample
+from bmjax.train import optim, sample, setup
 from test_multihost import config_with, run_two_processes
 
 SAMPLED = {"train.steps": 2, "train.ckpt_every": 2, "train.eval_every": 2, "train.sample_tokens": 12,
@@ -22,7 +22,7 @@ def test_two_processes_sample_the_text_one_process_samples_from_their_checkpoint
     config = config_with(**{k: v for k, v in SAMPLED.items() if k != "mesh.dcn_data"})
     mesh = mesh_lib.make_mesh(config.mesh)
     tx, _ = optim.make_optimizer(config.optim, 2)
-    graphdef, abstract_state, shardings, _ = loop.create_state(config, mesh, tx)
+    graphdef, abstract_state, shardings, _ = setup.create_state(config, mesh, tx)
     # The arrays alone (the data positions are the two processes' own), laid out on one process's 8 devices.
     state = jax.device_put(read_tree(workdir / "checkpoints" / "2", abstract_state), shardings)
     assert int(state.step) == 2 and jax.device_count() == 8

@@ -27,7 +27,7 @@ from bmjax.train import mfu as mfu_lib
 from bmjax.train import run_config, sample, setup
 from bmjax.train import summary as summary_lib
 from bmjax.train import tasks as tasks_lib
-from bmjax.train.setup import create_state, make_step_fns, total_train_steps  # noqa: F401  (callers' names)
+from bmjax.train.setup import total_train_steps
 
 
 def stack_batches(batches: list[dict]) -> dict:
