@@ -85,6 +85,17 @@ def test_a_flop_budget_becomes_steps_from_6nd_and_the_cosine_ends_with_the_run(t
     assert run.args["wandb.tags"] == ("model.d_model=48", "budget.flops=1e+09", "optim.warmup_steps=1")
 
 
+def test_a_budget_is_whole_steps_not_whole_calls_of_steps_per_call(tmp_path):
+    """A budget of 6 steps with train.steps_per_call=10 trains 6 steps (the trainer's last call is shorter), not
+    10: rounded up to a whole call it would read 1.7x its tokens and leave its compute level."""
+    every_call = {f"train.{key}": 10 for key in ("steps_per_call", "log_every", "eval_every", "ckpt_every")}
+    path = write_sweep(tmp_path, tmp_path / "unused.txt", extra=f"[{every_call!r}]")
+    path.write_text(path.read_text().replace(f"[{STEPS * BATCH * SEQ}]", f"[{6 * BATCH * SEQ}, {13 * BATCH * SEQ}]"))
+    sweep = sweep_lib.load_sweep(str(path))
+    assert [r.steps for r in sweep.runs] == [6, 13, 6, 13]
+    assert all(r.args["optim.decay_steps"] == r.steps for r in sweep.runs)
+
+
 def test_an_unknown_override_key_is_one_line_and_exit_2_before_any_run(tmp_path, capsys):
     path = write_sweep(tmp_path, tmp_path / "unused.txt", extra='[{"optim.learning_rate": 1e-3}]')
     code, out, err = cli(capsys, f"--config={path}", f"--workdir={tmp_path / 'sweep'}")

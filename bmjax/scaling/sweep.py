@@ -136,7 +136,11 @@ def resolve(config, overrides: dict, sweep_name: str) -> dict:
 
 
 def budget_steps(config, key: str, value) -> int:
-    """train.steps for a token (D) or FLOP (C = 6 N D) budget, in whole calls of train.steps_per_call."""
+    """train.steps for a token (D) or FLOP (C = 6 N D) budget: the nearest whole number of steps.
+
+    Not rounded to whole calls of train.steps_per_call: the trainer runs the steps left in one shorter call, and a
+    short run (a large model at a small budget) rounded up to a whole call of 10 would read up to 10x its
+    budget's tokens and leave its compute level."""
     from bmjax.models import flops, model_config
 
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -144,9 +148,7 @@ def budget_steps(config, key: str, value) -> int:
     tokens = value
     if key == "budget.flops":
         tokens = value / (6.0 * flops.param_counts(model_config(config.model))["non_embedding"])
-    k = int(config.train.steps_per_call)
-    calls = round(tokens / (int(config.data.batch_size) * int(config.data.seq_len)) / k)
-    return max(1, calls) * k
+    return max(1, round(tokens / (int(config.data.batch_size) * int(config.data.seq_len))))
 
 
 def set_key(config, dotted: str, value):
