@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
+from bmjax.models import dropout as dropout_lib
 from bmjax.models import layers
 
 # Added to masked logits. Finite (not -inf) so a query row with every key masked
@@ -76,7 +77,7 @@ def attention_reference(q, k, v, *, causal=False, segment_ids=None, padding_mask
         # Zero rows that had no visible key (softmax made them uniform over masked keys).
         probs = jnp.where(jnp.any(mask, axis=-1, keepdims=True), probs, 0.0)
     if dropout_rate > 0.0 and dropout_rng is not None:
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        keep = dropout_lib.keep_mask(dropout_rng, dropout_rate, probs.shape)  # jax.random.bernoulli's mask
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
 
     out = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(v.dtype), v,

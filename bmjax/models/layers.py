@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bmjax.models import dropout as dropout_lib
+
 Axes = tuple[str | None, ...]
 
 
@@ -195,10 +197,9 @@ def embed(num_embeddings: int, d_model: int, axes: Axes, *, init_std: float, dty
 
 
 def dropout(x, rate: float, rngs: nnx.Rngs | None):
-    """nnx.Dropout, active iff rngs is given and rate > 0: each call takes the next key of rngs.dropout."""
-    if rngs is None or rate <= 0.0:
-        return x
-    return nnx.Dropout(rate, deterministic=False)(x, rngs=rngs)
+    """nnx.Dropout's result, active iff rngs is given and rate > 0: each call takes the next key of rngs.dropout
+    (bmjax/models/dropout.py: the same masks, drawn without jax's slow CPU lowering)."""
+    return dropout_lib.dropout(x, rate, rngs)
 
 
 # Activation layout hints. A model names the axes of the activations it passes between blocks; the trainer

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from bmjax.models import attention as attention_lib
+from bmjax.models import dropout as dropout_lib
 from bmjax.parallel import context
 from bmjax.parallel import rules as rules_lib
 
@@ -69,7 +70,7 @@ def _ring_shard(q, k, v, q_seg, k_seg, k_pad, key, *, causal, axis, n, rate, dev
         s = s * correction + jnp.sum(p, axis=-1)
         if key is not None:
             # Dropout on the probabilities = dropout on the numerator only; the normaliser stays whole.
-            keep = jax.random.bernoulli(jax.random.fold_in(key, src), 1.0 - rate, p.shape)
+            keep = dropout_lib.keep_mask(jax.random.fold_in(key, src), rate, p.shape)
             p = jnp.where(keep, p / (1.0 - rate), 0.0)
         acc = acc * correction[..., None] + jnp.einsum("bkgqs,bskd->bkgqd", p.astype(v.dtype), v,
                                                        preferred_element_type=jnp.float32)
