@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=300, help="train steps per run (each side, each round)")
-    parser.add_argument("--log_every", type=int, default=25, help="steps per timing window")
+    parser.add_argument("--log_every", type=int, default=50,
+                        help="steps per timing window (a multiple of the recipe's train.steps_per_call, 10)")
     parser.add_argument("--lr", type=float, default=2e-5, help="the recipe's; both sides")
     parser.add_argument("--warmup_steps", type=int, default=30, help="both sides (the recipe's 500 is for 3 epochs)")
     parser.add_argument("--train_rows", type=int, default=2000)
