@@ -8,6 +8,7 @@ import pytest
 from scipy.optimize import minimize
 
 from bmjax.scaling import chinchilla, isoflop, kaplan
+from bmjax.scaling.points import make_points
 from bmjax.scaling.points import NotEnoughPoints, drop_highest_loss, read_csv
 from scaling_data import TRUE_CHINCHILLA, TRUE_KAPLAN, isoflop_runs, kaplan_runs
 
@@ -75,6 +76,34 @@ def test_approaches_2_and_3_agree_on_a_and_b(synthetic):
     three = fit.law.allocation()
     assert abs(two.a - three.a) < 0.02 and abs(two.b - three.b) < 0.02
     assert np.isclose(two.a + two.b, 1.0)
+
+
+def test_a_window_keeps_far_sizes_from_pulling_the_parabola_off_the_minimum():
+    """Sizes from 1/3 of each budget's optimum to 300x it (a fixed-size sweep at small budgets): a parabola over
+    all of them puts every minimum ~0.09 decades (~24%) off the law's N_opt; fitted within 1 decade of each
+    level's lowest-loss run, within 0.02 decades."""
+    law = TRUE_CHINCHILLA
+    total = law["alpha"] + law["beta"]
+    g = (law["alpha"] * law["A"] / (law["beta"] * law["B"])) ** (1 / total)
+    budgets = (1e18, 3e18, 1e19, 3e19, 1e20)
+    n_opt = np.array([g * (c / 6) ** (law["beta"] / total) for c in budgets])
+    n = np.concatenate([m * np.geomspace(1 / 3, 300, 11) for m in n_opt])
+    c = np.repeat(budgets, 11)
+    d = c / (6 * n)
+    loss = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
+    points = make_points(n, loss * np.exp(0.002 * np.random.default_rng(0).standard_normal(len(n))), flops=c)
+
+    def minima_error(window):
+        fit = isoflop.fit_isoflop(points, window=window)
+        found = np.array([p.n_opt for p in fit.profiles])
+        return np.abs(np.log10(found / n_opt)), fit
+
+    everything, _ = minima_error(None)
+    windowed, fit = minima_error(1.0)
+    assert np.all(everything > 0.05)
+    assert np.all(windowed < 0.02)
+    assert all(len(p.runs) < 11 for p in fit.profiles)  # the far sizes were left out of every level
+    assert abs(fit.allocation.a - law["beta"] / total) < 0.02
 
 
 def test_approach1_envelope_recovers_a(synthetic):

@@ -2,7 +2,7 @@
 
     bmjax-scaling fit (--csv FILE --params-col NAME (--tokens-col NAME | --flops-col NAME) --loss-col NAME
                        | --runs DIR) --law chinchilla|kaplan [--approach 1|2|3] [--drop-highest-loss K]
-                      [--bootstrap B] [--json] [--plot DIR]
+                      [--isoflop-window DECADES] [--bootstrap B] [--json] [--plot DIR]
     python -m bmjax.scaling.cli fit ...        (the same)
 
 `--runs DIR` reads DIR/results.csv of `bmjax-sweep` (finished runs only), with columns N_total (chinchilla) or N
@@ -38,6 +38,9 @@ def _define_flags() -> flags.FlagValues:
     flags.DEFINE_enum("law", None, ["chinchilla", "kaplan"], "Which law to fit.", flag_values=fv)
     flags.DEFINE_integer("approach", None, "Chinchilla approach 1, 2 or 3 (default 3).", flag_values=fv)
     flags.DEFINE_integer("drop-highest-loss", 0, "Drop the K runs of highest loss first.", flag_values=fv)
+    flags.DEFINE_float("isoflop-window", None, "Approach 2 (and the IsoFLOP plot): fit each compute level's "
+                       "parabola on the sizes within this many decades of N of its lowest-loss run (default: "
+                       "all sizes).", flag_values=fv)
     flags.DEFINE_integer("bootstrap", 0, "Bootstrap resamples for 95% intervals (0: none); approach 3 refits each "
                          "from the full optimum and the 7 best grid starts, not all 4,500.", flag_values=fv)
     flags.DEFINE_integer("start-stride", 1, "Approach 3: start L-BFGS from every K-th point of the 4,500-point "
@@ -96,6 +99,11 @@ def _fit(fv) -> int:
     for name, least in (("drop-highest-loss", 0), ("bootstrap", 0), ("start-stride", 1)):
         if fv[name].value < least:
             raise ConfigError("--" + name, f"must be >= {least}; got {fv[name].value}")
+    window = fv["isoflop-window"].value
+    if window is not None and fv.law != "chinchilla":
+        raise ConfigError("--isoflop-window", "applies to --law chinchilla only (approach 2 and its plot)")
+    if window is not None and not window > 0:
+        raise ConfigError("--isoflop-window", f"must be a positive number of decades; got {window}")
     try:
         budgets = [float(b) for b in fv.budgets]
     except ValueError:
@@ -115,6 +123,7 @@ def _fit(fv) -> int:
         from bmjax.scaling.plots import write_plots  # matplotlib only when plots are asked for
 
         report["plots"] = write_plots(fv.plot, points, law=law, allocation=allocation, frontier=frontier,
+                                      isoflop_window=window,
                                       title=f"{fv.law}" + (f" approach {approach}" if fv.law == "chinchilla" else ""))
     if fv.json:
         print(json.dumps(report))
@@ -125,11 +134,14 @@ def _fit(fv) -> int:
 
 def _fit_chinchilla(points, approach, fv):
     report = {"law": "chinchilla", "approach": approach, "n_points": len(points)}
+    window = fv["isoflop-window"].value
+    if window is not None:
+        report["isoflop_window"] = window
     envelope = isoflop.fit_envelope(points) if approach == 1 or fv.plot else None
     frontier = envelope.frontier if envelope is not None else None
     if approach in (1, 2):
         fit_fn = (lambda p: isoflop.fit_envelope(p).allocation) if approach == 1 else (
-            lambda p: isoflop.fit_isoflop(p).allocation)
+            lambda p: isoflop.fit_isoflop(p, window=window).allocation)
         allocation = fit_fn(points)
         report.update(a=allocation.a, b=allocation.b, k_n=allocation.k_n, k_d=allocation.k_d)
         if fv.bootstrap:

@@ -18,6 +18,12 @@ Approach 2, IsoFLOP profiles. Within a level of at least 3 model sizes, the loss
 kept when it opens upwards (p2 > 0) and its minimum lies inside the sizes the level tried (an extrapolated
 minimum says nothing about the data). With C the level's geometric-mean compute, D_opt = C / (6 N_opt), and
 a, b follow by the same regressions. Since D_opt = C / (6 N_opt), b = 1 - a exactly in both approaches.
+
+The parabola is the profile's second-order expansion around its minimum. A sweep whose sizes run far past the
+minimum on one side (a profile that rises steeply and nearly linearly in log N there) pulls a parabola fitted to
+all of them off the minimum, or turns it over. `window` (decades of N) fits each level on the sizes within that
+distance of its lowest-loss run only; None fits all of them, as Hoffmann et al. did with sizes chosen around
+each budget's optimum.
 """
 import dataclasses
 
@@ -89,9 +95,13 @@ class IsoFlopFit:
         return np.array([p.c for p in used]), np.array([p.n_opt for p in used])
 
 
-def isoflop_profiles(points: Points, width: float = DEFAULT_LEVEL_WIDTH) -> list[IsoFlopProfile]:
+def isoflop_profiles(points: Points, width: float = DEFAULT_LEVEL_WIDTH,
+                     window: float | None = None) -> list[IsoFlopProfile]:
     profiles = []
     for level in compute_levels(points.c, width):
+        if window is not None:
+            best = level[np.argmin(points.loss[level])]
+            level = level[np.abs(np.log10(points.n[level] / points.n[best])) <= window * (1 + 1e-9)]
         log_n = np.log(points.n[level])
         if len(np.unique(log_n)) < 3:
             continue
@@ -106,12 +116,13 @@ def isoflop_profiles(points: Points, width: float = DEFAULT_LEVEL_WIDTH) -> list
     return profiles
 
 
-def fit_isoflop(points: Points, width: float = DEFAULT_LEVEL_WIDTH) -> IsoFlopFit:
-    profiles = isoflop_profiles(points, width)
+def fit_isoflop(points: Points, width: float = DEFAULT_LEVEL_WIDTH, window: float | None = None) -> IsoFlopFit:
+    profiles = isoflop_profiles(points, width, window)
     used = [p for p in profiles if p.n_opt is not None]
     if len(used) < 2:
-        raise NotEnoughPoints(f"approach 2 needs at least 2 compute levels with 3 or more model sizes and a "
-                              f"minimum inside them; found {len(used)} of {len(profiles)} levels with 3+ sizes "
+        within = "" if window is None else f" within {window:g} decades of N of its lowest loss"
+        raise NotEnoughPoints(f"approach 2 needs at least 2 compute levels with 3 or more model sizes{within} and "
+                              f"a minimum inside them; found {len(used)} of {len(profiles)} levels with 3+ sizes "
                               f"(levels are {width} decades of compute wide)")
     c = np.array([p.c for p in used])
     n_opt = np.array([p.n_opt for p in used])

@@ -20,8 +20,9 @@ FILES = ("loss_vs_compute.png", "isoflop.png", "fitted_law.png", "optimal_alloca
 
 
 def write_plots(directory: str, points, *, law=None, allocation=None, frontier=None, width: float = 0.1,
-                title: str = "") -> list[str]:
-    """Write the four PNGs into `directory`; returns their paths. `law(n, d)` and `allocation` may be None."""
+                isoflop_window: float | None = None, title: str = "") -> list[str]:
+    """Write the four PNGs into `directory`; returns their paths. `law(n, d)` and `allocation` may be None;
+    `isoflop_window` as in bmjax.scaling.isoflop (each parabola drawn over the sizes it was fitted on)."""
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(directory, name) for name in FILES]
     levels = compute_levels(points.c, width)
@@ -38,10 +39,11 @@ def write_plots(directory: str, points, *, law=None, allocation=None, frontier=N
     _save(fig, paths[0])
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for profile in isoflop_profiles(points, width):
+    for level, colour in zip(levels, colours):
+        ax.scatter(points.n[level], points.loss[level], s=12, color=colour)
+    for profile in isoflop_profiles(points, width, isoflop_window):
         colour = colours[np.argmin(np.abs(level_c - profile.c))]
         n = points.n[profile.runs]
-        ax.scatter(n, points.loss[profile.runs], s=12, color=colour)
         x = np.linspace(np.log(n.min()), np.log(n.max()), 100)
         ax.plot(np.exp(x), np.polyval(profile.coeffs, x), color=colour, lw=1, label=f"C = {profile.c:.1e}")
         if profile.n_opt is not None:
@@ -63,7 +65,7 @@ def write_plots(directory: str, points, *, law=None, allocation=None, frontier=N
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     c_range = np.geomspace(points.c.min(), max(points.c.max() * 1e3, 1e25), 100)
-    minima = [p for p in isoflop_profiles(points, width) if p.n_opt is not None]
+    minima = [p for p in isoflop_profiles(points, width, isoflop_window) if p.n_opt is not None]
     for ax, name, pick in ((axes[0], "N_opt", lambda al: al.n_opt), (axes[1], "D_opt", lambda al: al.d_opt)):
         if allocation is not None:
             ax.plot(c_range, pick(allocation)(c_range), c="C0", label=f"fit: ∝ C^{allocation.a if name == 'N_opt' else allocation.b:.3f}")
