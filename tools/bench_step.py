@@ -37,13 +37,13 @@ _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "If set, also trace the la
 
 def main(argv):
     del argv
-    exit_on_config_error(benchmark)  # a bad config: one line, as bmjax-train prints it
+    with tempfile.TemporaryDirectory(prefix="bmjax-bench-") as workdir:
+        exit_on_config_error(lambda: benchmark(workdir))  # a bad config: one line, as bmjax-train prints it
 
 
-def benchmark():
+def benchmark(workdir: str):
     config = _CONFIG.value
     k = int(config.train.steps_per_call)
-    workdir = tempfile.mkdtemp(prefix="bmjax-bench-")
     runtime.set_process_defaults()  # PJRT_NPROC and malloc, as bmjax-train, before jax starts its backend
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
