@@ -8,6 +8,10 @@ PIP := $(VENV)/bin/pip
 # libtpu, on PYTHONPATH for the TPU-compilation tests only (see test-tpu)
 TPU_LIBS := .venv-tpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# pytest-xdist workers: one per core, at most 4 (each compiles for 8 fake devices and some start subprocesses).
+# Tests are dealt out a file at a time (--dist loadfile) so a file's module-scoped training fixtures run once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 $(VENV)/.demo: pyproject.toml constraints.txt
 	test -x $(PIP) || $(PY) -m venv $(VENV)
@@ -26,7 +30,7 @@ demo: $(VENV)/.demo
 	$(VENV)/bin/bmjax-train --config configs/gpt/tiny.py --workdir runs/demo
 
 test: $(VENV)/.test $(TPU_LIBS)/.installed
-	$(VENV)/bin/python -m pytest tests
+	$(PYTEST) tests
 	$(MAKE) test-tpu
 
 # Regenerate constraints.txt from a .venv that `make test` made (after changing a range in pyproject.toml).
@@ -44,10 +48,10 @@ $(TPU_LIBS)/.installed: $(VENV)/.test
 	touch $@
 
 test-tpu: $(TPU_LIBS)/.installed
-	PYTHONPATH=$(TPU_LIBS) $(VENV)/bin/python -m pytest -m "tpu and not tpu_large" tests
+	PYTHONPATH=$(TPU_LIBS) $(PYTEST) -m "tpu and not tpu_large" tests
 
 # The large configs' TPU compiles too (GPT-2 350M-1.5B, BERT-base): ~15 more minutes on 2 cores.
 test-tpu-large: $(TPU_LIBS)/.installed
-	PYTHONPATH=$(TPU_LIBS) $(VENV)/bin/python -m pytest -m tpu tests
+	PYTHONPATH=$(TPU_LIBS) $(PYTEST) -m tpu tests
 
 .PHONY: install demo test test-tpu test-tpu-large constraints
