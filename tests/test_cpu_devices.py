@@ -102,8 +102,9 @@ def test_bert_finetune_default_runs_where_cores_do_not_divide_the_batch(tmp_path
     data.write_text("text,label\n" + "".join(f"{'good' if i % 2 else 'bad'} row {i},{i % 2}\n" for i in range(40)))
     workdir = tmp_path / "run"
     result = _run(FINETUNE_ON_3_CORES, "--config", f"configs/bert/finetune.py:data={data},labels=2,model=tiny,runlocal",
-                  "--config.train.steps=2", "--config.train.log_every=1", "--config.train.eval_every=2",
-                  "--config.train.ckpt_every=2", "--config.train.eval_steps=1", f"--workdir={workdir}", timeout=600)
+                  "--config.train.steps=2", "--config.train.steps_per_call=1", "--config.train.log_every=1",
+                  "--config.train.eval_every=2", "--config.train.ckpt_every=2", "--config.train.eval_steps=1",
+                  f"--workdir={workdir}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((workdir / "config.json").read_text())
     assert config["data"]["batch_size"] == 16 and config["mesh"]["cpu_devices"] is None
