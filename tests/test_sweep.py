@@ -227,3 +227,25 @@ def test_chinchilla_isoflop_spans_10m_to_1b_at_six_budgets_and_runlocal_is_two_t
     code, out, _ = cli(capsys, f"--config={REPO / 'configs/sweeps/chinchilla_isoflop.py'}:runlocal",
                        "--workdir=unused", "--dry_run")
     assert code == 0 and [line.split("\t")[2] for line in out.splitlines()] == ["steps=20", "steps=13"]
+
+
+def test_small_scaling_is_ten_sizes_from_7k_to_3m_at_three_budgets_each_within_its_budget(capsys):
+    path = str(REPO / "configs/sweeps/small_scaling.py")
+    sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
+    by_budget = {}
+    for run in sweep.runs:
+        config = module.get_config()
+        for key, value in run.args.items():
+            sweep_lib.set_key(config, key, value)
+        n = flops.param_counts(model_config(config.model))["non_embedding"]
+        step_tokens = config.data.batch_size * config.data.seq_len
+        d = run.steps * step_tokens
+        # whole steps: within half a step of the budget (the 6-step run at 5e11 is the coarsest, 7%)
+        assert abs(6 * n * d - run.overrides["budget.flops"]) <= 6 * n * step_tokens / 2
+        assert d <= 4 * 31e6  # no run reads the ~31M-token corpus more than ~4 times
+        by_budget.setdefault(run.overrides["budget.flops"], []).append(n)
+    assert sorted(by_budget) == [5e11, 1e12, 3e12]
+    assert all(len(sizes) == 10 and min(sizes) < 8e3 and max(sizes) > 3e6 for sizes in by_budget.values())
+
+    code, out, _ = cli(capsys, f"--config={path}:runlocal", "--workdir=unused", "--dry_run")
+    assert code == 0 and len(out.splitlines()) == 2
