@@ -8,7 +8,8 @@ PIP := $(VENV)/bin/pip
 # libtpu, on PYTHONPATH for the TPU-compilation tests only (see test-tpu)
 TPU_LIBS := .venv-tpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-# pytest-xdist workers: one per core, at most 4 (each compiles for 8 fake devices and some start subprocesses).
+# pytest-xdist workers: one per core, at most 4 (each compiles for 8 fake devices and some start subprocesses);
+# TEST_WORKERS=0 runs the tests in the pytest process itself.
 # Tests are dealt out a file at a time (--dist loadfile) so a file's module-scoped training fixtures run once.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
