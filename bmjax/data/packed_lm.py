@@ -26,7 +26,8 @@ import grain
 import numpy as np
 
 from bmjax.data import documents, packing, shards
-from bmjax.data.tokenizers import CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config
+from bmjax.data.tokenizers import (CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config,
+                                   token_byte_lengths)
 from bmjax.errors import ConfigError
 
 EVAL_SEED = 1234
@@ -42,6 +43,7 @@ class PackedLMData:
     train_tokens: int | None  # None where unknown without reading everything (TFDS)
     eval_tokens: int | None
     source_names: tuple[str, ...]
+    eval_bytes_per_token: float | None = None  # UTF-8 bytes per scored eval token (bits per byte); see below
 
     def source_tokens(self) -> dict[str, int]:
         """Target tokens each source delivered to this process so far (sum over processes for the run's)."""
@@ -119,7 +121,7 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     names = tuple(c.name for c in comps)
     train_iter = packing.SourceTokenCounter(iter(rows), names, process_count)
 
-    def eval_batches():
+    def global_eval_batches():
         docs = mixed([grain.MapDataset.source(p) for p in eval_parts], weights)
         if train.eval_steps > 0:
             docs = docs.repeat()
@@ -129,13 +131,36 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
             if train.eval_steps and step >= train.eval_steps:
                 return
             batch.pop("source")
+            yield batch
+
+    def eval_batches():
+        for batch in global_eval_batches():
             yield {k: v[process_index * local:(process_index + 1) * local] for k, v in batch.items()}
 
     logging.info("data: %s, packing %s, tokenizer %s (%d ids), opened in %.2fs", ", ".join(names), mode,
                  tokenizer.name, tokenizer.vocab_size, time.perf_counter() - start)
     return PackedLMData(tokenizer=tokenizer, train_iter=train_iter, eval_batches=eval_batches,
                         train_tokens=_count_tokens(train_parts), eval_tokens=_count_tokens(eval_parts),
-                        source_names=names)
+                        source_names=names,
+                        eval_bytes_per_token=scored_bytes_per_token(tokenizer, global_eval_batches()))
+
+
+def scored_bytes_per_token(tokenizer: Tokenizer, batches) -> float | None:
+    """UTF-8 bytes per token over the targets the eval step scores (the task's lm_token_weights: not packing's
+    padding), counted in the global batches every process evaluates; so loss / ln 2 / this is the eval's bits
+    per byte exactly. One extra read of the eval batches, at start-up. None where a tokenizer's ids have no fixed
+    bytes (tokenizers.token_byte_lengths)."""
+    lengths = token_byte_lengths(tokenizer)
+    if lengths is None:
+        return None
+    total_bytes = total_tokens = 0.0
+    for batch in batches:
+        scored = batch.get("weights", np.ones(batch["targets"].shape, np.float32))
+        if "segment_ids" in batch:
+            scored = scored * (batch["segment_ids"] != 0)
+        total_bytes += float(np.sum(lengths[batch["targets"]] * scored))
+        total_tokens += float(np.sum(scored))
+    return total_bytes / total_tokens if total_tokens else None
 
 
 def mixed(datasets: list[grain.MapDataset], weights: list[float]) -> grain.MapDataset:

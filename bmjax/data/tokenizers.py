@@ -134,6 +134,20 @@ class CharTokenizer:
         return cls(chars, origin=path)
 
 
+def token_byte_lengths(tokenizer) -> np.ndarray | None:
+    """UTF-8 bytes of text each token id stands for, where every id stands for fixed bytes: the byte
+    tokenizer's ids one byte each (its specials none), a char vocabulary's ids their character's bytes. None for
+    tokenizer files (WordPiece and SentencePiece pieces change with their neighbours and case): bits per byte
+    are then not reported."""
+    if isinstance(tokenizer, ByteTokenizer):
+        lengths = np.zeros(tokenizer.vocab_size, np.int64)
+        lengths[:256] = 1
+        return lengths
+    if isinstance(tokenizer, CharTokenizer):
+        return np.array([len(c.encode("utf-8", errors="surrogatepass")) for c in tokenizer.chars], np.int64)
+    return None
+
+
 def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
 
