@@ -287,4 +287,7 @@ def test_eval_bytes_per_token_counts_the_scored_targets_text(shard_dirs, tmp_pat
     if shards == "multibyte":
         assert data.eval_bytes_per_token > 1.5
     other = make_data(config, str(tmp_path / "work"), process_index=1, process_count=2)
+    assert other.eval_bytes_per_token is None  # counted during the eval pass, not by a read of its own
+    for _ in other.eval_batches():
+        pass
     assert other.eval_bytes_per_token == data.eval_bytes_per_token

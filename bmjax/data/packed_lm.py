@@ -43,7 +43,9 @@ class PackedLMData:
     train_tokens: int | None  # None where unknown without reading everything (TFDS)
     eval_tokens: int | None
     source_names: tuple[str, ...]
-    eval_bytes_per_token: float | None = None  # UTF-8 bytes per scored eval token (bits per byte); see below
+    # UTF-8 bytes per scored eval token (bits per byte), set by every complete pass of eval_batches over the
+    # global batches (the same on every process); None before the first, and for tokenizers without fixed bytes
+    eval_bytes_per_token: float | None = None
 
     def source_tokens(self) -> dict[str, int]:
         """Target tokens each source delivered to this process so far (sum over processes for the run's)."""
@@ -121,46 +123,42 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     names = tuple(c.name for c in comps)
     train_iter = packing.SourceTokenCounter(iter(rows), names, process_count)
 
-    def global_eval_batches():
+    byte_lengths = token_byte_lengths(tokenizer)
+
+    def eval_batches():
         docs = mixed([grain.MapDataset.source(p) for p in eval_parts], weights)
         if train.eval_steps > 0:
             docs = docs.repeat()
         whole = packing.pack(docs.to_iter_dataset(_READ_OPTIONS), mode, data.seq_len, data.batch_size)
         batches = whole.batch(data.batch_size, drop_remainder=True)
+        scored_bytes = scored_tokens = 0.0
         for step, batch in enumerate(batches):
             if train.eval_steps and step >= train.eval_steps:
-                return
+                break
             batch.pop("source")
-            yield batch
-
-    def eval_batches():
-        for batch in global_eval_batches():
+            if byte_lengths is not None:
+                batch_bytes, batch_tokens = scored_text(byte_lengths, batch)
+                scored_bytes, scored_tokens = scored_bytes + batch_bytes, scored_tokens + batch_tokens
             yield {k: v[process_index * local:(process_index + 1) * local] for k, v in batch.items()}
+        if scored_tokens:
+            result.eval_bytes_per_token = scored_bytes / scored_tokens
 
     logging.info("data: %s, packing %s, tokenizer %s (%d ids), opened in %.2fs", ", ".join(names), mode,
                  tokenizer.name, tokenizer.vocab_size, time.perf_counter() - start)
-    return PackedLMData(tokenizer=tokenizer, train_iter=train_iter, eval_batches=eval_batches,
-                        train_tokens=_count_tokens(train_parts), eval_tokens=_count_tokens(eval_parts),
-                        source_names=names,
-                        eval_bytes_per_token=scored_bytes_per_token(tokenizer, global_eval_batches()))
+    result = PackedLMData(tokenizer=tokenizer, train_iter=train_iter, eval_batches=eval_batches,
+                          train_tokens=_count_tokens(train_parts), eval_tokens=_count_tokens(eval_parts),
+                          source_names=names)
+    return result
 
 
-def scored_bytes_per_token(tokenizer: Tokenizer, batches) -> float | None:
-    """UTF-8 bytes per token over the targets the eval step scores (the task's lm_token_weights: not packing's
-    padding), counted in the global batches every process evaluates; so loss / ln 2 / this is the eval's bits
-    per byte exactly. One extra read of the eval batches, at start-up. None where a tokenizer's ids have no fixed
-    bytes (tokenizers.token_byte_lengths)."""
-    lengths = token_byte_lengths(tokenizer)
-    if lengths is None:
-        return None
-    total_bytes = total_tokens = 0.0
-    for batch in batches:
-        scored = batch.get("weights", np.ones(batch["targets"].shape, np.float32))
-        if "segment_ids" in batch:
-            scored = scored * (batch["segment_ids"] != 0)
-        total_bytes += float(np.sum(lengths[batch["targets"]] * scored))
-        total_tokens += float(np.sum(scored))
-    return total_bytes / total_tokens if total_tokens else None
+def scored_text(byte_lengths: np.ndarray, batch: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(UTF-8 bytes, count) of the targets the eval step scores in a global batch: the task's lm_token_weights
+    (`weights`, 0 on packing's padding), each target's bytes from tokenizers.token_byte_lengths (an EOS none).
+    Summed over an eval pass, loss / ln 2 / (bytes / count) is that eval's bits per byte exactly."""
+    scored = batch.get("weights", np.ones(batch["targets"].shape, np.float32))
+    if "segment_ids" in batch:
+        scored = scored * (batch["segment_ids"] != 0)
+    return float(np.sum(byte_lengths[batch["targets"]] * scored)), float(np.sum(scored))
 
 
 def mixed(datasets: list[grain.MapDataset], weights: list[float]) -> grain.MapDataset:
