@@ -207,16 +207,21 @@ def test_local_sweep_survives_sigkill_in_its_second_run_and_resumes_it(tmp_path,
         assert config["optim"]["decay_steps"] == STEPS
 
 
-def test_chinchilla_isoflop_spans_10m_to_1b_at_six_budgets_and_runlocal_is_two_tiny_runs(capsys):
-    sweep = sweep_lib.load_sweep(str(REPO / "configs/sweeps/chinchilla_isoflop.py"))
-    module = sweep_lib.load_module(str(REPO / "configs/sweeps/chinchilla_isoflop.py"))
-    by_budget = {}
+def resolved_runs(path: str):
+    """(run, N, tokens per step) for every run of a sweep file: its config with the run's overrides applied."""
+    sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
     for run in sweep.runs:
         config = module.get_config()
         for key, value in run.args.items():
             sweep_lib.set_key(config, key, value)
         n = flops.param_counts(model_config(config.model))["non_embedding"]
-        d = run.steps * config.data.batch_size * config.data.seq_len
+        yield run, n, config.data.batch_size * config.data.seq_len
+
+
+def test_chinchilla_isoflop_spans_10m_to_1b_at_six_budgets_and_runlocal_is_two_tiny_runs(capsys):
+    by_budget = {}
+    for run, n, step_tokens in resolved_runs(str(REPO / "configs/sweeps/chinchilla_isoflop.py")):
+        d = run.steps * step_tokens
         assert 2 <= d / n <= 400 and run.args["optim.decay_steps"] == run.steps
         assert abs(6 * n * d / run.overrides["budget.flops"] - 1) < 0.01  # whole steps round C by < 1%
         by_budget.setdefault(run.overrides["budget.flops"], []).append(n)
@@ -231,14 +236,8 @@ def test_chinchilla_isoflop_spans_10m_to_1b_at_six_budgets_and_runlocal_is_two_t
 
 def test_small_scaling_is_ten_sizes_from_7k_to_3m_at_three_budgets_each_within_its_budget(capsys):
     path = str(REPO / "configs/sweeps/small_scaling.py")
-    sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
     by_budget = {}
-    for run in sweep.runs:
-        config = module.get_config()
-        for key, value in run.args.items():
-            sweep_lib.set_key(config, key, value)
-        n = flops.param_counts(model_config(config.model))["non_embedding"]
-        step_tokens = config.data.batch_size * config.data.seq_len
+    for run, n, step_tokens in resolved_runs(path):
         d = run.steps * step_tokens
         # whole steps: within half a step of the budget (the 6-step run at 5e11 is the coarsest, 7%)
         assert abs(6 * n * d - run.overrides["budget.flops"]) <= 6 * n * step_tokens / 2
