@@ -173,8 +173,12 @@ def test_update_equals_optax_adamw_with_an_explicit_mask(decay_embeddings):
                     b1=0.8, b2=0.97, eps=1e-6, weight_decay=0.3, mask=hand_mask(decay_embeddings)))
     want, _ = run_updates(reference)
     assert min(norms) < 1.0 < max(norms)  # clipping is active on some steps, not on others
+    # Two float32 computations of the same six updates may round differently (AVX2 and AVX-512 kernels do): each
+    # step may add a few roundings of the parameter's size and of the update's (at most the peak lr), so allow
+    # 4 float32 epsilons of each per step. A wrong mask or schedule moves a parameter by ~1e-2, far outside.
+    tolerance = 6 * 4 * np.finfo(np.float32).eps
     for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(g, w, rtol=tolerance, atol=tolerance * 0.05, err_msg=jax.tree_util.keystr(path))
 
 
 def test_weight_decay_alone_shrinks_exactly_the_masked_leaves():
