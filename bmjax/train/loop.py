@@ -37,12 +37,22 @@ def stack_batches(batches: list[dict]) -> dict:
 
 
 def evaluate(eval_step, state, data, batch_sharding, seq_len, finalize=tasks_lib.finalize) -> dict:
-    """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's)."""
-    totals = None
-    for batch in data.eval_batches():
-        metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
-        totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
-    return finalize(jax.device_get(totals))
+    """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's). Data made of
+    several sources (`eval_parts`, a mixture) is scored source by source: the metrics are over all of them, and
+    each source's own are added as `<source>/<metric>` (eval/<source>/loss in W&B and TensorBoard)."""
+    parts = data.eval_parts() if hasattr(data, "eval_parts") else [("", data.eval_batches())]
+    totals, by_source = None, {}
+    for name, batches in parts:
+        part = None
+        for batch in batches:
+            metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
+            part = metrics if part is None else jax.tree.map(jnp.add, part, metrics)
+        if part is None:
+            continue
+        totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
+        if len(parts) > 1:
+            by_source.update({f"{name}/{k}": v for k, v in finalize(jax.device_get(part)).items()})
+    return dict(finalize(jax.device_get(totals)), **by_source)
 
 
 def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
@@ -191,7 +201,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
                 eval_started = time.perf_counter()
                 eval_metrics = evaluate(training.eval_step, state, data, training.batch_sharding,
                                         int(config.data.seq_len), tasks_lib.get_task(config.data.task).finalize)
-                eval_metrics = record.add_eval(step, eval_metrics, getattr(data, "eval_bytes_per_token", None))
+                record.add_eval(step, eval_metrics)
                 writers.write(step, "eval", dict(eval_metrics, **record.counts(step)))
                 if progress is not None:
                     progress.write(f"step {step}: eval {_eval_line(eval_metrics)}")
