@@ -7,7 +7,7 @@ Each run is scored once, at its end, on one pass over the held-out files (1% of 
 IsoFLOP minima, the larger ones (to 3.2M, which trains 6 to 39 steps) are the profiles' right arms. About 40
 minutes on a 2-core CPU.
 
-    python -m bmjax.scaling.sweep_cli --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
+    python -m bmjax.cli.sweep --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
     bash experiments/small_scaling/run.sh            (the sweep and both fits)
 
 `runlocal` keeps two tiny runs of ~20 steps: a smoke test of the same path.
