@@ -102,7 +102,7 @@ def test_cli_refuses_a_changed_config_in_one_line_and_checks_allowed_keys(tmp_pa
                            "def get_config():\n    return tiny_config(steps=2, steps_per_call=2)\n")
 
     def run(*extra):
-        return subprocess.run([sys.executable, "-m", "bmjax.main", "--config", str(config_file), "--workdir",
+        return subprocess.run([sys.executable, "-m", "bmjax.cli.train", "--config", str(config_file), "--workdir",
                                str(workdir), *extra], cwd=REPO, env=dict(os.environ), capture_output=True,
                               text=True, timeout=300)
 
