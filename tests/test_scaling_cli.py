@@ -47,7 +47,7 @@ def test_approach2_json_and_plots(capsys, sweep_csv, tmp_path):
 def test_approach3_json(capsys, sweep_csv):
     # Every 45th grid start (100 of 4,500) keeps this quick; the full grid is tested in test_scaling_fits.
     code, out, err = run(capsys, "fit", "--csv", sweep_csv, *CSV_COLUMNS, "--law", "chinchilla", "--json",
-                         "--start-stride", "45")
+                         "--start-stride", "45", "--bootstrap", "6")
     assert code == 0, err
     report = json.loads(out)
     for key in ("E", "A", "B", "alpha", "beta", "a", "b", "objective", "n_points"):
@@ -56,6 +56,11 @@ def test_approach3_json(capsys, sweep_csv):
     assert abs(report["a"] - report["beta"] / (report["alpha"] + report["beta"])) < 1e-12
     row = report["table"][0]
     assert abs(6 * row["N_opt"] * row["D_opt"] / row["C"] - 1) < 1e-9 and row["loss"] > report["E"]
+    assert report["compute"] == "C = 6 N D" and report["objective_function"] == "huber"
+    # resamples differ: intervals of nonzero width, on the law and on every row of the table
+    assert report["ci"]["alpha"][1] - report["ci"]["alpha"][0] > 1e-3
+    assert all(r["ci"]["loss"][0] < r["ci"]["loss"][1] and r["ci"]["N_opt"][0] < r["ci"]["N_opt"][1]
+               for r in report["table"])
 
 
 def test_kaplan_json_from_tokens(capsys, tmp_path):

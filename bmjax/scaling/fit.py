@@ -141,7 +141,7 @@ def bootstrap(points: Points, resamples: int, seed: int, fit_fn):
     fits, skipped = [], 0
     for _ in range(resamples):
         try:
-            fits.append(fit_fn(points.subset(points_lib.resample_indices(rng, len(points)))))
+            fits.append(fit_fn(points.subset(points_lib.resample_indices(rng, points))))
         except NotEnoughPoints:
             skipped += 1
     summary = {"resamples": resamples, "used": len(fits), "skipped": skipped}
