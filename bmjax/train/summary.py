@@ -2,8 +2,8 @@
 (mirrored into the W&B run summary) with what a fit needs.
 
 summary.json keys:
-    N            non-embedding parameters (Kaplan's and Chinchilla's N, as bmjax.models.flops counts them)
-    N_total      all parameters, embeddings included
+    N            non-embedding parameters (Kaplan's N, as bmjax.models.flops counts them)
+    N_total      all parameters, embeddings included (Chinchilla's N; bmjax/scaling/points.py holds the convention)
     D            training tokens seen (steps * batch_size * seq_len)
     C            training FLOPs: D * train_flops_per_token (6N plus the output projection plus attention, the
                  PaLM convention of bmjax.models.flops)
