@@ -12,7 +12,7 @@ minutes on a 2-core CPU.
 
 `runlocal` keeps two tiny runs of ~20 steps: a smoke test of the same path.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 from bmjax.scaling.sweep import axis, budget_steps, product
 
 # name: (d_model, num_layers, num_heads, lr)
@@ -34,7 +34,7 @@ LOCAL_BUDGET = 2.5e10  # 20 and 13 steps of 32 x 128 tokens
 
 
 def get_config(arg: str = ""):
-    local = "runlocal" in arg.split(",")
+    local = parse_arg(arg, runlocal=False)["runlocal"]
     c = base_config()
     c.model.name = "gpt"
     c.model.vocab_size = 320  # 259 byte-level ids, rounded up to a multiple of 64
