@@ -9,6 +9,7 @@ import contextlib
 import math
 import pathlib
 import shutil
+import sys
 import time
 
 import jax
@@ -26,6 +27,7 @@ from bmjax.parallel.batches import to_global
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
+from bmjax.train import optim as optim_lib
 from bmjax.train import run_config, sample, setup
 from bmjax.train import summary as summary_lib
 from bmjax.train import tasks as tasks_lib
@@ -117,6 +119,9 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         if is_primary:  # after the restore (or the init) succeeded: a refused start leaves every file as it was
             run_config.record(workdir, config, start_step)
         start_step = start_step or 0
+    if is_primary and start_step < total_steps:  # about to train: what its schedule will not do
+        for line in optim_lib.schedule_warnings(config.optim, total_steps):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
     if is_primary:  # rows a killed run logged after its last complete checkpoint are logged again from here
         metrics_lib.truncate_jsonl(workdir / "metrics.jsonl", start_step)
     writers = metrics_lib.MetricWriters(config, workdir, is_primary)
