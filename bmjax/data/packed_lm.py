@@ -3,8 +3,8 @@
 Used for `data.source` arrayrecord or tfds, for any `data.mixture`, and for `data.packing=segments`
 (text/builtin with the default concat packing keep lm.py's random windows).
 
-Train: each component's documents are shuffled with `train.seed` (+ its index) by grain's index shuffle, a
-new order each epoch, repeated forever and mixed by weight (grain's MapDataset.mix: a fixed interleaving,
+Train: each component's documents are repeated forever, each epoch in the permutation of (train.seed,
+component, epoch) (order.py: no two share one) and mixed by weight (grain's MapDataset.mix: a fixed interleaving,
 no randomness). Process p of P reads documents p, p + P, p + 2P, ... of that global order, and only those
 (only their records are read), packs them (packing.py) into rows of data.seq_len and batches
 b = data.batch_size / P rows: the global batch is the P local batches side by side. The iterator's state
@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import documents, packing, shards
+from bmjax.data import documents, order, packing, shards
 from bmjax.data.tokenizers import (CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config,
                                    token_byte_lengths)
 from bmjax.errors import ConfigError
@@ -100,8 +100,6 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     data, train = config.data, config.train
     check_packed_config(config)
     check_sizes(config, process_count)
-    if train.seed >= 2**31:  # component i shuffles with seed + i, which grain needs below 2**32
-        raise ConfigError("train.seed", f"must be in [0, 2**31), got {train.seed}")
     start = time.perf_counter()
     shard_glob = prepare_from_text(config, workdir) if data.get("prepare_from") else ""
     tokenizer = build_tokenizer(config, workdir)  # a char vocabulary comes with the shards (tokenizers.py)
@@ -175,9 +173,9 @@ def mixed(datasets: list[grain.MapDataset], weights: list[float]) -> grain.MapDa
 
 
 def train_documents(parts, weights, seed: int, process_index: int, process_count: int) -> grain.MapDataset:
-    """This process's documents: every P-th of the global order (each component shuffled anew each epoch,
-    repeated, mixed by weight), starting at the process index."""
-    shuffled = [grain.MapDataset.source(part).shuffle(seed=seed + i).repeat() for i, part in enumerate(parts)]
+    """This process's documents: every P-th of the global order (each component repeated, each epoch in the
+    permutation of (seed, component, epoch): order.py; mixed by weight), starting at the process index."""
+    shuffled = [order.EpochShuffleMapDataset(grain.MapDataset.source(part), seed, i) for i, part in enumerate(parts)]
     return mixed(shuffled, weights)[process_index::process_count]
 
 
