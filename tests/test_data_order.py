@@ -12,18 +12,15 @@ EPOCHS = 4
 
 
 def component_epochs(seed: int) -> dict[tuple[int, int], tuple[int, ...]]:
-    """{(component, epoch): the order its documents came in} from a mixture's training stream."""
-    parts = [documents.MemoryDocuments([np.array([1000 * c + i]) for i in range(n)], c) for c, n in enumerate(SIZES)]
-    stream = packed_lm.train_documents(parts, [1.0, 1.0], seed, 0, 1)
-    seen = {c: [] for c in range(len(SIZES))}
-    for k in range(4 * EPOCHS * sum(SIZES)):
-        token = int(stream[k]["tokens"][0])
-        seen[token // 1000].append(token % 1000)
+    """{(component, epoch): the order its documents came in} in each component's training stream."""
     out = {}
-    for c, order in seen.items():
+    for c, n in enumerate(SIZES):
+        part = documents.MemoryDocuments([np.array([1000 * c + i]) for i in range(n)], c)
+        stream = packed_lm.train_documents(part, seed, c, 0, 1)
+        order = [int(stream[k]["tokens"][0]) % 1000 for k in range(EPOCHS * n)]
         for epoch in range(EPOCHS):
-            out[(c, epoch)] = tuple(order[epoch * SIZES[c]:(epoch + 1) * SIZES[c]])
-            assert sorted(out[(c, epoch)]) == list(range(SIZES[c]))  # each epoch holds every document once
+            out[(c, epoch)] = tuple(order[epoch * n:(epoch + 1) * n])
+            assert sorted(out[(c, epoch)]) == list(range(n))  # each epoch holds every document once
     return out
 
 
