@@ -146,9 +146,11 @@ def check_shapes(config):
              f"splash attention has no attention dropout, got {m.dropout}")
 
 
-def check_mesh(config):
-    shape = mesh_lib.mesh_shape(config.mesh, jax.device_count())
-    mesh_lib.check_dcn(config.mesh, jax.devices())
+def check_mesh(config, devices=None):
+    """The mesh fits `devices` (default: jax.devices(); bmjax-compile-check passes a target's) and the batch."""
+    devices = jax.devices() if devices is None else devices
+    shape = mesh_lib.mesh_shape(config.mesh, len(devices))
+    mesh_lib.check_dcn(config.mesh, devices)
     rules_lib.rules_from_config(config.mesh)
     sizes = dict(zip(mesh_lib.AXES, shape))
     batch_ways = sizes["data"] * sizes["fsdp"]
@@ -162,7 +164,7 @@ def check_mesh(config):
              f"splash keeps the sequence whole on each device; mesh.sequence={sizes['sequence']} needs ring")
     # Every process must hold one consecutive range of rows of each batch, for its pipeline to load.
     rules = rules_lib.rules_from_config(config.mesh)
-    batches.row_shard(rules_lib.batch_sharding(mesh_lib.make_mesh(config.mesh), rules=rules))
+    batches.row_shard(rules_lib.batch_sharding(mesh_lib.make_mesh(config.mesh, devices), rules=rules))
 
 
 def check_parameter_layout(config, mesh=None):

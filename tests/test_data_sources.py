@@ -205,7 +205,7 @@ def test_bad_input_is_a_config_error_before_reading(shard_dirs, tmp_path, fields
 def test_cli_refuses_a_shard_glob_matching_nothing_in_one_line(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run(
-        [sys.executable, "-m", "bmjax.main", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
+        [sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
          "--workdir", str(tmp_path / "run"), f"--config.data.path={tmp_path}/none-*.arrayrecord",
          "--config.data.prepare_from="], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]

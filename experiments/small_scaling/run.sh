@@ -14,7 +14,7 @@ SCALING=${SCALING:-.venv/bin/bmjax-scaling}  # the fit CLI (pyproject entry poin
 CONFIG=configs/sweeps/small_scaling.py${SWEEP_ARG:+:$SWEEP_ARG}
 
 start=$(date +%s)
-"$PYTHON" -m bmjax.scaling.sweep_cli --config "$CONFIG" --workdir "$WORKDIR" --launcher local
+"$PYTHON" -m bmjax.cli.sweep --config "$CONFIG" --workdir "$WORKDIR" --launcher local
 echo "sweep wall: $(( $(date +%s) - start )) s"
 "$PYTHON" - "$WORKDIR/results.csv" <<'PY'
 import csv, sys
