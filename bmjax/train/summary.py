@@ -2,8 +2,8 @@
 (mirrored into the W&B run summary) with what a fit needs.
 
 summary.json keys:
-    N            non-embedding parameters (Kaplan's and Chinchilla's N, as bmjax.models.flops counts them)
-    N_total      all parameters, embeddings included
+    N            non-embedding parameters (Kaplan's N, as bmjax.models.flops counts them)
+    N_total      all parameters, embeddings included (Chinchilla's N; bmjax/scaling/points.py holds the convention)
     D            training tokens: the real target tokens trained on, so packing's padding (data.packing=segments)
                  is not counted (the packed pipeline's per-source counts, summed); steps * batch_size * seq_len
                  for pipelines without padding. As of the last metrics row.
