@@ -47,7 +47,7 @@ def test_approach2_json_and_plots(capsys, sweep_csv, tmp_path):
 def test_approach3_json(capsys, sweep_csv):
     # Every 45th grid start (100 of 4,500) keeps this quick; the full grid is tested in test_scaling_fits.
     code, out, err = run(capsys, "fit", "--csv", sweep_csv, *CSV_COLUMNS, "--law", "chinchilla", "--json",
-                         "--start-stride", "45")
+                         "--start-stride", "45", "--bootstrap", "6")
     assert code == 0, err
     report = json.loads(out)
     for key in ("E", "A", "B", "alpha", "beta", "a", "b", "objective", "n_points"):
@@ -56,6 +56,11 @@ def test_approach3_json(capsys, sweep_csv):
     assert abs(report["a"] - report["beta"] / (report["alpha"] + report["beta"])) < 1e-12
     row = report["table"][0]
     assert abs(6 * row["N_opt"] * row["D_opt"] / row["C"] - 1) < 1e-9 and row["loss"] > report["E"]
+    assert report["compute"] == "C = 6 N D" and report["objective_function"] == "huber"
+    # resamples differ: intervals of nonzero width, on the law and on every row of the table
+    assert report["ci"]["alpha"][1] - report["ci"]["alpha"][0] > 1e-3
+    assert all(r["ci"]["loss"][0] < r["ci"]["loss"][1] and r["ci"]["N_opt"][0] < r["ci"]["N_opt"][1]
+               for r in report["table"])
 
 
 def test_kaplan_json_from_tokens(capsys, tmp_path):
@@ -193,3 +198,33 @@ def test_module_entry_point_reports_bad_input(tmp_path, repo_root):
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         result.stderr.strip().splitlines()[-1]]
     assert "does not exist" in result.stderr
+
+
+def test_predict_gives_the_fitted_laws_loss_and_the_compute_optimal_point_with_intervals(capsys, sweep_csv):
+    fit_args = ["--csv", sweep_csv, *CSV_COLUMNS, "--law", "chinchilla", "--start-stride", "45", "--json"]
+    code, out, err = run(capsys, "fit", *fit_args, "--budgets", "1e22")
+    assert code == 0, err
+    law = json.loads(out)
+    code, out, err = run(capsys, "predict", *fit_args, "--n", "1e9", "--d", "2e10", "--bootstrap", "6")
+    assert code == 0, err
+    at = json.loads(out)
+    expected = law["E"] + law["A"] / 1e9 ** law["alpha"] + law["B"] / 2e10 ** law["beta"]
+    assert at["loss"] == pytest.approx(expected, rel=1e-9)
+    assert at["ci"]["loss"][0] < at["ci"]["loss"][1]
+    code, out, err = run(capsys, "predict", *fit_args, "--flops", "1e22")
+    assert code == 0, err
+    optimum = json.loads(out)
+    assert optimum["N_opt"] == pytest.approx(law["table"][0]["N_opt"], rel=1e-9)
+    assert optimum["decades_past_data"] == pytest.approx(2.0)
+    assert 6 * optimum["N_opt"] * optimum["D_opt"] == pytest.approx(1e22, rel=1e-9)
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--flops: predict needs --n N --d D, or --flops C"),
+    (["--n", "1e9", "--d", "1e10", "--flops", "1e20"], "not both"),
+    (["--flops", "-1"], "--flops: must be a positive number"),
+    (["--n", "1e9", "--d", "1e10", "--approach", "2"], "--approach: approaches 1 and 2 fit no loss law"),
+])
+def test_predict_bad_input_is_one_line_and_exit_2(capsys, sweep_csv, argv, message):
+    code, out, err = run(capsys, "predict", "--csv", sweep_csv, *CSV_COLUMNS, "--law", "chinchilla", *argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, err

@@ -4,6 +4,7 @@
                        | --runs DIR) --law chinchilla|kaplan [--approach 1|2|3] [--drop_highest_loss K]
                       [--isoflop_window DECADES] [--objective huber|lad] [--huber_delta D] [--budgets C,...]
                       [--bootstrap B] [--json] [--plot DIR]
+    bmjax-scaling predict (the data and fit flags of fit) (--n N --d D | --flops C) [--bootstrap B] [--json]
     bmjax-scaling fit --runs runs/small --law chinchilla --approach 3 --bootstrap 200 --json
     bmjax-scaling fit --csv data/chinchilla_svg_extracted_data.csv --params_col "Model Size" \
         --flops_col "Training FLOP" --loss_col loss --law chinchilla --drop_highest_loss 5
@@ -11,6 +12,9 @@
 
 The dashed spellings of earlier versions (--params-col, --tokens-col, --flops-col, --loss-col,
 --drop-highest-loss, --isoflop-window, --start-stride) still work.
+
+`predict` fits as `fit` does, then prints the fitted law's loss at N, D (approach 3 or Kaplan), or the
+compute-optimal N_opt, D_opt (and loss, where there is a law) at C, with 95% intervals when bootstrapped.
 
 `--runs DIR` reads DIR/results.csv of `bmjax-sweep` (finished runs only): N_total (chinchilla: all parameters,
 as Hoffmann et al. counted) or N (kaplan: non-embedding) for the parameters, D for the tokens, C (the counted
@@ -36,7 +40,7 @@ from bmjax.errors import ConfigError
 from bmjax.scaling import allocation as allocation_lib
 from bmjax.scaling import chinchilla, fit as fit_lib, points as points_lib
 
-COMMANDS = ("fit",)
+COMMANDS = ("fit", "predict")
 
 # The spellings of earlier versions, still accepted.
 ALIASES = {f"--{name.replace('_', '-')}": f"--{name}" for name in (
@@ -69,19 +73,23 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
                       flag_values=fv)
     flags.DEFINE_float("huber_delta", chinchilla.HUBER_DELTA, "Approach 3, --objective huber: the Huber delta.",
                        flag_values=fv)
+    flags.DEFINE_float("n", None, "predict: parameters N (with --d).", flag_values=fv)
+    flags.DEFINE_float("d", None, "predict: training tokens D (with --n).", flag_values=fv)
+    flags.DEFINE_float("flops", None, "predict: a FLOP budget C: the compute-optimal N, D and loss there.",
+                       flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print one JSON object instead of text.", flag_values=fv)
     flags.DEFINE_string("plot", None, "Write the PNG plots into this directory.", flag_values=fv)
     return fv
 
 
-def fit(fv: flags.FlagValues, commands: list[str]) -> int:
-    if commands != ["fit"]:
-        raise ConfigError("command", f"expected one command, 'fit'; got {commands or 'none'}")
-    return _fit(fv)
+def dispatch(fv: flags.FlagValues, commands: list[str]) -> int:
+    if len(commands) != 1 or commands[0] not in COMMANDS:
+        raise ConfigError("command", f"expected one command, fit or predict; got {commands or 'none'}")
+    return _fit(fv) if commands[0] == "fit" else _predict(fv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.run(define_flags, fit, argv, usage=__doc__, positional=True, aliases=ALIASES)
+    return common.run(define_flags, dispatch, argv, usage=__doc__, positional=True, aliases=ALIASES)
 
 
 def _load(fv) -> tuple[points_lib.Points, str]:
@@ -133,6 +141,41 @@ def _options(fv) -> fit_lib.FitOptions:
     return fit_lib.FitOptions(law=fv.law, approach=approach, window=window, objective=fv.objective,
                               huber_delta=fv.huber_delta, start_stride=fv.start_stride,
                               bootstrap=fv.bootstrap, seed=fv.seed, budgets=budgets)
+
+
+def _predict(fv) -> int:
+    given = {name: fv[name].value for name in ("n", "d", "flops")}
+    if given["flops"] is None and (given["n"] is None or given["d"] is None):
+        raise ConfigError("--flops", "predict needs --n N --d D, or --flops C")
+    if given["flops"] is not None and (given["n"] is not None or given["d"] is not None):
+        raise ConfigError("--flops", "give --n and --d, or --flops, not both")
+    for name, value in given.items():
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name}", f"must be a positive number; got {value}")
+    options = _options(fv)
+    if given["flops"] is None and fv.law == "chinchilla" and options.approach != 3:
+        raise ConfigError("--approach", "approaches 1 and 2 fit no loss law: --n/--d needs approach 3 (or "
+                                        "--law kaplan); --flops works with any")
+    points, source = _load(fv)
+    points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
+    try:
+        result = fit_lib.run_fit(points, options)
+    except points_lib.NotEnoughPoints as e:
+        raise ConfigError(source, str(e)) from None
+    out = fit_lib.predict(result, n=given["n"], d=given["d"], c=given["flops"])
+    out.update(law=fv.law, approach=result.report.get("approach"), inputs=result.report["inputs"],
+               compute=result.report["compute"])
+    if fv.json:
+        print(json.dumps(out))
+        return 0
+    ci = out.get("ci", {})
+    for key in ("C", "decades_past_data", "N_opt", "D_opt", "N", "D", "loss"):
+        if key in out:
+            interval = f"   95% CI [{ci[key][0]:.6g}, {ci[key][1]:.6g}]" if key in ci else ""
+            print(f"{key:>17}: {out[key]:.6g}{interval}")
+    print(f"{'fitted on':>17}: N = {out['inputs']['N']}, D = {out['inputs']['D']}, C = {out['inputs']['C']}; "
+          f"{out['compute']}")
+    return 0
 
 
 def _fit(fv) -> int:

@@ -166,7 +166,7 @@ def bootstrap_chinchilla(points: Points, fit: ChinchillaFit, resamples: int, *, 
     """Percentile intervals from `resamples` refits on runs drawn with replacement (see the module docstring)."""
     rng = np.random.default_rng(seed)
     n = len(points)
-    counts = np.stack([np.bincount(resample_indices(rng, n), minlength=n) for _ in range(resamples)]).astype(float)
+    counts = np.stack([np.bincount(resample_indices(rng, points), minlength=n) for _ in range(resamples)]).astype(float)
     starts = np.concatenate([fit.theta[None], fit.ranked_starts[:grid_starts_per_resample]])
     k = len(starts)
     log_n, log_d, log_l, _ = _data(points)

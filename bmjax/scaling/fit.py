@@ -41,6 +41,22 @@ class FitResult:
     allocation: allocation_lib.Allocation
     frontier: np.ndarray | None  # the loss envelope's runs, for the plots
     compute: allocation_lib.ComputeModel
+    samples: list | None = None  # one (Allocation, law or None) per bootstrap resample used
+
+
+def predict(result: FitResult, *, n=None, d=None, c=None) -> dict:
+    """The fitted law's loss at (n, d), or the compute-optimal N, D (and loss, where there is a law) at c, with
+    95% intervals over the bootstrap's resamples where it ran."""
+    if c is not None:
+        return allocation_lib.allocation_table(result.allocation, [c], result.report["max_C"], result.law,
+                                               result.samples)[0]
+    if result.law is None:
+        raise NotEnoughPoints("approaches 1 and 2 fit no loss law: predict at --n and --d needs approach 3 or "
+                              "--law kaplan")
+    out = {"N": float(n), "D": float(d), "loss": float(result.law(n, d))}
+    if result.samples:
+        out["ci"] = {"loss": allocation_lib._interval([float(law(n, d)) for _, law in result.samples])}
+    return out
 
 
 def describe_inputs(points: Points) -> dict:
@@ -53,7 +69,7 @@ def run_fit(points: Points, options: FitOptions) -> FitResult:
     """The fit `options` ask for on `points`; raises NotEnoughPoints when the data cannot determine it."""
     compute = allocation_lib.fit_compute_model(points.n, points.d, points.c)
     report = {"law": options.law, "n_points": len(points), "inputs": describe_inputs(points),
-              "compute": compute.describe()}
+              "compute": compute.describe(), "max_C": float(points.c.max())}
     if options.law == "kaplan":
         result = _kaplan(points, options, report)
     elif options.approach in (1, 2):
@@ -91,7 +107,7 @@ def _isoflop(points, options, report, compute) -> FitResult:
             samples = [(al, None) for al in fits]
     _table(report, allocation, None, points, options, samples)
     frontier = envelope.frontier if envelope is not None else None
-    return FitResult(report, None, allocation, frontier, compute)
+    return FitResult(report, None, allocation, frontier, compute, samples)
 
 
 def _approach3(points, options, report, compute) -> FitResult:
@@ -112,7 +128,7 @@ def _approach3(points, options, report, compute) -> FitResult:
         report["bootstrap"] = {"resamples": options.bootstrap, "used": options.bootstrap, "skipped": 0}
         samples = [(law.allocation(compute), law) for law in boot.laws]
     _table(report, allocation, fit.law, points, options, samples)
-    return FitResult(report, fit.law, allocation, None, compute)
+    return FitResult(report, fit.law, allocation, None, compute, samples)
 
 
 def _kaplan(points, options, report) -> FitResult:
@@ -132,7 +148,7 @@ def _kaplan(points, options, report) -> FitResult:
                                         "b": law.allocation().b} for law in laws])
             samples = [(law.allocation(), law) for law in laws]
     _table(report, allocation, fit.law, points, options, samples)
-    return FitResult(report, fit.law, allocation, fit.frontier, allocation_lib.SIX_ND)
+    return FitResult(report, fit.law, allocation, fit.frontier, allocation_lib.SIX_ND, samples)
 
 
 def bootstrap(points: Points, resamples: int, seed: int, fit_fn):
@@ -141,7 +157,7 @@ def bootstrap(points: Points, resamples: int, seed: int, fit_fn):
     fits, skipped = [], 0
     for _ in range(resamples):
         try:
-            fits.append(fit_fn(points.subset(points_lib.resample_indices(rng, len(points)))))
+            fits.append(fit_fn(points.subset(points_lib.resample_indices(rng, points))))
         except NotEnoughPoints:
             skipped += 1
     summary = {"resamples": resamples, "used": len(fits), "skipped": skipped}
