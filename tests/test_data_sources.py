@@ -64,14 +64,14 @@ def test_two_processes_see_every_document_of_an_epoch_exactly_once(shard_dirs):
     train, _ = documents.open_component(config, documents.components(config)[0], 0, tokenizer)
     n = len(train)
     assert n == int(NUM_DOCS * 0.9)  # the last 10% of the documents are held out for eval
-    per_process = [packed_lm.train_documents([train], [1.0], 3, p, 2) for p in range(2)]
+    per_process = [packed_lm.train_documents(train, 3, 0, p, 2) for p in range(2)]
     first_epoch = [tuple(d["tokens"]) for p in range(2) for d in per_process[p][:(n - p + 1) // 2]]
     everything = [tuple(train[i]["tokens"]) for i in range(n)]
     assert collections.Counter(first_epoch) == collections.Counter(everything)
     # the order is a shuffle, the same for the same seed, new in the next epoch
     order = [tuple(per_process[0][i]["tokens"]) for i in range(n // 2)]
     assert order != everything[0::2][:n // 2]
-    again = packed_lm.train_documents([train], [1.0], 3, 0, 2)
+    again = packed_lm.train_documents(train, 3, 0, 0, 2)
     assert order == [tuple(again[i]["tokens"]) for i in range(n // 2)]
     next_epoch = [tuple(per_process[0][i]["tokens"]) for i in range(n // 2, n)]
     assert next_epoch != order

@@ -137,7 +137,10 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
                                          int(config.train.ckpt_every))
-    record = summary_lib.RunRecord(config, workdir, writers, start_step, is_primary, flops_per_token)
+    real_tokens = None
+    if hasattr(data, "source_tokens"):  # packed: padding is no token (D counts what was trained on)
+        real_tokens = lambda: sum(source_token_counts(data, input_rows.count).values())  # noqa: E731
+    record = summary_lib.RunRecord(config, workdir, writers, start_step, is_primary, flops_per_token, real_tokens)
     records.append(record)
 
     progress = _progress_bar(config, start_step, total_steps, is_primary)
