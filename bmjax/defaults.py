@@ -55,7 +55,7 @@ def base_config() -> config_dict.ConfigDict:
     c.data.train_split = "train"  # source tfds: split names
     c.data.eval_split = "validation"
     # Pretraining data (bmjax/data/packed_lm.py, documents.py, packing.py); task lm also reads data.source
-    # arrayrecord (data.path = a glob of token shards from tools/prepare_data.py) and tfds (data.tfds_name).
+    # arrayrecord (data.path = a glob of token shards from bmjax-prepare-data) and tfds (data.tfds_name).
     c.data.packing = "concat"  # task lm: concat (documents joined by EOS, cut into windows) | segments (packed rows
     # with segment_ids and positions; no token attends to or predicts across a document)
     c.data.tfds_name = ""  # source tfds (task lm): the TFDS dataset, text in data.text_column, data.train_split

@@ -149,10 +149,12 @@ def check_shapes(config):
              f"splash attention has no attention dropout, got {m.dropout}")
 
 
-def check_mesh(config):
-    """The mesh fits the devices and the batch; returns (the mesh, the logical-axis rules)."""
-    shape = mesh_lib.mesh_shape(config.mesh, jax.device_count())
-    mesh_lib.check_dcn(config.mesh, jax.devices())
+def check_mesh(config, devices=None):
+    """The mesh fits `devices` (default: jax.devices(); bmjax-compile-check passes a target's) and the batch;
+    returns (the mesh, the logical-axis rules)."""
+    devices = jax.devices() if devices is None else devices
+    shape = mesh_lib.mesh_shape(config.mesh, len(devices))
+    mesh_lib.check_dcn(config.mesh, devices)
     rules = rules_lib.rules_from_config(config.mesh)
     sizes = dict(zip(mesh_lib.AXES, shape))
     batch_ways = sizes["data"] * sizes["fsdp"]
@@ -165,7 +167,7 @@ def check_mesh(config):
     _require(config.model.attention != "splash" or sizes["sequence"] == 1, "model.attention",
              f"splash keeps the sequence whole on each device; mesh.sequence={sizes['sequence']} needs ring")
     # Every process must hold one consecutive range of rows of each batch, for its pipeline to load.
-    mesh = mesh_lib.make_mesh(config.mesh)
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
     batches.row_shard(rules_lib.batch_sharding(mesh, rules=rules))
     return mesh, rules
 

@@ -205,7 +205,7 @@ def test_bad_input_is_a_config_error_before_reading(shard_dirs, tmp_path, fields
 def test_cli_refuses_a_shard_glob_matching_nothing_in_one_line(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run(
-        [sys.executable, "-m", "bmjax.main", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
+        [sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
          "--workdir", str(tmp_path / "run"), f"--config.data.path={tmp_path}/none-*.arrayrecord",
          "--config.data.prepare_from="], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -262,32 +262,24 @@ def test_worker_processes_deliver_the_same_batches_and_resume_exactly(shard_dirs
     assert all(doc in all_docs for batch in first for doc in decoded_segments(batch))
 
 
+@pytest.mark.parametrize("packing", ["concat", "segments"])
 @pytest.mark.parametrize("tokenizer, shards", [("byte", "alpha"), ("char", "multibyte")])
-def test_eval_bytes_per_token_counts_the_scored_targets_text(shard_dirs, tmp_path, tokenizer, shards):
-    """Bits per byte for token shards: the UTF-8 bytes of the targets the eval scores (not packing's padding, an
-    EOS none), per scored target, over the global batches: the same for every process."""
+def test_eval_target_bytes_are_the_bytes_of_the_held_out_text(shard_dirs, tmp_path, tokenizer, shards, packing):
+    """Bits per byte for token shards: the UTF-8 bytes of the targets the eval scores, against the held-out
+    documents' text: a full pass scores all of it but the first character (concat's stream, each segments
+    document); an EOS and packing's padding carry none."""
     if shards == "multibyte":  # characters of 1, 2 and 3 bytes
         docs = [f"{i}: " + "é€a" * (i % 9 + 3) + "\n" for i in range(400)]
         prepare.prepare_shards(docs, str(tmp_path / "mb"), CharTokenizer.from_texts(docs), num_shards=2,
                                progress=False)
-        path = str(tmp_path / "mb")
+        path, held_out = str(tmp_path / "mb"), docs[360:]
     else:
-        path = shard_dirs[shards]
-    config = make_config(path=path, tokenizer=tokenizer)
+        path, held_out = shard_dirs[shards], lines(NUM_DOCS, "alpha")[int(NUM_DOCS * 0.9):]
+    config = make_config(path=path, tokenizer=tokenizer, packing=packing)
     config.train.eval_steps = 0
     data = make_data(config, str(tmp_path / "work"))
-    text_bytes = scored = 0
-    for batch in data.eval_batches():
-        for row_targets, row_segments in zip(batch["targets"], batch["segment_ids"]):
-            kept = row_targets[row_segments != 0]
-            scored += len(kept)
-            text_bytes += sum(len(data.tokenizer.decode([t]).encode("utf-8")) for t in kept
-                              if t not in data.tokenizer.special_ids)
-    assert scored > 0 and data.eval_bytes_per_token == pytest.approx(text_bytes / scored, rel=1e-12)
-    if shards == "multibyte":
-        assert data.eval_bytes_per_token > 1.5
-    other = make_data(config, str(tmp_path / "work"), process_index=1, process_count=2)
-    assert other.eval_bytes_per_token is None  # counted during the eval pass, not by a read of its own
-    for _ in other.eval_batches():
-        pass
-    assert other.eval_bytes_per_token == data.eval_bytes_per_token
+    scored_bytes = sum(float(np.sum(b["target_bytes"] * b.get("weights", 1) * (b.get("segment_ids", 1) != 0)))
+                       for b in data.eval_batches())
+    first_characters = [held_out[0]] if packing == "concat" else held_out
+    expected = sum(len(d.encode("utf-8")) for d in held_out) - sum(len(d[0].encode("utf-8")) for d in first_characters)
+    assert scored_bytes == expected

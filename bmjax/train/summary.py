@@ -2,8 +2,8 @@
 (mirrored into the W&B run summary) with what a fit needs.
 
 summary.json keys:
-    N            non-embedding parameters (Kaplan's and Chinchilla's N, as bmjax.models.flops counts them)
-    N_total      all parameters, embeddings included
+    N            non-embedding parameters (Kaplan's N, as bmjax.models.flops counts them)
+    N_total      all parameters, embeddings included (Chinchilla's N; bmjax/scaling/points.py holds the convention)
     D            training tokens seen (steps * batch_size * seq_len)
     C            training FLOPs: D * train_flops_per_token (6N plus the output projection plus attention, the
                  PaLM convention of bmjax.models.flops)
@@ -19,7 +19,6 @@ The summary is written when the run starts (or resumes), after every eval and wh
 writes it.
 """
 import json
-import math
 import pathlib
 import time
 
@@ -62,16 +61,12 @@ class RunRecord:
         tokens = step * self.tokens_per_step
         return {"tokens": tokens, "flops": tokens * self.flops_per_token}
 
-    def add_eval(self, step: int, metrics: dict, bytes_per_token: float | None) -> dict:
-        """Bits per byte beside the eval loss (nats/token / ln 2 / bytes per token; only for data that knows
-        its bytes per token, i.e. language modelling); updates the summary."""
-        if bytes_per_token:
-            metrics = dict(metrics, bits_per_byte=metrics["loss"] / math.log(2) / bytes_per_token)
+    def add_eval(self, step: int, metrics: dict) -> None:
+        """Records an eval's metrics (bits_per_byte among them where the task reports it); updates the summary."""
         self.step = step
         self.eval_losses.append(metrics["loss"])
         self.final = metrics
         self.write("running")
-        return metrics
 
     def summary(self, status: str) -> dict:
         tokens = self.step * self.tokens_per_step

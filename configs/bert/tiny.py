@@ -4,7 +4,7 @@
 
 A few minutes on 2 CPU cores. Byte-level: the byte tokenizer's BOS and EOS ids serve as [CLS] and [SEP],
 and it has [MASK] and [PAD], so nothing has to be trained or downloaded first. For WordPiece, train one
-(`python tools/train_tokenizer.py --out runs/tok/tokenizer.json`) and pass
+(`bmjax-train-tokenizer --out runs/tok/tokenizer.json`) and pass
 `--config.data.tokenizer=runs/tok/tokenizer.json --config.model.vocab_size=8000`.
 Fine-tune the result with `configs/bert/finetune.py:data=FILE,labels=N,model=tiny,init=runs/bert-tiny`.
 Add `:runlocal` for a 20-step smoke run.

@@ -2,9 +2,9 @@
 
 Data: prepared ArrayRecord token shards and the BPE tokenizer they were written with, e.g. GPT-2's own
 byte-level BPE (its `tokenizer.json`, 50,257 ids; the model's 50,304 rows are that padded to a multiple of
-128) or one trained with `python tools/train_tokenizer.py --kind bpe --vocab_size 50257 --input ...`:
+128) or one trained with `bmjax-train-tokenizer --kind bpe --vocab_size 50257 --input ...`:
 
-    python tools/prepare_data.py --format jsonl --field text --input web-*.jsonl \
+    bmjax-prepare-data --format jsonl --field text --input web-*.jsonl \
         --tokenizer prepared/gpt2/tokenizer.json --out prepared/gpt2/train --num_shards 256
     bmjax-train --config configs/gpt/gpt2.py:size=124m,data=prepared/gpt2/train,tokenizer=prepared/gpt2/tokenizer.json
 

@@ -8,7 +8,7 @@ widths nearest that optimum a second time with train.seed=1, so the table shows 
 read: 3 x (5 + 2) = 21 runs, about 22 minutes on a quiet 2-core CPU. Each run is scored once, at its end, on one
 pass over the held-out files (1% of the files by name hash, ~225K bytes).
 
-    python -m bmjax.scaling.sweep_cli --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
+    python -m bmjax.cli.sweep --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
     bash experiments/small_scaling/run.sh            (the sweep, the fits, the tables and plots)
 
 `runlocal` keeps two tiny runs of ~20 steps: a smoke test of the same path.
