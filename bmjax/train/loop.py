@@ -22,7 +22,6 @@ from bmjax import checkpoint as ckpt_lib
 from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
 from bmjax.models import flops
-from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel.batches import to_global
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
@@ -81,16 +80,16 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
 def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) -> dict:
     workdir = pathlib.Path(workdir)
     runtime.use_cpu_devices(config)  # before anything asks jax for a device
-    validate.validate_config(config, workdir)
+    checked = validate.validate_config(config, workdir)  # the mesh and rules it built are the run's
     init_from_lib.check_init_from(config)
     run_config.check_allowed_keys(config, allow_config_change)
-    mesh = mesh_lib.make_mesh(config.mesh)
+    mesh = checked.mesh
     is_primary = jax.process_index() == 0
     with _refused_start_leaves_workdir_as_found(workdir, is_primary):
         workdir.mkdir(parents=True, exist_ok=True)
-        data, input_rows = setup.load_data(config, str(workdir), mesh)
+        data, input_rows = setup.load_data(config, str(workdir), mesh, checked.rules)
         total_steps = total_train_steps(config, data)
-        training = setup.build_training(config, mesh, total_steps)
+        training = setup.build_training(config, mesh, total_steps, rules=checked.rules)
 
         checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
         latest = checkpointer.latest_step()
