@@ -205,7 +205,7 @@ def test_config_files_share_one_parse_arg_that_refuses_an_unknown_argument(repo_
 
 
 def test_an_unknown_config_argument_is_one_line_from_the_command(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bmjax.main", "--config", "configs/gpt/tiny.py:runlcal",
+    result = subprocess.run([sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/tiny.py:runlcal",
                              "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
