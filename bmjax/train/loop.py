@@ -92,19 +92,18 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         training = setup.build_training(config, mesh, total_steps, rules=checked.rules)
 
         checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
-        latest = checkpointer.latest_step()
-        if latest is not None:  # compared before the restore: a refused resume changes nothing
+        if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
             run_config.check_resume(workdir, config, allow_config_change)
-            finished = summary_lib.read_summary(workdir) or {}
-            if latest >= total_steps and finished.get("status") == "finished":
-                checkpointer.close()
-                if is_primary:
-                    print(f"{workdir} is finished (step {latest} of {total_steps}); nothing to do. "
-                          f"{_results_line(workdir)}", flush=True)
-                return {"loss": finished.get("final_eval_loss")}
         abstract = ckpt_lib.abstract_like(training.abstract_state, training.state_shardings)
         start_step, state = checkpointer.restore_latest(abstract, data.train_iter,
                                                         log=lambda line: print(line, flush=True))
+        finished = summary_lib.read_summary(workdir) or {}
+        if start_step is not None and start_step >= total_steps and finished.get("status") == "finished":
+            checkpointer.close()  # restored and read only: the run's files stay as they were
+            if is_primary:
+                print(f"{workdir} is finished (step {start_step} of {total_steps}); nothing to do. "
+                      f"{_results_line(workdir)}", flush=True)
+            return {"loss": finished.get("final_eval_loss")}
         if start_step is None:
             state = training.init(int(config.train.seed))
             if config.train.init_from:
