@@ -59,7 +59,7 @@ class Runner:
         return env
 
     def run(self, args, workdir, devices=1, timeout=300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "bmjax.main", *args, "--workdir", str(workdir)], cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "bmjax.cli.train", *args, "--workdir", str(workdir)], cwd=REPO,
                               env=self.env(devices), capture_output=True, text=True, timeout=timeout)
 
     def start(self, args, workdir, devices=1) -> subprocess.Popen:
@@ -67,7 +67,7 @@ class Runner:
         workdir = pathlib.Path(workdir)
         out = open(workdir.parent / f"{workdir.name}.stdout", "w")
         err = open(workdir.parent / f"{workdir.name}.stderr", "w")
-        return subprocess.Popen([sys.executable, "-m", "bmjax.main", *args, "--workdir", str(workdir)], cwd=REPO,
+        return subprocess.Popen([sys.executable, "-m", "bmjax.cli.train", *args, "--workdir", str(workdir)], cwd=REPO,
                                 env=self.env(devices), stdout=out, stderr=err, text=True)
 
     def reference(self, name: str, args, devices=1) -> pathlib.Path:

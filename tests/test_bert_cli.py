@@ -15,7 +15,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def run_cli(*args, timeout=300):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    return subprocess.run([sys.executable, "-m", "bmjax.main", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bmjax.cli.train", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

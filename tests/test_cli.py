@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_cli(*args, timeout=300):
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    return subprocess.run([sys.executable, "-m", "bmjax.main", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bmjax.cli.train", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

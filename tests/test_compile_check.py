@@ -1,4 +1,4 @@
-"""bmjax-compile-check (tools/compile_check.py): compile the train step for a mesh without running it and report
+"""bmjax-compile-check (bmjax/cli/compile_check.py): compile the train step for a mesh without running it and report
 per-device memory."""
 import importlib.util
 import os
@@ -13,12 +13,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
-def load_tool():
-    from bmjax import compile_check_cli
-
-    return compile_check_cli
-
-
 def tiny_config(**mesh):
     c = base_config()
     c.model.update(name="gpt", vocab_size=64, d_model=64, num_layers=1, num_heads=4, max_len=32)
@@ -30,9 +24,10 @@ def tiny_config(**mesh):
 def test_fsdp_splits_parameters_and_optimizer_state_over_devices():
     import jax
 
-    tool = load_tool()
-    replicated = tool.compile_step(tiny_config(data=8), jax.devices(), FAST_COMPILE)
-    sharded = tool.compile_step(tiny_config(data=1, fsdp=8), jax.devices(), FAST_COMPILE)
+    from bmjax.train.compile_report import compile_step
+
+    replicated = compile_step(tiny_config(data=8), jax.devices(), FAST_COMPILE)
+    sharded = compile_step(tiny_config(data=1, fsdp=8), jax.devices(), FAST_COMPILE)
     assert replicated["params"] == sharded["params"] > 0
     # Matrices are split 8 ways over their embedding dimension; only small biases stay whole.
     assert replicated["params_bytes"] == 4 * replicated["params"]
@@ -46,7 +41,7 @@ def run_tool(*args):
     # The tool adds its own device count to XLA_FLAGS; the lowest optimisation level compiles faster.
     env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
                PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))  # this checkout's bmjax
-    return subprocess.run([sys.executable, "tools/compile_check.py", "--config", "configs/gpt/tiny.py", *args],
+    return subprocess.run([sys.executable, "-m", "bmjax.cli.compile_check", "--config", "configs/gpt/tiny.py", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -64,10 +59,11 @@ NO_LIBTPU = importlib.util.find_spec("libtpu") is None
 
 @pytest.mark.parametrize("args,culprit", [
     (["--devices", "4", "--config.mesh.data=8"], "error: mesh:"),
+    (["--devices", "8", "--config.mesh.fsdp=3"], "error: mesh.fsdp: mesh.fsdp=3 uses 3 devices"),  # not mesh.data
     (["--topology", "v5e"], "error: --topology: 'v5e' is not a TPU topology name"),
-    (["--config.model.no_such_key=1"], "error: --config: unknown key"),
+    (["--config.model.no_such_key=1"], "error: --config.model.no_such_key: unknown config key"),
     (["--config.model.attention=flash"], "error: model.attention: got 'flash'"),
-    (["stray"], "error: arguments: unexpected: stray"),
+    (["stray"], "error: unexpected arguments: stray"),
     pytest.param(["--topology", "v5e:2x2"], "error: --topology v5e:2x2: cannot build it here",
                  marks=pytest.mark.skipif(not NO_LIBTPU, reason="libtpu is installed: the topology builds")),
 ])
@@ -80,8 +76,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, culprit):
 
 def test_cli_missing_config_file_is_one_line_and_exit_2():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, "tools/compile_check.py", "--config", "configs/gpt/nope.py"],
+    result = subprocess.run([sys.executable, "-m", "bmjax.cli.compile_check", "--config", "configs/gpt/nope.py"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: --config: OSError"), result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: --config: config file"), result.stderr[-2000:]

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 import jax.numpy as jnp  # noqa: E402
 
 from bmjax import runs  # noqa: E402
-from bmjax.convert_cli import run_main  # noqa: E402
+from bmjax.cli.convert import main  # noqa: E402
 from bmjax.train.loop import train_and_evaluate  # noqa: E402
 from conftest import REPO_ROOT  # noqa: E402
 
@@ -56,7 +56,7 @@ def _inputs(vocab_size: int):
 
 def test_exported_run_loads_in_transformers_with_equal_outputs(run_dir, tmp_path, capsys):
     kind, workdir = run_dir
-    run_main(["--to_hf", str(workdir), "--out", str(tmp_path / "hf")])
+    main(["--to_hf", str(workdir), "--out", str(tmp_path / "hf")])
     assert capsys.readouterr().out.strip().endswith(str(workdir.resolve() / "checkpoints" / "4"))
     config = runs.read_config(workdir)
     model = runs.load_model(workdir, config)
@@ -90,7 +90,7 @@ def test_convert_tool_script_and_bad_input(run_dir, tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     # The script, once (an interpreter start costs seconds): an --out directory that holds files is refused.
-    out = subprocess.run([sys.executable, "tools/convert_hf.py", "--to_hf", str(workdir), "--out",
+    out = subprocess.run([sys.executable, "-m", "bmjax.cli.convert", "--to_hf", str(workdir), "--out",
                           str(tmp_path / "full")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and out.stderr.startswith("error: --out: ") and out.stderr.count("\n") == 1, out.stderr
     (tmp_path / "no_ckpt").mkdir()
@@ -109,9 +109,8 @@ def test_convert_tool_script_and_bad_input(run_dir, tmp_path, capsys):
         (["--from_hf", str(workdir), "--out", str(tmp_path / "d")], "from_hf"),
     ]
     for argv, needle in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            run_main(argv)
+        code = main(argv)
         err = capsys.readouterr().err
-        assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
         assert needle in err, (argv, err)
     assert not (tmp_path / "c").exists()  # nothing written for a model with no Hugging Face equivalent

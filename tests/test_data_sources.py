@@ -64,14 +64,14 @@ def test_two_processes_see_every_document_of_an_epoch_exactly_once(shard_dirs):
     train, _ = documents.open_component(config, documents.components(config)[0], 0, tokenizer)
     n = len(train)
     assert n == int(NUM_DOCS * 0.9)  # the last 10% of the documents are held out for eval
-    per_process = [packed_lm.train_documents([train], [1.0], 3, p, 2) for p in range(2)]
+    per_process = [packed_lm.train_documents(train, 3, 0, p, 2) for p in range(2)]
     first_epoch = [tuple(d["tokens"]) for p in range(2) for d in per_process[p][:(n - p + 1) // 2]]
     everything = [tuple(train[i]["tokens"]) for i in range(n)]
     assert collections.Counter(first_epoch) == collections.Counter(everything)
     # the order is a shuffle, the same for the same seed, new in the next epoch
     order = [tuple(per_process[0][i]["tokens"]) for i in range(n // 2)]
     assert order != everything[0::2][:n // 2]
-    again = packed_lm.train_documents([train], [1.0], 3, 0, 2)
+    again = packed_lm.train_documents(train, 3, 0, 0, 2)
     assert order == [tuple(again[i]["tokens"]) for i in range(n // 2)]
     next_epoch = [tuple(per_process[0][i]["tokens"]) for i in range(n // 2, n)]
     assert next_epoch != order
@@ -205,7 +205,7 @@ def test_bad_input_is_a_config_error_before_reading(shard_dirs, tmp_path, fields
 def test_cli_refuses_a_shard_glob_matching_nothing_in_one_line(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run(
-        [sys.executable, "-m", "bmjax.main", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
+        [sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
          "--workdir", str(tmp_path / "run"), f"--config.data.path={tmp_path}/none-*.arrayrecord",
          "--config.data.prepare_from="], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -70,7 +70,7 @@ def run_two_processes(workdir, **changes):
                          "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
     address = f"127.0.0.1:{free_port()}"
     workers = [subprocess.Popen(
-        [sys.executable, "-m", "bmjax.main", "--config", "configs/gpt/tiny.py", "--workdir", str(workdir),
+        [sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/tiny.py", "--workdir", str(workdir),
          "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i), *args],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:

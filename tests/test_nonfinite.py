@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from bmjax.checkpoint import read_arrays
+from bmjax.cli import common as exit_codes
 from bmjax.train import faults
 from bmjax.train import step as step_lib
 from bmjax.train.tasks import Task
@@ -108,7 +109,7 @@ def test_halt_stops_at_the_first_nan_step_and_leaves_the_last_checkpoint_intact(
     # log_every=5: the NaN step is found between log steps, as the loop checks finished steps.
     result = runner.run(runner.args(GPT_ARGS, *DIVERGE, "--config.train.steps=60", "--config.train.log_every=5"),
                         workdir)
-    assert result.returncode == faults.NONFINITE_EXIT_CODE, result.stderr[-3000:]
+    assert result.returncode == exit_codes.NONFINITE, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr[-3000:]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bmjax.train import faults
+from bmjax.cli import common as exit_codes
 from cli_runs import GPT_ARGS, REPO, STEPS, Runner, checkpoint_steps, kill_seed, losses, read_rows, resumed_step, \
     wait_for_step
 
@@ -30,7 +30,7 @@ def test_sigterm_saves_at_that_step_exits_143_and_the_same_command_resumes(runne
     proc = runner.start(args, workdir)
     wait_for_step(proc, workdir, target)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == faults.PREEMPTED_EXIT_CODE, note
+    assert proc.wait(timeout=120) == exit_codes.PREEMPTED, note
     stderr = (tmp_path / "run.stderr").read_text()
     assert "Traceback" not in stderr, stderr[-3000:]
     message = [line for line in stderr.splitlines() if line.startswith("preempted:")]
@@ -62,7 +62,7 @@ def test_two_processes_agree_on_the_step_when_only_one_gets_sigterm(runner, tmp_
     env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=1", "")
     workdir = tmp_path / "run"
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-m", "bmjax.main", *args, "--workdir", str(workdir),
+    procs = [subprocess.Popen([sys.executable, "-m", "bmjax.cli.train", *args, "--workdir", str(workdir),
                                "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)],
                               cwd=REPO, env=env, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT)
              for i in range(2)]
@@ -76,7 +76,7 @@ def test_two_processes_agree_on_the_step_when_only_one_gets_sigterm(runner, tmp_
                 p.kill()
                 p.wait()
     outputs = [log.read_text() for log in logs]
-    assert codes == [faults.PREEMPTED_EXIT_CODE] * 2, outputs[0][-2000:] + outputs[1][-2000:]
+    assert codes == [exit_codes.PREEMPTED] * 2, outputs[0][-2000:] + outputs[1][-2000:]
     steps = {int(out.split("preempted: saved checkpoint ")[1].split(" at step ")[1].split(";")[0]) for out in outputs}
     assert len(steps) == 1, outputs
     assert checkpoint_steps(workdir)[-1] == steps.pop()

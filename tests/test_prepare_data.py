@@ -1,7 +1,6 @@
-"""tools/prepare_data.py: documents -> ArrayRecord token shards that decode back to the input, the same bytes on
+"""bmjax-prepare-data: documents -> ArrayRecord token shards that decode back to the input, the same bytes on
 every run, metadata beside them, and one line for bad input."""
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,12 +22,11 @@ def text(repo_data):
 
 @pytest.fixture(scope="module")
 def bpe_path(tmp_path_factory, text):
-    """A small GPT-2-style byte-level BPE trained with tools/train_tokenizer.py on the text."""
-    spec = importlib.util.spec_from_file_location("train_tokenizer", os.path.join(REPO, "tools", "train_tokenizer.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    """A small GPT-2-style byte-level BPE trained as bmjax-train-tokenizer trains it, on the text."""
+    from bmjax.data.tokenizer_training import train_tokenizer
+
     path = tmp_path_factory.mktemp("bpe") / "tokenizer.json"
-    tool.train_tokenizer([text], kind="bpe", vocab_size=400).save(str(path))
+    train_tokenizer([text], kind="bpe", vocab_size=400).save(str(path))
     return str(path)
 
 
@@ -103,7 +101,7 @@ def test_tfds_dataset_through_mock_data(tmp_path):
 
 def run_tool(*args, cwd=REPO):
     env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "prepare_data.py"), *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "bmjax.cli.prepare_data", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -119,16 +117,9 @@ def test_cli_writes_shards_and_metadata(tmp_path, text):
 
 def run_in_process(args, capsys):
     """prepare_data's main() on `args`, in this process (a subprocess per case would mostly import grain)."""
-    from absl import flags
+    from bmjax.cli import prepare_data
 
-    from bmjax.data import prepare_cli
-
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["prepare_data", *args])
-    try:
-        code = prepare_cli.main(["prepare_data"])
-    finally:
-        flags.FLAGS.unparse_flags()
+    code = prepare_data.main(args)
     return code, capsys.readouterr().err
 
 

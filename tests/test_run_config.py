@@ -102,7 +102,7 @@ def test_cli_refuses_a_changed_config_in_one_line_and_checks_allowed_keys(tmp_pa
                            "def get_config():\n    return tiny_config(steps=2, steps_per_call=2)\n")
 
     def run(*extra):
-        return subprocess.run([sys.executable, "-m", "bmjax.main", "--config", str(config_file), "--workdir",
+        return subprocess.run([sys.executable, "-m", "bmjax.cli.train", "--config", str(config_file), "--workdir",
                                str(workdir), *extra], cwd=REPO, env=dict(os.environ), capture_output=True,
                               text=True, timeout=300)
 
@@ -183,5 +183,40 @@ def test_rerunning_a_finished_run_says_so_and_changes_nothing(tmp_path, two_step
 
 def test_the_end_of_a_run_says_where_its_results_are(tmp_path, capsys):
     workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config(steps=2, steps_per_call=2), str(workdir))
-    assert f"results: {workdir}/summary.json, {workdir}/metrics.jsonl\n" in capsys.readouterr().out
+    train_and_evaluate(tiny_config(steps=2, steps_per_call=2), str(workdir))  # its warmup is 2 steps too
+    out, err = capsys.readouterr()
+    assert f"results: {workdir}/summary.json, {workdir}/metrics.jsonl\n" in out
+    assert "warning: optim.warmup_steps=2 >= the run's 2 steps (train.steps)" in err
+
+
+def test_config_files_share_one_parse_arg_that_refuses_an_unknown_argument(repo_root):
+    import importlib.util
+
+    files = sorted((repo_root / "configs").glob("*/*.py"))
+    assert len(files) == 8, files  # gpt/ (3), bert/ (3), sweeps/ (2)
+    for path in files:
+        spec = importlib.util.spec_from_file_location(f"config_{path.parent.name}_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        arg = "data=train.csv,labels=2,runlcal" if path.stem == "finetune" else "runlcal"
+        with pytest.raises(ValueError, match=r"^unknown config argument 'runlcal'; this config file takes: .*"
+                                             r"runlocal"):
+            module.get_config(arg)
+
+
+def test_an_unknown_config_argument_is_one_line_from_the_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/tiny.py:runlcal",
+                             "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: flag --config=configs/gpt/tiny.py:runlcal: ")
+    assert result.stderr.endswith("ValueError: unknown config argument 'runlcal'; this config file takes: runlocal\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_eval_line_shows_the_tasks_metrics():
+    from bmjax.train.loop import _eval_line
+
+    assert _eval_line({"loss": 0.69314, "accuracy": 0.5, "f1": 1 / 3, "count": 6}) == \
+        "loss 0.6931 accuracy 0.5000 f1 0.3333"
+    assert _eval_line({"loss": 1.0, "bits_per_byte": 1.4427}) == "loss 1.0000 bits_per_byte 1.4427"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bmjax.models.generate import Sampling, generate
-from bmjax.sample_cli import load_run, run_main
+from bmjax.cli.sample import load_run, main
 from bmjax.train.loop import train_and_evaluate
 
 from conftest import REPO_ROOT
@@ -54,7 +54,7 @@ def test_training_ends_with_a_cached_sample(run_dir):
 def test_cli_prints_the_greedy_continuation(run_dir):
     env = dict(os.environ, XLA_FLAGS="")  # one device is all sampling uses
     out = subprocess.run(
-        [sys.executable, "-m", "bmjax.sample_cli", "--workdir", str(run_dir), "--prompt", "ROMEO:",
+        [sys.executable, "-m", "bmjax.cli.sample", "--workdir", str(run_dir), "--prompt", "ROMEO:",
          "--max_new_tokens", "20", "--temperature", "0"],
         capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr
@@ -74,7 +74,7 @@ def test_sampling_flags_reach_the_generator(run_dir, capsys):
     for flags in (["--temperature", "1.5", "--seed", "1"], ["--temperature", "1.5", "--seed", "1"],
                   ["--temperature", "1.5", "--seed", "2"], ["--temperature", "1.5", "--seed", "2", "--top_k", "1"],
                   ["--temperature", "0"]):
-        run_main(args + flags)
+        main(args + flags)
         outputs.append(capsys.readouterr().out)
     hot_1, again_1, hot_2, top_1, greedy = outputs
     assert hot_1 == again_1 and hot_1 != hot_2  # the seed decides the sample
@@ -87,7 +87,7 @@ PROMPTS = ["ROMEO:", "A", "First Citizen:", "JULIET"]
 def _from_file(run_dir, tmp_path, capsys, *flags):
     path = tmp_path / "prompts.txt"
     path.write_text("\n".join(PROMPTS) + "\n")
-    run_main(["--workdir", str(run_dir), "--prompts", str(path), "--max_new_tokens", "12", *flags])
+    main(["--workdir", str(run_dir), "--prompts", str(path), "--max_new_tokens", "12", *flags])
     lines = capsys.readouterr().out.splitlines()
     rows = [json.loads(line) for line in lines]
     assert [row["prompt"] for row in rows] == PROMPTS and all(row["new_tokens"] == 12 for row in rows)
@@ -99,7 +99,7 @@ def test_prompts_file_in_batches_equals_each_prompt_alone(run_dir, tmp_path, cap
     batched = _from_file(run_dir, tmp_path, capsys, "--batch_size", "3", "--temperature", "0")
     alone = []
     for prompt in PROMPTS:
-        run_main(["--workdir", str(run_dir), "--prompt", prompt, "--max_new_tokens", "12", "--temperature", "0"])
+        main(["--workdir", str(run_dir), "--prompt", prompt, "--max_new_tokens", "12", "--temperature", "0"])
         alone.append(capsys.readouterr().out.removesuffix("\n").removeprefix(prompt))
     assert batched == alone
     # Sampled: prompt i draws from stream (seed, i) whatever the batch size (and a 10-step model's sampled text,
@@ -130,9 +130,8 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, case, flags
     (tmp_path / "PROMPTS").write_text("ROMEO:\n")
     (tmp_path / "BAD_PROMPTS").write_text("ROMEO:\nA\u20ac\n")
     flags = [str(tmp_path / f) if f.isupper() else f for f in flags]
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(["--workdir", str(workdir)] + flags)
-    assert exit_info.value.code == 2
+    code = main(["--workdir", str(workdir)] + flags)
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
     if case != "run":

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bmjax.scaling.cli import main
+from bmjax.cli.scaling import main
 from bmjax.scaling.points import make_points
 from scaling_data import TRUE_KAPLAN, isoflop_runs, kaplan_runs, write_csv
 
@@ -191,7 +191,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, case, argv, message)
 
 
 def test_module_entry_point_reports_bad_input(tmp_path, repo_root):
-    result = subprocess.run([sys.executable, "-m", "bmjax.scaling.cli", "fit", "--csv", str(tmp_path / "x.csv"),
+    result = subprocess.run([sys.executable, "-m", "bmjax.cli.scaling", "fit", "--csv", str(tmp_path / "x.csv"),
                              *CSV_COLUMNS, "--law", "chinchilla"], cwd=repo_root, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2

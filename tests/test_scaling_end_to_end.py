@@ -10,7 +10,7 @@ import pytest
 from bmjax.models import flops, model_config
 from bmjax.scaling import sweep as sweep_lib
 from bmjax.scaling.chinchilla import ChinchillaLaw
-from bmjax.scaling.cli import main
+from bmjax.cli.scaling import main
 from cli_runs import REPO
 
 # Besiroglu et al.'s sum-Huber fit to Chinchilla's runs: a = beta / (alpha + beta) = 0.5139 in N_total.

@@ -14,7 +14,7 @@ import pytest
 from bmjax.errors import ConfigError
 from bmjax.models import flops, model_config
 from bmjax.scaling import sweep as sweep_lib
-from bmjax.scaling import sweep_cli
+from bmjax.cli import sweep as sweep_cli
 from cli_runs import REPO, Runner, checkpoint_steps, read_rows, resumed_step
 
 STEPS, BATCH, SEQ = 24, 8, 32
@@ -47,11 +47,8 @@ def write_sweep(tmp_path, data, extra="[{}]", name="tiny_sweep"):
 
 
 def cli(capsys, *args):
-    """sweep_cli.main in this process; (exit code, stdout, stderr)."""
-    try:
-        code = sweep_cli.main(["bmjax-sweep", *args])
-    except SystemExit as e:
-        code = e.code
+    """bmjax-sweep's main in this process; (exit code, stdout, stderr)."""
+    code = sweep_cli.main(list(args))
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -141,7 +138,7 @@ def test_slurm_launcher_submits_one_array_whose_tasks_train_their_runs(tmp_path,
     monkeypatch.chdir(REPO)
     path = write_sweep(tmp_path, tmp_path / "unused.txt")
     workdir = tmp_path / "sweep"
-    result = subprocess.run([sys.executable, "-m", "bmjax.scaling.sweep_cli", f"--config={path}",
+    result = subprocess.run([sys.executable, "-m", "bmjax.cli.sweep", f"--config={path}",
                              f"--workdir={workdir}", "--launcher=slurm", "--slurm_args=--nodes=1 --time=1:00:00"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -162,7 +159,7 @@ def test_local_sweep_survives_sigkill_in_its_second_run_and_resumes_it(tmp_path,
     runner = Runner(tmp_path, repo_data)
     path = write_sweep(tmp_path, runner.data)
     workdir = tmp_path / "sweep"
-    command = [sys.executable, "-m", "bmjax.scaling.sweep_cli", f"--config={path}", f"--workdir={workdir}"]
+    command = [sys.executable, "-m", "bmjax.cli.sweep", f"--config={path}", f"--workdir={workdir}"]
     first, second = (workdir / f"d_model={w},tokens=6144" for w in (32, 48))
 
     log = open(tmp_path / "first.log", "w")

@@ -1,6 +1,5 @@
 """Tokenizers from files (data.tokenizer=PATH): tokenizer.json and BERT vocab.txt through the `tokenizers`
-library, tools/train_tokenizer.py, and the errors for a missing file or a vocabulary larger than the model's."""
-import importlib.util
+library, bmjax-train-tokenizer, and the errors for a missing file or a vocabulary larger than the model's."""
 import pathlib
 
 import pytest
@@ -15,10 +14,10 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 @pytest.fixture(scope="module")
 def train_tool():
-    spec = importlib.util.spec_from_file_location("train_tokenizer", REPO / "tools" / "train_tokenizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """bmjax-train-tokenizer's module: its main() and the library functions it imports."""
+    import bmjax.cli.train_tokenizer
+
+    return bmjax.cli.train_tokenizer
 
 
 def config_with(tokenizer, vocab_size=1000):

@@ -7,7 +7,6 @@ main environment, where jax would try the TPU backend first) and runs these test
 per config, the models' layers under lax.scan (model.scan_layers) so one block is compiled, not num_layers; the
 memory plan is the same scanned program the config would run with scan_layers on.
 """
-import functools
 import importlib.util
 import os
 import subprocess
@@ -41,14 +40,6 @@ PLANS = {
     "configs/bert/base.py": ("v5e:2x2", {"model.dropout": 0.0}),
     "configs/bert/finetune.py:data=train.csv,labels=2": ("v5e:2x2", {"model.dropout": 0.0}),
 }
-
-
-@functools.cache
-def load_tool():
-    """The bmjax-compile-check command's module (tools/compile_check.py runs it)."""
-    from bmjax import compile_check_cli
-
-    return compile_check_cli
 
 
 def load_config(name: str):
@@ -94,14 +85,16 @@ LARGE = {"configs/gpt/gpt2.py:size=350m", "configs/gpt/gpt2.py:size=774m", "conf
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.tpu_large) if n in LARGE else n for n in PLANS])
 def test_shipped_config_compiles_for_its_tpu_and_fits(name):
-    tool = load_tool()
+    from bmjax.cli.compile_check import check_config
+    from bmjax.train.compile_report import compile_step, format_report
+
     topology, config = splash_plan(name)
     devices = tpu_devices(topology)
-    tool.check_config(config, len(devices))
-    report = tool.compile_step(config, devices)
+    check_config(config, devices)
+    report = compile_step(config, devices)
     assert report["platform"] == "tpu" and report["devices"] == len(devices)
     hbm = HBM_GIB[topology.split(":")[0]] * GIB
-    assert 0 < report["peak_bytes"] < hbm, tool.format_report(config, report)
+    assert 0 < report["peak_bytes"] < hbm, format_report(config, report)
     # The state really is split over the slice: each chip holds about its share of the parameters.
     fsdp = report["mesh"]["fsdp"]
     assert report["params_bytes"] <= 4 * report["params"] / fsdp * 1.05 + 2**20
@@ -112,7 +105,7 @@ def test_a_plan_that_does_not_fit_is_the_tools_verdict():
     v5e's 16 GiB: the tool prints the compiler's figures and exits 1, with no traceback."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
-        [sys.executable, "tools/compile_check.py", "--config", "configs/gpt/gpt2.py:size=124m", "--topology",
+        [sys.executable, "-m", "bmjax.cli.compile_check", "--config", "configs/gpt/gpt2.py:size=124m", "--topology",
          "v5e:2x2", "--config.mesh.data=1", "--config.mesh.fsdp=4", "--config.model.scan_layers=true",
          "--config.model.attention=splash"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

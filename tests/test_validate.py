@@ -57,7 +57,7 @@ CASES = [
     ("batch not divisible by devices", {"data.batch_size": 12}, None, "data.batch_size", "data x fsdp = 8"),
     ("grad_accum does not divide batch", {"optim.grad_accum": 3}, None, "optim.grad_accum", "batch_size=16"),
     ("mesh product is not the device count", {"mesh.data": 3}, None, "mesh", "there are 8"),
-    ("mesh axes leave no whole data axis", {"mesh.tensor": 3}, None, "mesh.data", "does not divide 8"),
+    ("mesh axes leave no whole data axis", {"mesh.tensor": 3}, None, "mesh.tensor", "does not divide 8"),
     ("negative lr", {"optim.lr": -1e-3}, None, "optim.lr", ">= 0"),
     ("NaN lr", {"optim.lr": float("nan")}, None, "optim.lr", "finite"),
     ("negative steps", {"train.steps": -5}, None, "train.steps", "positive"),
@@ -191,13 +191,13 @@ def test_every_key_validation_names_has_a_case():
     covered = ({c[3] for c in CASES} | set(validate.CHOICES) | set(validate.FINITE) | set(POSITIVE_INTEGERS)
                | {"train.eval_steps"})
     assert keys_validate_names() - covered == set()
-    elsewhere = {"mesh", "mesh.data", "data.tokenizer", "data.source", "data.path"}  # mesh.py, data/, tokenizers
+    elsewhere = {"mesh", "mesh.tensor", "data.tokenizer", "data.source", "data.path"}  # mesh.py, data/, tokenizers
     assert {c[3] for c in CASES} - keys_validate_names() == elsewhere
 
 
 def run_cli(*args, timeout=180):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    return subprocess.run([sys.executable, "-m", "bmjax.main", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bmjax.cli.train", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

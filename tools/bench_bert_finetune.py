@@ -6,7 +6,7 @@ Both train the tiny encoder of `configs/bert/finetune.py:...,model=tiny` from th
 same data: a synthetic two-class CSV the tool writes (label 1 when a row holds more "positive" than "negative"
 words), byte tokens, sequences of 128, batch 16, AdamW (lr, betas 0.9/0.999, eps 1e-8, weight decay 0.01 off
 biases and layer norms), linear warmup then linear decay to 0, gradient clipping at 1.0, dropout 0.1. bmjax runs
-as a user runs it (`python -m bmjax.main`, CPU devices as its defaults pick them) and its ms/step is read from
+as a user runs it (`python -m bmjax.cli.train`, CPU devices as its defaults pick them) and its ms/step is read from
 metrics.jsonl's train rows (the first window, with compilation, left out); transformers runs in this process
 with `--torch_threads` threads on the same encoded examples. Rounds alternate which goes first (A B, B A, ...),
 each figure is printed beside the load average over its run, and the summary is the median over rounds. Final
@@ -77,7 +77,7 @@ def overrides(args, eval_path: str) -> list[str]:
 def run_bmjax(train_path: str, eval_path: str, args, workdir: pathlib.Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "bmjax.main", "--config",
+    cmd = [sys.executable, "-m", "bmjax.cli.train", "--config",
            f"configs/bert/finetune.py:data={train_path},labels=2,model=tiny", *overrides(args, eval_path),
            f"--workdir={workdir}"]
     load = os.getloadavg()[0]

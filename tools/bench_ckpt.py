@@ -24,8 +24,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bmjax import checkpoint as ckpt_lib
-from bmjax import cli, runtime, validate
-from bmjax.errors import exit_on_config_error
+from bmjax import runtime, validate
+from bmjax.cli import common
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, setup
 
@@ -60,7 +60,7 @@ def run_window(step_fn, state, feeds, checkpointer, data_iter, first_step, ckpt_
 
 def main(argv):
     del argv
-    exit_on_config_error(benchmark)  # a bad config: one line, as bmjax-train prints it
+    common.exit_on_config_error(benchmark)  # a bad config: one line, as bmjax-train prints it
 
 
 def benchmark():
@@ -114,4 +114,4 @@ def benchmark():
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_config_flags)
+    app.run(main, flags_parser=common.parse_config_flags)

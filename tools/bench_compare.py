@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))  # this checkout's bmjax comes first
 
 from absl import flags  # noqa: E402
 
-from bmjax import cli  # noqa: E402
+from bmjax.cli import common  # noqa: E402
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("data", "data/tinyshakespeare.txt", "The tinyshakespeare text file.", flag_values=FLAGS)
@@ -42,7 +42,7 @@ def run_json(cmd: list[str]) -> dict:
 
 
 def main():
-    cli.parse(FLAGS, sys.argv[1:], usage=__doc__)
+    common.parse_or_exit(FLAGS, sys.argv[1:], usage=__doc__)
 
     data = str(pathlib.Path(FLAGS.data).resolve())
     python = sys.executable

@@ -29,7 +29,7 @@ from absl import flags  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from bmjax import cli  # noqa: E402
+from bmjax.cli import common  # noqa: E402
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("data", "data/tinyshakespeare.txt", "The tinyshakespeare text file.", flag_values=FLAGS)
@@ -122,7 +122,7 @@ def batch(ids: np.ndarray, rng: np.random.Generator, size: int, context: int):
 
 
 def main():
-    cli.parse(FLAGS, sys.argv[1:], usage=__doc__)
+    common.parse_or_exit(FLAGS, sys.argv[1:], usage=__doc__)
 
     torch.set_num_threads(FLAGS.threads)
     torch.manual_seed(FLAGS.seed)

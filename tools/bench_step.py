@@ -20,8 +20,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from bmjax import cli, runtime, validate
-from bmjax.errors import exit_on_config_error
+from bmjax import runtime, validate
+from bmjax.cli import common
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, mfu, setup, tasks
@@ -38,7 +38,7 @@ _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "If set, also trace the la
 def main(argv):
     del argv
     with tempfile.TemporaryDirectory(prefix="bmjax-bench-") as workdir:
-        exit_on_config_error(lambda: benchmark(workdir))  # a bad config: one line, as bmjax-train prints it
+        common.exit_on_config_error(lambda: benchmark(workdir))  # a bad config: one line, as bmjax-train prints it
 
 
 def benchmark(workdir: str):
@@ -112,4 +112,4 @@ def benchmark(workdir: str):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_config_flags)
+    app.run(main, flags_parser=common.parse_config_flags)

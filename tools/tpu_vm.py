@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))  # this checkout's bmjax comes first
 
 from absl import flags  # noqa: E402
 
-from bmjax import cli  # noqa: E402
+from bmjax.cli import common  # noqa: E402
 from bmjax.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FlagValues()
@@ -129,7 +129,8 @@ def parse(argv):
     """The command (the one positional argument) and the flags, as one namespace with `command` and
     `overrides` (what follows "--": bmjax-train's --config.KEY=VALUE overrides for the run command)."""
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    positional = cli.parse(FLAGS, argv[:argv.index("--")] if "--" in argv else argv, usage=__doc__, positional=True)
+    positional = common.parse_or_exit(FLAGS, argv[:argv.index("--")] if "--" in argv else argv, usage=__doc__,
+                                      positional=True)
     if len(positional) != 1 or positional[0] not in COMMANDS:
         got = " ".join(positional) or "none"
         raise ConfigError("command", f"expected one, {' | '.join(COMMANDS)}; got {got}")
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         args = parse(sys.argv[1:] if argv is None else list(argv))
         commands = COMMANDS[args.command](args)
     except ConfigError as e:
-        cli.fail(str(e))
+        common.fail(str(e))
     if args.dry_run:
         for command in commands:
             print(shlex.join(command))

@@ -6,7 +6,7 @@
     batch = next(data.train_iter)          # {"inputs", "targets"}: int32 [batch_size // P, seq_len]
     for batch in data.eval_batches(): ...  # the same train.eval_steps batches every call
 
-Task lm with `data.source` arrayrecord (token shards from tools/prepare_data.py) or tfds, a `data.mixture`, or
+Task lm with `data.source` arrayrecord (token shards from bmjax-prepare-data) or tfds, a `data.mixture`, or
 `data.packing=segments` goes through packed_lm.py (sources: documents.py, packing: packing.py, shards:
 shards.py); its batches in segments mode add "segment_ids" and "positions" int32 [b, seq_len], and its data
 object adds `source_tokens()` (target tokens delivered per source, this process).

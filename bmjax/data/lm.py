@@ -4,8 +4,8 @@ Each split is tokenized into one stream of ids (builtin documents joined by the 
 or by "\\n" when it has none). Every start offset of the stream is a window, so a stream of N
 tokens has N - seq_len windows. A batch is {"inputs": w[:, :-1], "targets": w[:, 1:]}, int32.
 
-Train: the window indices are shuffled with `train.seed` (grain's index shuffle: the same order on
-every machine, a new order each epoch), repeated forever, cut into global batches of
+Train: the window indices are repeated forever, each epoch in the permutation of (train.seed, epoch)
+(order.py: grain's index shuffle, the same order on every machine), cut into global batches of
 `data.batch_size` windows; process p of P gets rows [p*b, (p+1)*b) of every global batch
 (b = batch_size // P), so P processes together read exactly the batches one process would.
 The iterator's get_state()/set_state() resume the exact batch sequence.
@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import packed_lm, sources
+from bmjax.data import order, packed_lm, sources
 from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config, token_byte_lengths
 from bmjax.errors import ConfigError
 
@@ -64,7 +64,7 @@ def window_batches(
 ) -> grain.MapDataset:
     """Infinite MapDataset of this process's share of each shuffled global batch of windows."""
     num_windows = len(tokens) - seq_len
-    starts = grain.MapDataset.range(num_windows).shuffle(seed=seed).repeat()
+    starts = order.EpochShuffleMapDataset(grain.MapDataset.range(num_windows), seed)
     # Local batches of b consecutive windows; global batch g is local batches g*P .. g*P + P-1,
     # so taking every P-th local batch from p gives process p rows [p*b, (p+1)*b) of batch g.
     local = starts.batch(batch_size // process_count, drop_remainder=True, batch_fn=np.asarray)

@@ -1,15 +1,17 @@
-"""The packed causal-LM pipeline: document sources (documents.py) -> shuffle, mix, shard -> pack -> batches.
+"""The packed causal-LM pipeline: document sources (documents.py) -> shuffle, shard -> pack -> mix by tokens
+-> batches.
 
 Used for `data.source` arrayrecord or tfds, for any `data.mixture`, and for `data.packing=segments`
 (text/builtin with the default concat packing keep lm.py's random windows).
 
-Train: each component's documents are shuffled with `train.seed` (+ its index) by grain's index shuffle, a
-new order each epoch, repeated forever and mixed by weight (grain's MapDataset.mix: a fixed interleaving,
-no randomness). Process p of P reads documents p, p + P, p + 2P, ... of that global order, and only those
-(only their records are read), packs them (packing.py) into rows of data.seq_len and batches
-b = data.batch_size / P rows: the global batch is the P local batches side by side. The iterator's state
-(grain's, plus SourceTokenCounter's) resumes the exact sequence; a state saved with another process count
-is refused. With `data.workers` > 0, grain worker processes read and pack (each a slice of the documents).
+Train: each component's documents are repeated forever, each epoch in the permutation of (train.seed,
+component, epoch) (order.py: no two share one). Process p of P reads documents p, p + P, p + 2P, ... of each
+component's order, and only those (only their records are read), packs each component's into rows of
+data.seq_len (packing.py), and mixes the rows by tokens (mixing.py: the `data.mixture` weights are the
+fractions of real training tokens), batching b = data.batch_size / P rows: the global batch is the P local
+batches side by side. The iterator's state (grain's, the mixer's, SourceTokenCounter's) resumes the exact
+sequence; a state saved with another process count is refused. With `data.workers` > 0, grain worker
+processes read and pack (each a slice of the rows).
 
 Eval: each component's held-out documents are packed on their own, in their order (no shuffle, no mixing,
 so the eval set does not depend on the weights), into global batches; every process packs them all and keeps
@@ -31,7 +33,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import documents, packing, shards
+from bmjax.data import documents, mixing, order, packing, shards
 from bmjax.data.tokenizers import (CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config,
                                    token_byte_lengths)
 from bmjax.errors import ConfigError
@@ -100,8 +102,6 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     data, train = config.data, config.train
     check_packed_config(config)
     check_sizes(config, process_count)
-    if train.seed >= 2**31:  # component i shuffles with seed + i, which grain needs below 2**32
-        raise ConfigError("train.seed", f"must be in [0, 2**31), got {train.seed}")
     start = time.perf_counter()
     shard_glob = prepare_from_text(config, workdir) if data.get("prepare_from") else ""
     tokenizer = build_tokenizer(config, workdir)  # a char vocabulary comes with the shards (tokenizers.py)
@@ -115,9 +115,11 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     local = data.batch_size // process_count
     mode = data.get("packing", "concat")
 
-    mine = train_documents(train_parts, weights, train.seed, process_index, process_count)
-    mine = mine.to_iter_dataset(_READ_OPTIONS)
-    rows = packing.pack(mine, mode, data.seq_len, local).batch(local, drop_remainder=True)
+    sources = [packing.pack(train_documents(part, train.seed, i, process_index, process_count)
+                            .to_iter_dataset(_READ_OPTIONS), mode, data.seq_len, local)
+               for i, part in enumerate(train_parts)]
+    mixed_rows = sources[0] if len(sources) == 1 else mixing.TokenMixIterDataset(sources, weights)
+    rows = mixed_rows.batch(local, drop_remainder=True)
     if data.get("workers", 0) > 0:
         from absl import flags
 
@@ -170,15 +172,11 @@ def with_target_bytes(batch: dict[str, np.ndarray], byte_lengths: np.ndarray | N
     return dict(batch, target_bytes=byte_lengths[batch["targets"]].astype(np.float32))
 
 
-def mixed(datasets: list[grain.MapDataset], weights: list[float]) -> grain.MapDataset:
-    return datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
-
-
-def train_documents(parts, weights, seed: int, process_index: int, process_count: int) -> grain.MapDataset:
-    """This process's documents: every P-th of the global order (each component shuffled anew each epoch,
-    repeated, mixed by weight), starting at the process index."""
-    shuffled = [grain.MapDataset.source(part).shuffle(seed=seed + i).repeat() for i, part in enumerate(parts)]
-    return mixed(shuffled, weights)[process_index::process_count]
+def train_documents(part, seed: int, component: int, process_index: int, process_count: int) -> grain.MapDataset:
+    """This process's documents of one component: every P-th of its order (repeated, each epoch in the
+    permutation of (seed, component, epoch): order.py), starting at the process index."""
+    shuffled = order.EpochShuffleMapDataset(grain.MapDataset.source(part), seed, component)
+    return shuffled[process_index::process_count]
 
 
 def _count_tokens(parts) -> int | None:

@@ -66,7 +66,7 @@ def read_metadata(directory: str, key: str) -> dict:
             metadata = json.load(f)
     except FileNotFoundError:
         raise ConfigError(key, f"no {METADATA_FILE} beside the shards in {directory} (write them with "
-                               "tools/prepare_data.py)") from None
+                               "bmjax-prepare-data)") from None
     except (OSError, ValueError) as e:
         raise ConfigError(key, f"cannot read {path}: {e}") from None
     if metadata.get("format") != FORMAT:

@@ -1,7 +1,7 @@
 """Tokenizers from a file (`data.tokenizer=PATH`), through the Hugging Face `tokenizers` library.
 
 - `*.json`: a tokenizers-library `tokenizer.json` (WordPiece, BPE, Unigram: whatever it holds),
-  e.g. one written by `tools/train_tokenizer.py` or shipped next to a Hugging Face model.
+  e.g. one written by `bmjax-train-tokenizer` or shipped next to a Hugging Face model.
 - `*.model`: a SentencePiece model (needs the `sentencepiece` package); its `</s>` is the end of a document.
 - `*.txt`: a BERT WordPiece vocabulary, one token per line (`vocab.txt`), read the way
   bert-base-uncased's tokenizer reads it: BERT normalizer (clean text, Chinese characters split,

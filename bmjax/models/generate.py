@@ -205,3 +205,23 @@ def generate(model, prompt, *, max_new_tokens: int, key, sampling: Sampling = Sa
     fn = make_generate_fn(graphdef, max_new_tokens=int(max_new_tokens), cache_len=cache_len,
                           sampling=sampling, stop_token=None if stop_token is None else int(stop_token))
     return fn(params, rest, prompt, jnp.asarray(prompt_lengths, jnp.int32), row_keys)
+
+
+def generate_each(model, prompts, *, max_new_tokens: int, key, sampling: Sampling = Sampling(),
+                  stop_token: int | None = None, batch_size: int = 1) -> list[np.ndarray]:
+    """The new tokens of each prompt in `prompts` (a list of id sequences of any lengths), stop token included.
+
+    The prompts are left-padded to the longest and run `batch_size` at a time (the last batch repeats rows to
+    keep its shape), so one compiled function serves every batch; prompt i draws from fold_in(key, i), so the
+    batch size does not change the text.
+    """
+    prompt, lengths = left_pad(prompts)
+    new = []
+    for first in range(0, len(prompts), batch_size):
+        rows = np.arange(first, min(first + batch_size, len(prompts)))
+        rows_full = np.resize(rows, min(batch_size, len(prompts)))
+        tokens, ends = generate(model, prompt[rows_full], prompt_lengths=lengths[rows_full], row_ids=rows_full,
+                                max_new_tokens=max_new_tokens, key=key, sampling=sampling, stop_token=stop_token)
+        tokens, ends = np.asarray(tokens), np.asarray(ends)
+        new += [tokens[i, prompt.shape[1]:ends[i]] for i in range(len(rows))]
+    return new

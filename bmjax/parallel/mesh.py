@@ -30,8 +30,12 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
     known = math.prod(s for s in sizes if s != -1)
     if unknown:
         if num_devices % known:
-            raise ConfigError(
-                f"mesh.{unknown[0]}", f"the other axes use {known} devices, which does not divide {num_devices}")
+            # Blame the axis the user set: mesh.fsdp=3 on 8 devices is the mistake, not the data=-1 default.
+            chosen = [name for name, size in zip(AXES, sizes) if size > 1]
+            spec = " x ".join(f"mesh.{name}={sizes[AXES.index(name)]}" for name in chosen)
+            raise ConfigError(f"mesh.{chosen[0]}" if len(chosen) == 1 else "mesh",
+                              f"{spec} uses {known} devices, which does not divide {num_devices} (mesh.{unknown[0]}=-1 "
+                              "takes the rest)")
         sizes[AXES.index(unknown[0])] = num_devices // known
     elif known != num_devices:
         spec = " x ".join(f"{n}={s}" for n, s in zip(AXES, sizes))

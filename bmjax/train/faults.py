@@ -2,9 +2,9 @@
 
 Preemption. TPU VMs, SLURM and most schedulers send SIGTERM some seconds before they kill a job. The loop
 asks `PreemptionWatch.reached(step)` after every step; once it says yes, the loop saves a checkpoint at that
-step, waits for the write, and raises `Preempted`, which the CLI turns into exit code 143 (128 + SIGTERM, what
-a shell reports for a job SIGTERM ended, so schedulers that requeue preempted jobs recognise it). Running the
-same command again resumes from that checkpoint.
+step, waits for the write, and raises `Preempted`, which bmjax-train turns into exit code 143 (128 + SIGTERM,
+what a shell reports for a job SIGTERM ended, so schedulers that requeue preempted jobs recognise it; the table
+of exit codes is bmjax/cli/common.py). Running the same command again resumes from that checkpoint.
 - One process: a Python SIGTERM handler sets a flag; the step in flight finishes first.
 - Several processes: each host may see the signal at a different step, so they must agree on one. jax's
   preemption service (started by `jax.distributed.initialize`, listening for SIGTERM) does that:
@@ -21,10 +21,6 @@ import signal
 
 import jax
 import numpy as np
-
-PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143
-NONFINITE_EXIT_CODE = 3
-
 
 class Preempted(Exception):
     """The run saved a checkpoint at `step` after a preemption notice and stopped."""

@@ -9,6 +9,7 @@ import contextlib
 import math
 import pathlib
 import shutil
+import sys
 import time
 
 import jax
@@ -21,11 +22,11 @@ from bmjax import checkpoint as ckpt_lib
 from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
 from bmjax.models import flops
-from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel.batches import to_global
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
+from bmjax.train import optim as optim_lib
 from bmjax.train import run_config, sample, setup
 from bmjax.train import summary as summary_lib
 from bmjax.train import tasks as tasks_lib
@@ -79,16 +80,16 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
 def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) -> dict:
     workdir = pathlib.Path(workdir)
     runtime.use_cpu_devices(config)  # before anything asks jax for a device
-    validate.validate_config(config, workdir)
+    checked = validate.validate_config(config, workdir)  # the mesh and rules it built are the run's
     init_from_lib.check_init_from(config)
     run_config.check_allowed_keys(config, allow_config_change)
-    mesh = mesh_lib.make_mesh(config.mesh)
+    mesh = checked.mesh
     is_primary = jax.process_index() == 0
     with _refused_start_leaves_workdir_as_found(workdir, is_primary):
         workdir.mkdir(parents=True, exist_ok=True)
-        data, input_rows = setup.load_data(config, str(workdir), mesh)
+        data, input_rows = setup.load_data(config, str(workdir), mesh, checked.rules)
         total_steps = total_train_steps(config, data)
-        training = setup.build_training(config, mesh, total_steps)
+        training = setup.build_training(config, mesh, total_steps, rules=checked.rules)
 
         checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
         latest = checkpointer.latest_step()
@@ -117,6 +118,9 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         if is_primary:  # after the restore (or the init) succeeded: a refused start leaves every file as it was
             run_config.record(workdir, config, start_step)
         start_step = start_step or 0
+    if is_primary and start_step < total_steps:  # about to train: what its schedule will not do
+        for line in optim_lib.schedule_warnings(config.optim, total_steps):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
     if is_primary:  # rows a killed run logged after its last complete checkpoint are logged again from here
         metrics_lib.truncate_jsonl(workdir / "metrics.jsonl", start_step)
     writers = metrics_lib.MetricWriters(config, workdir, is_primary)
@@ -132,7 +136,10 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
                                          int(config.train.ckpt_every))
-    record = summary_lib.RunRecord(config, workdir, writers, start_step, is_primary, flops_per_token)
+    real_tokens = None
+    if hasattr(data, "source_tokens"):  # packed: padding is no token (D counts what was trained on)
+        real_tokens = lambda: sum(source_token_counts(data, input_rows.count).values())  # noqa: E731
+    record = summary_lib.RunRecord(config, workdir, writers, start_step, is_primary, flops_per_token, real_tokens)
     records.append(record)
 
     progress = _progress_bar(config, start_step, total_steps, is_primary)

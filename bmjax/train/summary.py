@@ -4,7 +4,9 @@
 summary.json keys:
     N            non-embedding parameters (Kaplan's N, as bmjax.models.flops counts them)
     N_total      all parameters, embeddings included (Chinchilla's N; bmjax/scaling/points.py holds the convention)
-    D            training tokens seen (steps * batch_size * seq_len)
+    D            training tokens: the real target tokens trained on, so packing's padding (data.packing=segments)
+                 is not counted (the packed pipeline's per-source counts, summed); steps * batch_size * seq_len
+                 for pipelines without padding. As of the last metrics row.
     C            training FLOPs: D * train_flops_per_token (6N plus the output projection plus attention, the
                  PaLM convention of bmjax.models.flops)
     C_6ND        the 6 * N * D approximation beside it
@@ -33,15 +35,19 @@ def read_summary(workdir) -> dict | None:
 class RunRecord:
     """Counts a run's tokens and FLOPs and keeps its summary; `close(status)` writes the last one."""
 
-    def __init__(self, config, workdir, writers, start_step: int, is_primary: bool, flops_per_token: float):
+    def __init__(self, config, workdir, writers, start_step: int, is_primary: bool, flops_per_token: float,
+                 real_tokens=None):
+        """`real_tokens()`: the run's real training tokens so far (every process calls it at the same steps: it
+        may gather over processes); None: every position of every batch is a real token."""
         self.workdir = pathlib.Path(workdir)
         self.writers = writers
         self.is_primary = is_primary
         self.tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
         self.flops_per_token = float(flops_per_token)
+        self.real_tokens = real_tokens
         counts = flops.param_counts(model_config(config.model))
         self.n, self.n_total = counts["non_embedding"], counts["total"]
-        self.step = start_step
+        self.step, self.tokens = start_step, self._tokens(start_step)
         self.started = time.monotonic()
         previous = read_summary(self.workdir) if is_primary else None
         self.earlier_wall_time = float(previous["wall_time"]) if previous and start_step > 0 else 0.0
@@ -55,11 +61,13 @@ class RunRecord:
                     self.final = row
         self.write("running")
 
+    def _tokens(self, step: int) -> int:
+        return int(self.real_tokens()) if self.real_tokens is not None else step * self.tokens_per_step
+
     def counts(self, step: int) -> dict:
-        """The cumulative `tokens` and `flops` to put on a metrics row of `step`."""
-        self.step = step
-        tokens = step * self.tokens_per_step
-        return {"tokens": tokens, "flops": tokens * self.flops_per_token}
+        """The cumulative `tokens` and `flops` to put on a metrics row of `step` (called by every process)."""
+        self.step, self.tokens = step, self._tokens(step)
+        return {"tokens": self.tokens, "flops": self.tokens * self.flops_per_token}
 
     def add_eval(self, step: int, metrics: dict) -> None:
         """Records an eval's metrics (bits_per_byte among them where the task reports it); updates the summary."""
@@ -69,7 +77,7 @@ class RunRecord:
         self.write("running")
 
     def summary(self, status: str) -> dict:
-        tokens = self.step * self.tokens_per_step
+        tokens = self.tokens
         return {
             "N": self.n, "N_total": self.n_total, "D": tokens, "C": tokens * self.flops_per_token,
             "C_6ND": 6.0 * self.n * tokens,

@@ -4,12 +4,12 @@
 
 A few minutes on 2 CPU cores. Byte-level: the byte tokenizer's BOS and EOS ids serve as [CLS] and [SEP],
 and it has [MASK] and [PAD], so nothing has to be trained or downloaded first. For WordPiece, train one
-(`python tools/train_tokenizer.py --out runs/tok/tokenizer.json`) and pass
+(`bmjax-train-tokenizer --out runs/tok/tokenizer.json`) and pass
 `--config.data.tokenizer=runs/tok/tokenizer.json --config.model.vocab_size=8000`.
 Fine-tune the result with `configs/bert/finetune.py:data=FILE,labels=N,model=tiny,init=runs/bert-tiny`.
 Add `:runlocal` for a 20-step smoke run.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 
 
 def get_config(arg: str = ""):
@@ -45,7 +45,7 @@ def get_config(arg: str = ""):
     c.train.eval_every = 300
     c.train.eval_steps = 10
     c.train.ckpt_every = 300
-    if "runlocal" in arg.split(","):
+    if parse_arg(arg, runlocal=False)["runlocal"]:
         c.data.batch_size = 8
         c.train.steps = 20
         c.train.log_every = 5

@@ -16,7 +16,7 @@ Arguments (comma-separated): train=, eval= UTF-8 text files (the eval file is sc
 million tokens), tokenizer= a tokenizer.json of 50,257 ids or fewer (GPT-2's). `runlocal` shrinks the sweep
 to two tiny byte-level runs on the shipped Shakespeare, a CPU smoke test of the same path.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 from bmjax.scaling.sweep import axis, budget_steps, counted_flops_per_token, product
 
 # name: (d_model, num_layers, num_heads, global batch in sequences of 2048, FSDP over all devices, lr)
@@ -42,7 +42,7 @@ def _args(arg: str) -> dict:
 
 
 def get_config(arg: str = ""):
-    args = _args(arg)
+    args = parse_arg(arg, train="", eval="", tokenizer="", runlocal=False)
     c = base_config()
     c.model.name = "gpt"
     c.data.source = "text"

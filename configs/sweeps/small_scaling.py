@@ -8,12 +8,12 @@ widths nearest that optimum a second time with train.seed=1, so the table shows 
 read: 3 x (5 + 2) = 21 runs, about 22 minutes on a quiet 2-core CPU. Each run is scored once, at its end, on one
 pass over the held-out files (1% of the files by name hash, ~225K bytes).
 
-    python -m bmjax.scaling.sweep_cli --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
+    python -m bmjax.cli.sweep --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
     bash experiments/small_scaling/run.sh            (the sweep, the fits, the tables and plots)
 
 `runlocal` keeps two tiny runs of ~20 steps: a smoke test of the same path.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 from bmjax.scaling.sweep import axis, budget_steps, product
 
 WIDTHS = (16, 24, 32, 40, 48, 64, 80, 96)  # d_model of a one-layer GPT with 2 heads
@@ -28,7 +28,7 @@ LOCAL_BUDGETS = {5e10: ((64, 80), ())}  # 23 and 16 steps of 32 x 128 tokens
 
 
 def get_config(arg: str = ""):
-    local = "runlocal" in arg.split(",")
+    local = parse_arg(arg, runlocal=False)["runlocal"]
     c = base_config()
     c.model.name = "gpt"
     c.model.vocab_size = 320  # 259 byte-level ids, rounded up to a multiple of 64

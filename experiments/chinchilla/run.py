@@ -8,7 +8,7 @@ Prints the fitted law with bootstrap 95% intervals beside the published fit, the
 and the compute-optimal allocation for 1e18 ... 1e25 FLOPs beside Hoffmann et al. 2022's Table 3; writes the
 plots and results.json. The same fit from the CLI:
 
-    python -m bmjax.scaling.cli fit --csv data/chinchilla_svg_extracted_data.csv --params-col "Model Size" \
+    python -m bmjax.cli.scaling fit --csv data/chinchilla_svg_extracted_data.csv --params-col "Model Size" \
         --flops-col "Training FLOP" --loss-col loss --law chinchilla --approach 3 --drop-highest-loss 5 \
         --bootstrap 200 --plot experiments/chinchilla/plots
 """

@@ -16,7 +16,7 @@ if [ ! -s "$DATA" ]; then
 fi
 
 start=$(date +%s)
-"$PYTHON" -m bmjax.main --config configs/gpt/shakespeare_char.py --config.data.path="$DATA" --workdir "$WORKDIR"
+"$PYTHON" -m bmjax.cli.train --config configs/gpt/shakespeare_char.py --config.data.path="$DATA" --workdir "$WORKDIR"
 echo "wall: $(( $(date +%s) - start )) s (compilation and the final sample included)"
 echo "eval loss by step:"
 grep '"split": "eval"' "$WORKDIR/metrics.jsonl"

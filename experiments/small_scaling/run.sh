@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 CONFIG=configs/sweeps/small_scaling.py${SWEEP_ARG:+:$SWEEP_ARG}
 
 start=$(date +%s)
-"$PYTHON" -m bmjax.scaling.sweep_cli --config "$CONFIG" --workdir "$WORKDIR" --launcher local
+"$PYTHON" -m bmjax.cli.sweep --config "$CONFIG" --workdir "$WORKDIR" --launcher local
 echo "sweep wall: $(( $(date +%s) - start )) s"
 if [ -z "${SWEEP_ARG:-}" ]; then
   "$PYTHON" -m experiments.small_scaling.report "$WORKDIR" --bootstrap "${BOOTSTRAP:-200}"

@@ -1,11 +1,17 @@
-"""The scaling-law CLI.
+"""bmjax-scaling: fit scaling laws to a sweep's results or to any CSV.
 
-    bmjax-scaling fit (--csv FILE --params-col NAME (--tokens-col NAME | --flops-col NAME) --loss-col NAME
-                       | --runs DIR) --law chinchilla|kaplan [--approach 1|2|3] [--drop-highest-loss K]
-                      [--isoflop-window DECADES] [--objective huber|lad] [--huber_delta D] [--budgets C,...]
+    bmjax-scaling fit (--csv FILE --params_col NAME (--tokens_col NAME | --flops_col NAME) --loss_col NAME
+                       | --runs DIR) --law chinchilla|kaplan [--approach 1|2|3] [--drop_highest_loss K]
+                      [--isoflop_window DECADES] [--objective huber|lad] [--huber_delta D] [--budgets C,...]
                       [--bootstrap B] [--json] [--plot DIR]
     bmjax-scaling predict (the data and fit flags of fit) (--n N --d D | --flops C) [--bootstrap B] [--json]
-    python -m bmjax.scaling.cli fit ...        (the same)
+    bmjax-scaling fit --runs runs/small --law chinchilla --approach 3 --bootstrap 200 --json
+    bmjax-scaling fit --csv data/chinchilla_svg_extracted_data.csv --params_col "Model Size" \
+        --flops_col "Training FLOP" --loss_col loss --law chinchilla --drop_highest_loss 5
+    python -m bmjax.cli.scaling fit ...        (the same)
+
+The dashed spellings of earlier versions (--params-col, --tokens-col, --flops-col, --loss-col,
+--drop-highest-loss, --isoflop-window, --start-stride) still work.
 
 `predict` fits as `fit` does, then prints the fitted law's loss at N, D (approach 3 or Kaplan), or the
 compute-optimal N_opt, D_opt (and loss, where there is a law) at C, with 95% intervals when bootstrapped.
@@ -29,31 +35,35 @@ import sys
 import numpy as np
 from absl import flags
 
+from bmjax.cli import common
 from bmjax.errors import ConfigError
 from bmjax.scaling import allocation as allocation_lib
 from bmjax.scaling import chinchilla, fit as fit_lib, points as points_lib
 
 COMMANDS = ("fit", "predict")
 
+# The spellings of earlier versions, still accepted.
+ALIASES = {f"--{name.replace('_', '-')}": f"--{name}" for name in (
+    "params_col", "tokens_col", "flops_col", "loss_col", "drop_highest_loss", "isoflop_window", "start_stride")}
 
-def _define_flags() -> flags.FlagValues:
-    """A fresh set of flags per call, so main() can run many times in one process (tests)."""
+
+def define_flags(argv: list[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("csv", None, "CSV file with one row per run.", flag_values=fv)
     flags.DEFINE_string("runs", None, "A bmjax-sweep workdir: reads its results.csv.", flag_values=fv)
-    flags.DEFINE_string("params-col", None, "Column of parameter counts N.", flag_values=fv)
-    flags.DEFINE_string("tokens-col", None, "Column of training tokens D.", flag_values=fv)
-    flags.DEFINE_string("flops-col", None, "Column of training FLOPs C (alone: D = C / 6N).", flag_values=fv)
-    flags.DEFINE_string("loss-col", None, "Column of final losses.", flag_values=fv)
+    flags.DEFINE_string("params_col", None, "Column of parameter counts N.", flag_values=fv)
+    flags.DEFINE_string("tokens_col", None, "Column of training tokens D.", flag_values=fv)
+    flags.DEFINE_string("flops_col", None, "Column of training FLOPs C (then D = C / 6N).", flag_values=fv)
+    flags.DEFINE_string("loss_col", None, "Column of final losses.", flag_values=fv)
     flags.DEFINE_enum("law", None, ["chinchilla", "kaplan"], "Which law to fit.", flag_values=fv)
     flags.DEFINE_integer("approach", None, "Chinchilla approach 1, 2 or 3 (default 3).", flag_values=fv)
-    flags.DEFINE_integer("drop-highest-loss", 0, "Drop the K runs of highest loss first.", flag_values=fv)
-    flags.DEFINE_float("isoflop-window", None, "Approach 2 (and the IsoFLOP plot): fit each compute level's "
+    flags.DEFINE_integer("drop_highest_loss", 0, "Drop the K runs of highest loss first.", flag_values=fv)
+    flags.DEFINE_float("isoflop_window", None, "Approach 2 (and the IsoFLOP plot): fit each compute level's "
                        "parabola on the sizes within this many decades of N of its lowest-loss run (default: "
                        "all sizes).", flag_values=fv)
     flags.DEFINE_integer("bootstrap", 0, "Bootstrap resamples for 95% intervals (0: none); approach 3 refits each "
                          "from the full optimum and the 7 best grid starts, not all 4,500.", flag_values=fv)
-    flags.DEFINE_integer("start-stride", 1, "Approach 3: start L-BFGS from every K-th point of the 4,500-point "
+    flags.DEFINE_integer("start_stride", 1, "Approach 3: start L-BFGS from every K-th point of the 4,500-point "
                          "grid (1: all of them, as the replication did).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resamples.", flag_values=fv)
     flags.DEFINE_list("budgets", None, "FLOP budgets of the compute-optimal table (default: the data's largest C "
@@ -72,30 +82,21 @@ def _define_flags() -> flags.FlagValues:
     return fv
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
-    fv = _define_flags()
-    if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):
-        print(__doc__ + "\nflags:\n" + fv.main_module_help())
-        return 0
-    try:
-        try:
-            rest = fv(argv)
-        except flags.Error as e:
-            raise ConfigError("flags", str(e)) from None
-        if len(rest) != 2 or rest[1] not in COMMANDS:
-            raise ConfigError("command", f"expected one command, fit or predict; got {rest[1:] or 'none'}")
-        return _fit(fv) if rest[1] == "fit" else _predict(fv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+def dispatch(fv: flags.FlagValues, commands: list[str]) -> int:
+    if len(commands) != 1 or commands[0] not in COMMANDS:
+        raise ConfigError("command", f"expected one command, fit or predict; got {commands or 'none'}")
+    return _fit(fv) if commands[0] == "fit" else _predict(fv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run(define_flags, dispatch, argv, usage=__doc__, positional=True, aliases=ALIASES)
 
 
 def _load(fv) -> tuple[points_lib.Points, str]:
     if (fv.csv is None) == (fv.runs is None):
         raise ConfigError("--csv", "give exactly one of --csv FILE and --runs DIR")
-    columns = dict(params_col=fv["params-col"].value, tokens_col=fv["tokens-col"].value,
-                   flops_col=fv["flops-col"].value, loss_col=fv["loss-col"].value)
+    columns = dict(params_col=fv.params_col, tokens_col=fv.tokens_col,
+                   flops_col=fv.flops_col, loss_col=fv.loss_col)
     if fv.runs is not None:
         return points_lib.read_runs(fv.runs, fv.law, **columns), "--runs"
     for option in ("params_col", "loss_col"):
@@ -114,10 +115,10 @@ def _options(fv) -> fit_lib.FitOptions:
     approach = 3 if fv.approach is None else fv.approach
     if approach not in (1, 2, 3):
         raise ConfigError("--approach", f"must be 1, 2 or 3; got {approach}")
-    for name, least in (("drop-highest-loss", 0), ("bootstrap", 0), ("start-stride", 1)):
+    for name, least in (("drop_highest_loss", 0), ("bootstrap", 0), ("start_stride", 1)):
         if fv[name].value < least:
-            raise ConfigError("--" + name, f"must be >= {least}; got {fv[name].value}")
-    window = fv["isoflop-window"].value
+            raise ConfigError("--" + name.replace("_", "-"), f"must be >= {least}; got {fv[name].value}")
+    window = fv.isoflop_window
     if window is not None and fv.law != "chinchilla":
         raise ConfigError("--isoflop-window", "applies to --law chinchilla only (approach 2 and its plot)")
     if window is not None and not window > 0:
@@ -138,7 +139,7 @@ def _options(fv) -> fit_lib.FitOptions:
         if not budgets or not all(np.isfinite(b) and b > 0 for b in budgets):
             raise ConfigError("--budgets", f"must be positive numbers of FLOPs; got {','.join(fv.budgets)}")
     return fit_lib.FitOptions(law=fv.law, approach=approach, window=window, objective=fv.objective,
-                              huber_delta=fv.huber_delta, start_stride=fv["start-stride"].value,
+                              huber_delta=fv.huber_delta, start_stride=fv.start_stride,
                               bootstrap=fv.bootstrap, seed=fv.seed, budgets=budgets)
 
 
@@ -156,7 +157,7 @@ def _predict(fv) -> int:
         raise ConfigError("--approach", "approaches 1 and 2 fit no loss law: --n/--d needs approach 3 (or "
                                         "--law kaplan); --flops works with any")
     points, source = _load(fv)
-    points = points_lib.drop_highest_loss(points, fv["drop-highest-loss"].value)
+    points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
     try:
         result = fit_lib.run_fit(points, options)
     except points_lib.NotEnoughPoints as e:
@@ -180,7 +181,7 @@ def _predict(fv) -> int:
 def _fit(fv) -> int:
     options = _options(fv)
     points, source = _load(fv)
-    points = points_lib.drop_highest_loss(points, fv["drop-highest-loss"].value)
+    points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
     try:
         result = fit_lib.run_fit(points, options)
     except points_lib.NotEnoughPoints as e:

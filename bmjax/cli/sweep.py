@@ -1,11 +1,12 @@
-"""The sweep CLI: expand a sweep file into runs and launch them.
+"""bmjax-sweep: expand a sweep file into runs and launch them.
 
     bmjax-sweep --config configs/sweeps/FILE.py[:ARG] --workdir W [--launcher local|print|slurm] [--only I]
                 [--dry_run] [--slurm_args "--nodes=1 --time=4:00:00"]
-    python -m bmjax.scaling.sweep_cli ...      (the same)
+    bmjax-sweep --config configs/sweeps/small_scaling.py --workdir runs/small --launcher print
+    python -m bmjax.cli.sweep ...      (the same)
 
 Each run trains in W/<name>, its name made from its overrides (bmjax/scaling/sweep.py).
-- local: runs them one after another (`python -m bmjax.main`). Re-running skips the runs whose summary says
+- local: runs them one after another (`python -m bmjax.cli.train`). Re-running skips the runs whose summary says
   finished and resumes an interrupted one from its newest checkpoint. A run that fails is reported and the
   sweep goes on (exit 1 at the end); a preempted one (SIGTERM, exit 143) stops the sweep with 143.
 - print: one bmjax-train command per run, for any scheduler.
@@ -24,23 +25,24 @@ import sys
 
 from absl import flags
 
-from bmjax.cli import fail
+from bmjax.cli import common
 from bmjax.errors import ConfigError
 from bmjax.scaling import sweep as sweep_lib
 
-FLAGS = flags.FlagValues()  # its own set: bmjax.main's --config is a config flag, this one a plain path
-flags.DEFINE_string("config", None, "Sweep file: path.py[:arg] with get_config(arg) and get_sweep().",
-                    flag_values=FLAGS)
-flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per run, and results.csv.", flag_values=FLAGS)
-flags.DEFINE_enum("launcher", "local", ["local", "print", "slurm"], "How to run the runs.", flag_values=FLAGS)
-flags.DEFINE_integer("only", None, "Run only the run of this index.", flag_values=FLAGS)
-flags.DEFINE_bool("dry_run", False, "List the runs; launch nothing.", flag_values=FLAGS)
-flags.DEFINE_string("sbatch_script", "tools/slurm/train.sbatch", "slurm: the batch script (one run per task).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("slurm_args", "", "slurm: extra sbatch arguments, e.g. '--nodes=1 --time=4:00:00'.",
-                    flag_values=FLAGS)
 
-PREEMPTED_EXIT_CODE = 143  # bmjax.train.faults.PREEMPTED_EXIT_CODE, without importing jax here
+def define_flags(argv: list[str]) -> flags.FlagValues:
+    fv = flags.FlagValues()  # --config is a plain path here (a sweep file), not bmjax-train's config flag
+    flags.DEFINE_string("config", None, "Sweep file: path.py[:arg] with get_config(arg) and get_sweep().",
+                        flag_values=fv)
+    flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per run, and results.csv.", flag_values=fv)
+    flags.DEFINE_enum("launcher", "local", ["local", "print", "slurm"], "How to run the runs.", flag_values=fv)
+    flags.DEFINE_integer("only", None, "Run only the run of this index.", flag_values=fv)
+    flags.DEFINE_bool("dry_run", False, "List the runs; launch nothing.", flag_values=fv)
+    flags.DEFINE_string("sbatch_script", "tools/slurm/train.sbatch", "slurm: the batch script (one run per task).",
+                        flag_values=fv)
+    flags.DEFINE_string("slurm_args", "", "slurm: extra sbatch arguments, e.g. '--nodes=1 --time=4:00:00'.",
+                        flag_values=fv)
+    return fv
 
 
 def config_overrides(run) -> list[str]:
@@ -52,7 +54,7 @@ def train_args(sweep, run, workdir: pathlib.Path) -> list[str]:
     return ["--config", sweep.config_arg, "--workdir", str(workdir / run.name), *config_overrides(run)]
 
 
-def run_local(sweep, runs, workdir: pathlib.Path) -> int:
+def run_local(fv, sweep, runs, workdir: pathlib.Path) -> int:
     failed = []
     for run in runs:
         summary = sweep_lib.read_summary(workdir / run.name)
@@ -61,18 +63,17 @@ def run_local(sweep, runs, workdir: pathlib.Path) -> int:
             continue
         state = "resuming" if (workdir / run.name / "checkpoints").exists() else "starting"
         print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: {state}", flush=True)
-        code = _run_child([sys.executable, "-m", "bmjax.main", *train_args(sweep, run, workdir)])
+        code = _run_child([sys.executable, "-m", "bmjax.cli.train", *train_args(sweep, run, workdir)])
         sweep_lib.write_results(sweep, workdir)
-        if code == PREEMPTED_EXIT_CODE:
+        if code == common.PREEMPTED:
             print(f"{run.name}: preempted; run the same bmjax-sweep command again to resume", flush=True)
-            return PREEMPTED_EXIT_CODE
+            return common.PREEMPTED
         if code != 0:
             print(f"{run.name}: failed with exit code {code}", file=sys.stderr, flush=True)
             failed.append(run.name)
     if failed:
-        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        return common.error(f"{len(failed)} run(s) failed: {', '.join(failed)}", common.FAILED)
+    return common.OK
 
 
 def _run_child(command: list[str]) -> int:
@@ -85,70 +86,60 @@ def _run_child(command: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_print(sweep, runs, workdir: pathlib.Path) -> int:
+def run_print(fv, sweep, runs, workdir: pathlib.Path) -> int:
     for run in runs:
         print(shlex.join(["bmjax-train", *train_args(sweep, run, workdir)]), flush=True)
     return 0
 
 
-def run_slurm(sweep, runs, workdir: pathlib.Path) -> int:
+def run_slurm(fv, sweep, runs, workdir: pathlib.Path) -> int:
     """One array job; task i reads line i of W/slurm_runs.txt (all the sweep's runs, so indices match)."""
-    script = FLAGS.sbatch_script
+    script = fv.sbatch_script
     if not os.path.isfile(script):
-        fail(f"--sbatch_script: {script!r} does not exist (submit from the repository root)")
+        raise ConfigError("--sbatch_script", f"{script!r} does not exist (submit from the repository root)")
     runs_file = workdir / "slurm_runs.txt"
     runs_file.write_text("".join(shlex.join([sweep.config_arg, str(workdir / run.name), *config_overrides(run)]) + "\n"
                                  for run in sweep.runs))  # train.sbatch's CONFIG WORKDIR [--config.KEY=VALUE ...]
     indices = ",".join(str(run.index) for run in runs)
     (workdir / "slurm").mkdir(exist_ok=True)
     command = ["sbatch", f"--array={indices}", f"--job-name={sweep.name}",
-               f"--output={workdir / 'slurm' / '%x-%A_%a.out'}", *shlex.split(FLAGS.slurm_args),
+               f"--output={workdir / 'slurm' / '%x-%A_%a.out'}", *shlex.split(fv.slurm_args),
                script, "--runs", str(runs_file)]
     print(shlex.join(command), flush=True)
     try:
         return subprocess.run(command).returncode
     except FileNotFoundError:
-        fail("--launcher=slurm: sbatch is not on PATH")
+        raise ConfigError("--launcher=slurm", "sbatch is not on PATH") from None
 
 
 LAUNCHERS = {"local": run_local, "print": run_print, "slurm": run_slurm}
 
 
-def main(argv: list[str]) -> int:
-    FLAGS.unparse_flags()  # main() may run more than once in a process (tests): no value carries over
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        fail(str(e).splitlines()[0])
-    if len(rest) > 1:
-        fail(f"unexpected arguments: {' '.join(rest[1:])}")
-    if not FLAGS.config:
-        fail("--config: required (a sweep file such as configs/sweeps/chinchilla_isoflop.py)")
-    if not FLAGS.workdir:
-        fail("--workdir: required (the sweep's directory)")
-    try:
-        sweep = sweep_lib.load_sweep(FLAGS.config)
-    except ConfigError as e:
-        fail(str(e))
+def run_sweep(fv: flags.FlagValues) -> int:
+    if not fv.config:
+        raise ConfigError("--config", "required (a sweep file such as configs/sweeps/chinchilla_isoflop.py)")
+    if not fv.workdir:
+        raise ConfigError("--workdir", "required (the sweep's directory)")
+    sweep = sweep_lib.load_sweep(fv.config)
     runs = sweep.runs
-    if FLAGS.only is not None:
-        if not 0 <= FLAGS.only < len(runs):
-            fail(f"--only: {FLAGS.only} is not a run index of this sweep (0 .. {len(runs) - 1})")
-        runs = [runs[FLAGS.only]]
-    workdir = pathlib.Path(FLAGS.workdir)
-    if FLAGS.dry_run:
+    if fv.only is not None:
+        if not 0 <= fv.only < len(runs):
+            raise ConfigError("--only", f"{fv.only} is not a run index of this sweep (0 .. {len(runs) - 1})")
+        runs = [runs[fv.only]]
+    workdir = pathlib.Path(fv.workdir)
+    if fv.dry_run:
         for run in runs:
             print(f"{run.index}\t{run.name}\tsteps={run.steps}", flush=True)
-        return 0
+        return common.OK
     workdir.mkdir(parents=True, exist_ok=True)
-    code = LAUNCHERS[FLAGS.launcher](sweep, runs, workdir)
+    code = LAUNCHERS[fv.launcher](fv, sweep, runs, workdir)
     sweep_lib.write_results(sweep, workdir)
     return code
 
 
-def run_main():
-    sys.exit(main(sys.argv))
+def main(argv: list[str] | None = None) -> int:
+    return common.run(define_flags, run_sweep, argv, usage=__doc__)
 
 
 if __name__ == "__main__":
-    run_main()
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """bmjax-convert: a training run's newest checkpoint as a Hugging Face model directory.
 
     bmjax-convert --to_hf WORKDIR --out DIR
-    python tools/convert_hf.py ...        (the same)
+    bmjax-convert --to_hf runs/shakespeare --out hf_model
+    python -m bmjax.cli.convert ...       (the same)
 
 Reads WORKDIR/config.json and the parameters of the newest checkpoint in WORKDIR/checkpoints (by name,
 without the optimizer state), and writes DIR/config.json + DIR/model.safetensors (float32), which
@@ -16,15 +17,19 @@ or an --out directory that is not empty prints one line, `error: ...`, and exits
 from __future__ import annotations
 
 import pathlib
+import sys
 
 from absl import flags
 
-from bmjax import cli
+from bmjax.cli import common
 from bmjax.errors import ConfigError
 
-FLAGS = flags.FlagValues()
-flags.DEFINE_string("to_hf", None, "A bmjax-train workdir (config.json, checkpoints/).", flag_values=FLAGS)
-flags.DEFINE_string("out", None, "The Hugging Face directory to write (new or empty).", flag_values=FLAGS)
+
+def define_flags(argv: list[str]) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("to_hf", None, "A bmjax-train workdir (config.json, checkpoints/).", flag_values=fv)
+    flags.DEFINE_string("out", None, "The Hugging Face directory to write (new or empty).", flag_values=fv)
+    return fv
 
 
 def to_hf(workdir, out) -> pathlib.Path:
@@ -42,17 +47,17 @@ def to_hf(workdir, out) -> pathlib.Path:
     return step_dir
 
 
-def main():
+def run(fv: flags.FlagValues):
     for name in ("to_hf", "out"):
-        if not FLAGS[name].value:
+        if not fv[name].value:
             raise ConfigError(f"--{name}", "required")
-    step_dir = to_hf(FLAGS.to_hf, FLAGS.out)
-    print(f"wrote {FLAGS.out} from {step_dir}", flush=True)
+    step_dir = to_hf(fv.to_hf, fv.out)
+    print(f"wrote {fv.out} from {step_dir}", flush=True)
 
 
-def run_main(argv: list[str] | None = None):
-    cli.run(FLAGS, main, argv, usage=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    return common.run(define_flags, run, argv, usage=__doc__)
 
 
 if __name__ == "__main__":
-    run_main()
+    sys.exit(main())

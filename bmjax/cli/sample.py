@@ -3,7 +3,8 @@
     bmjax-sample --workdir DIR --prompt "ROMEO:" [--max_new_tokens 200 --temperature 0.8 --top_k 0
                  --top_p 1.0 --seed 0]
     bmjax-sample --workdir DIR --prompts FILE [--batch_size 32 ...]
-    python -m bmjax.sample_cli ...       (the same)
+    bmjax-sample --workdir runs/shakespeare --prompt "ROMEO:" --max_new_tokens 200 --temperature 0.8
+    python -m bmjax.cli.sample ...       (the same)
 
 Reads DIR/config.json, the run's tokenizer (DIR/vocab.json for `char`) and the parameters of the newest
 checkpoint in DIR/checkpoints (onto one device). With --prompt it prints the prompt and its continuation.
@@ -23,19 +24,22 @@ import time
 
 from absl import flags
 
-from bmjax import cli
+from bmjax.cli import common
 from bmjax.errors import ConfigError
 
-FLAGS = flags.FlagValues()
-flags.DEFINE_string("workdir", None, "A bmjax-train workdir (config.json, checkpoints/).", flag_values=FLAGS)
-flags.DEFINE_string("prompt", "\n", "Text to continue (default: a newline).", flag_values=FLAGS)
-flags.DEFINE_string("prompts", None, "A file of prompts, one per line (instead of --prompt).", flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 32, "Prompts generated together (with --prompts).", flag_values=FLAGS)
-flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate per prompt.", flag_values=FLAGS)
-flags.DEFINE_float("temperature", 0.8, "0 for greedy decoding.", flag_values=FLAGS)
-flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).", flag_values=FLAGS)
-flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1: all).", flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=FLAGS)
+
+def define_flags(argv: list[str]) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "A bmjax-train workdir (config.json, checkpoints/).", flag_values=fv)
+    flags.DEFINE_string("prompt", "\n", "Text to continue (default: a newline).", flag_values=fv)
+    flags.DEFINE_string("prompts", None, "A file of prompts, one per line (instead of --prompt).", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 32, "Prompts generated together (with --prompts).", flag_values=fv)
+    flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate per prompt.", flag_values=fv)
+    flags.DEFINE_float("temperature", 0.8, "0 for greedy decoding.", flag_values=fv)
+    flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).", flag_values=fv)
+    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1: all).", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
+    return fv
 
 
 def load_run(workdir):
@@ -76,13 +80,11 @@ def sample(workdir, prompts: list[str], *, max_new_tokens: int, temperature: flo
            seed: int, batch_size: int = 1, flag: str = "--prompt") -> tuple[list[tuple[str, int]], float]:
     """([(continuation text, number of new tokens) per prompt], seconds spent generating).
 
-    Prompts are encoded up front (a bad one fails before any generation, named by `flag` and its line), padded
-    to the longest and run `batch_size` at a time, so one compiled function serves every batch.
+    Prompts are encoded up front (a bad one fails before any generation, named by `flag` and its line).
     """
     import jax
-    import numpy as np
 
-    from bmjax.models.generate import generate, left_pad
+    from bmjax.models.generate import generate_each
 
     if max_new_tokens < 1:
         raise ConfigError("--max_new_tokens", f"must be >= 1, got {max_new_tokens}")
@@ -92,23 +94,16 @@ def sample(workdir, prompts: list[str], *, max_new_tokens: int, temperature: flo
     _, tokenizer, model = load_run(workdir)
     encoded = [_encode(tokenizer, text, flag if len(prompts) == 1 else f"{flag}: line {i + 1}")
                for i, text in enumerate(prompts)]
-    prompt, lengths = left_pad(encoded)
-    pads = prompt.shape[1] - lengths
-    eos, key = tokenizer.eos_id, jax.random.key(seed)
-    results = []
+    eos = tokenizer.eos_id
     start = time.perf_counter()
-    for first in range(0, len(encoded), batch_size):
-        rows = np.arange(first, min(first + batch_size, len(encoded)))
-        rows_full = np.resize(rows, min(batch_size, len(encoded)))  # the last batch repeats rows: same shape
-        tokens, ends = generate(model, prompt[rows_full], prompt_lengths=lengths[rows_full], row_ids=rows_full,
-                                max_new_tokens=max_new_tokens, key=key, sampling=sampling, stop_token=eos)
-        tokens, ends = np.asarray(tokens), np.asarray(ends)
-        for i, row in enumerate(rows):
-            new = tokens[i, prompt.shape[1]:ends[i]]
-            count = int(new.size)
-            if eos is not None and count and new[-1] == eos:
-                new = new[:-1]  # the stop token ends the sample; it is not part of the text
-            results.append((tokenizer.decode(new), count))
+    news = generate_each(model, encoded, max_new_tokens=max_new_tokens, key=jax.random.key(seed),
+                         sampling=sampling, stop_token=eos, batch_size=batch_size)
+    results = []
+    for new in news:
+        count = int(new.size)
+        if eos is not None and count and new[-1] == eos:
+            new = new[:-1]  # the stop token ends the sample; it is not part of the text
+        results.append((tokenizer.decode(new), count))
     return results, time.perf_counter() - start
 
 
@@ -122,16 +117,16 @@ def _read_prompts(path: str) -> list[str]:
     return lines
 
 
-def main():
-    if not FLAGS.workdir:
+def run(fv: flags.FlagValues):
+    if not fv.workdir:
         raise ConfigError("--workdir", "required (a bmjax-train workdir)")
-    if FLAGS.prompts is not None and FLAGS["prompt"].present:
+    if fv.prompts is not None and fv["prompt"].present:
         raise ConfigError("--prompts", "give --prompt or --prompts, not both")
-    prompts = [FLAGS.prompt] if FLAGS.prompts is None else _read_prompts(FLAGS.prompts)
-    results, seconds = sample(FLAGS.workdir, prompts, max_new_tokens=FLAGS.max_new_tokens,
-                              temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed,
-                              batch_size=FLAGS.batch_size, flag="--prompt" if FLAGS.prompts is None else "--prompts")
-    if FLAGS.prompts is None:
+    prompts = [fv.prompt] if fv.prompts is None else _read_prompts(fv.prompts)
+    results, seconds = sample(fv.workdir, prompts, max_new_tokens=fv.max_new_tokens, temperature=fv.temperature,
+                              top_k=fv.top_k, top_p=fv.top_p, seed=fv.seed, batch_size=fv.batch_size,
+                              flag="--prompt" if fv.prompts is None else "--prompts")
+    if fv.prompts is None:
         print(prompts[0] + results[0][0], flush=True)
     else:
         for text, (completion, count) in zip(prompts, results):
@@ -142,9 +137,9 @@ def main():
           file=sys.stderr, flush=True)
 
 
-def run_main(argv: list[str] | None = None):
-    cli.run(FLAGS, main, argv, usage=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    return common.run(define_flags, run, argv, usage=__doc__)
 
 
 if __name__ == "__main__":
-    run_main()
+    sys.exit(main())
