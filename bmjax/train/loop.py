@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from bmjax import checkpoint as ckpt_lib
 from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
+from bmjax import workdir as workdir_lib
 from bmjax.models import flops
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel.batches import to_global
@@ -96,7 +97,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         logging.info("Resuming from checkpoint at step %d", start_step)
         print(f"resuming from {checkpointer.path(start_step)} (the newest complete checkpoint)", flush=True)
     if is_primary:  # rows a killed run logged after its last complete checkpoint are logged again from here
-        metrics_lib.truncate_jsonl(workdir / "metrics.jsonl", start_step)
+        workdir_lib.truncate_metrics(workdir, start_step)
     writers = metrics_lib.MetricWriters(config, workdir, is_primary)
 
     k = int(config.train.steps_per_call)
@@ -198,7 +199,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     if config.model.name == "gpt" and int(config.train.sample_tokens) > 0:
         text = sample.sample_text(training.graphdef, state.params, state.rest, data.tokenizer, config)
         if is_primary:
-            (workdir / "sample.txt").write_text(text)
+            workdir_lib.sample_file(workdir).write_text(text)
             print("--- sample ---\n" + text + "\n--------------", flush=True)
     record.close(step, "finished")
     writers.close()
