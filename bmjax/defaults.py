@@ -2,8 +2,39 @@
 
 The dict is locked: a config file or a `--config.KEY=VALUE` override that names a key not listed here is an
 error, so a typo never silently does nothing. Values are plain data (numbers, strings, tuples).
+
+`parse_arg` reads a config file's own argument (`configs/gpt/gpt2.py:size=350m,runlocal`), the same way for
+every config file (after big_vision's `parse_arg`), and refuses an argument the file does not take.
 """
 from ml_collections import config_dict
+
+
+def parse_arg(arg: str, **takes) -> dict:
+    """`"size=350m,runlocal"` -> {"size": "350m", "runlocal": True, ...}: every argument in `takes` (name=default),
+    given ones converted to their default's type (a bare name is True). An argument `takes` does not name is a
+    ValueError listing the ones it does, so a typo (`runlcal`) never silently runs the full config."""
+    out = dict(takes)
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        name, eq, value = part.partition("=")
+        if name not in takes:
+            raise ValueError(f"unknown config argument {name!r}; this config file takes: "
+                             f"{', '.join(sorted(takes)) or 'no arguments'}")
+        default = takes[name]
+        if not eq:
+            out[name] = True
+        elif isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"config argument {name}={value!r}: expected true or false")
+            out[name] = value.lower() in ("true", "1")
+        elif isinstance(default, (int, float)):
+            try:
+                out[name] = type(default)(value)
+            except ValueError:
+                raise ValueError(f"config argument {name}={value!r}: expected a{'n' if isinstance(default, int) else ''}"
+                                 f" {type(default).__name__}") from None
+        else:
+            out[name] = value
+    return out
 
 
 def base_config() -> config_dict.ConfigDict:
@@ -19,7 +50,7 @@ def base_config() -> config_dict.ConfigDict:
     c.model.d_ff = config_dict.placeholder(int)  # unset: 4 * d_model (gelu), 8/3 * d_model (swiglu)
     c.model.max_len = 1024
     c.model.dropout = 0.0
-    c.model.attention = "xla"  # xla | cudnn | reference | ring
+    c.model.attention = "xla"  # xla | cudnn | splash | ring | reference (bmjax/models/attention.py)
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.model.param_dtype = "float32"
     c.model.remat = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | save_attention_out

@@ -3,12 +3,15 @@ that names the key, what was given and what is allowed.
 
 `validate_config(config, workdir)` is the one entry point: it checks the resolved config against itself, the
 machine (device count, backend), the filesystem (data and tokenizer files, workdir writable) and the tokenizer
-(its ids fit model.vocab_size), and raises the first problem. It runs before anything compiles; the CLI prints
-the error as one line and exits with status 2. `validate_tokenizer` is the vocabulary check on its own.
+(its ids fit model.vocab_size: `bmjax.data.tokenizers.check_vocab_fits`, the one place of that check), and
+raises the first problem. It runs before anything compiles; the CLI prints the error as one line and exits with
+status 2. It returns the mesh and the logical-axis rules it built to check them (`Validated`), for the trainer
+to use rather than build again.
 `train.init_from`'s source is checked by `bmjax.train.init_from.check_init_from`, which the loop runs next:
 this module sits below the trainer and imports nothing from `bmjax.train`.
 """
 import collections
+import dataclasses
 import math
 import pathlib
 import re
@@ -147,11 +150,12 @@ def check_shapes(config):
 
 
 def check_mesh(config, devices=None):
-    """The mesh fits `devices` (default: jax.devices(); bmjax-compile-check passes a target's) and the batch."""
+    """The mesh fits `devices` (default: jax.devices(); bmjax-compile-check passes a target's) and the batch;
+    returns (the mesh, the logical-axis rules)."""
     devices = jax.devices() if devices is None else devices
     shape = mesh_lib.mesh_shape(config.mesh, len(devices))
     mesh_lib.check_dcn(config.mesh, devices)
-    rules_lib.rules_from_config(config.mesh)
+    rules = rules_lib.rules_from_config(config.mesh)
     sizes = dict(zip(mesh_lib.AXES, shape))
     batch_ways = sizes["data"] * sizes["fsdp"]
     b, accum = config.data.batch_size, config.optim.grad_accum
@@ -163,11 +167,12 @@ def check_mesh(config, devices=None):
     _require(config.model.attention != "splash" or sizes["sequence"] == 1, "model.attention",
              f"splash keeps the sequence whole on each device; mesh.sequence={sizes['sequence']} needs ring")
     # Every process must hold one consecutive range of rows of each batch, for its pipeline to load.
-    rules = rules_lib.rules_from_config(config.mesh)
-    batches.row_shard(rules_lib.batch_sharding(mesh_lib.make_mesh(config.mesh, devices), rules=rules))
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
+    batches.row_shard(rules_lib.batch_sharding(mesh, rules=rules))
+    return mesh, rules
 
 
-def check_parameter_layout(config, mesh=None):
+def check_parameter_layout(config, mesh=None, rules=None):
     """Every parameter dimension the rules shard divides over its mesh axes; otherwise an error naming the
     parameter, or with mesh.allow_replication one warning per parameter group (the dimension stays whole)."""
     from flax import nnx
@@ -175,8 +180,9 @@ def check_parameter_layout(config, mesh=None):
     from bmjax.models import build_model
 
     mesh = mesh_lib.make_mesh(config.mesh) if mesh is None else mesh
+    rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
     abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
-    problems = rules_lib.indivisible(nnx.state(abstract), mesh, rules_lib.rules_from_config(config.mesh))
+    problems = rules_lib.indivisible(nnx.state(abstract), mesh, rules)
     groups = collections.defaultdict(list)  # blocks.*.attn.query.kernel: the same parameter of every layer
     for name, axis, size, axes, ways in problems:
         groups[(re.sub(r"\.\d+\.", ".*.", name), axis, size, axes, ways)].append(name)
@@ -210,9 +216,9 @@ def check_tokenizer(config, workdir: pathlib.Path):
     saved_vocab = workdir / tokenizers.VOCAB_FILE
     if config.data.tokenizer == "char" and saved_vocab.is_file():
         tokenizer = tokenizers.CharTokenizer.load(str(saved_vocab))
+        tokenizers.check_vocab_fits(tokenizer, config)
     else:
-        tokenizer = data_lib.build_tokenizer(config, None)
-    validate_tokenizer(config, tokenizer)
+        tokenizer = data_lib.build_tokenizer(config, None)  # checks that its ids fit the model
     if config.model.name == "gpt" and config.train.sample_tokens > 0:
         try:
             tokenizer.encode(config.train.sample_prompt)
@@ -234,22 +240,24 @@ def check_workdir(workdir: pathlib.Path):
         raise ConfigError("workdir", f"{existing} is not writable ({e.strerror})") from None
 
 
-def validate_config(config, workdir: pathlib.Path):
+@dataclasses.dataclass(frozen=True)
+class Validated:
+    """What validation built to check a config, for the trainer to use rather than build again."""
+    mesh: jax.sharding.Mesh
+    rules: tuple  # the logical-axis rules (bmjax/parallel/rules.py)
+
+
+def validate_config(config, workdir: pathlib.Path) -> Validated:
     """Everything checkable before data is tokenized or anything compiles; raises the first ConfigError."""
     check_choices(config)
     check_ranges(config)
     check_steps(config)
     check_task(config)
     check_shapes(config)
-    check_mesh(config)
-    check_parameter_layout(config)
+    mesh, rules = check_mesh(config)
+    check_parameter_layout(config, mesh, rules)
     data_lib.check_data_config(config)
     check_machine(config)
     check_workdir(pathlib.Path(workdir))
     check_tokenizer(config, pathlib.Path(workdir))
-
-
-def validate_tokenizer(config, tokenizer):
-    _require(tokenizer.vocab_size <= config.model.vocab_size, "model.vocab_size",
-             f"{config.model.vocab_size} is smaller than the {tokenizer.name} tokenizer's "
-             f"{tokenizer.vocab_size} ids")
+    return Validated(mesh=mesh, rules=rules)

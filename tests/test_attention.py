@@ -169,7 +169,11 @@ def test_rotary_depends_only_on_relative_positions():
     x = jax.random.normal(jax.random.key(3), (B, L, 32))
     pos = jnp.broadcast_to(jnp.arange(L), (B, L))
     out = m(x, positions=pos)
-    np.testing.assert_allclose(m(x, positions=pos + 1000), out, atol=2e-4, rtol=1e-4)
+    # The angles position x frequency round to float32 at their size: shifted by 1000 they are off by up to
+    # ~1000 x eps radians each (sin/cos add a few ulps), which moves q.k by that relative amount and more at the
+    # largest logits; a wrong rotation moves the output by O(1).
+    shifted = 4 * (1000 + L) * np.finfo(np.float32).eps
+    np.testing.assert_allclose(m(x, positions=pos + 1000), out, atol=shifted, rtol=shifted)
     np.testing.assert_allclose(m(x), out, atol=1e-6)  # default positions are arange
     # Different relative distances do change the output (rotary is really applied).
     assert not np.allclose(m(x, positions=2 * pos), out, atol=1e-3)

@@ -166,7 +166,9 @@ def test_flop_counts_charge_the_vocabulary_projection_only_where_it_runs():
     assert tasks.output_fraction(finetune) == 0.0
     cfg = model_config(pretrain.model)
     full, scored = flops.train_flops_per_token(cfg, 128), flops.train_flops_per_token(cfg, 128, 19 / 128)
-    assert full - scored == pytest.approx(6 * 768 * 30522 * (1 - 19 / 128))
+    # The MLM decoder (tied matrix + bias) and its transform (dense + LayerNorm) run on the scored positions only.
+    mlm_head = 768 * 30522 + 30522 + (768 * 768 + 768) + 2 * 768
+    assert full - scored == pytest.approx(6 * mlm_head * (1 - 19 / 128))
 
 
 def test_init_from_refuses_a_workdir_trained_with_another_tokenizer(tmp_path):

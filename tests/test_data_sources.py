@@ -64,14 +64,14 @@ def test_two_processes_see_every_document_of_an_epoch_exactly_once(shard_dirs):
     train, _ = documents.open_component(config, documents.components(config)[0], 0, tokenizer)
     n = len(train)
     assert n == int(NUM_DOCS * 0.9)  # the last 10% of the documents are held out for eval
-    per_process = [packed_lm.train_documents([train], [1.0], 3, p, 2) for p in range(2)]
+    per_process = [packed_lm.train_documents(train, 3, 0, p, 2) for p in range(2)]
     first_epoch = [tuple(d["tokens"]) for p in range(2) for d in per_process[p][:(n - p + 1) // 2]]
     everything = [tuple(train[i]["tokens"]) for i in range(n)]
     assert collections.Counter(first_epoch) == collections.Counter(everything)
     # the order is a shuffle, the same for the same seed, new in the next epoch
     order = [tuple(per_process[0][i]["tokens"]) for i in range(n // 2)]
     assert order != everything[0::2][:n // 2]
-    again = packed_lm.train_documents([train], [1.0], 3, 0, 2)
+    again = packed_lm.train_documents(train, 3, 0, 0, 2)
     assert order == [tuple(again[i]["tokens"]) for i in range(n // 2)]
     next_epoch = [tuple(per_process[0][i]["tokens"]) for i in range(n // 2, n)]
     assert next_epoch != order
@@ -262,32 +262,24 @@ def test_worker_processes_deliver_the_same_batches_and_resume_exactly(shard_dirs
     assert all(doc in all_docs for batch in first for doc in decoded_segments(batch))
 
 
+@pytest.mark.parametrize("packing", ["concat", "segments"])
 @pytest.mark.parametrize("tokenizer, shards", [("byte", "alpha"), ("char", "multibyte")])
-def test_eval_bytes_per_token_counts_the_scored_targets_text(shard_dirs, tmp_path, tokenizer, shards):
-    """Bits per byte for token shards: the UTF-8 bytes of the targets the eval scores (not packing's padding, an
-    EOS none), per scored target, over the global batches: the same for every process."""
+def test_eval_target_bytes_are_the_bytes_of_the_held_out_text(shard_dirs, tmp_path, tokenizer, shards, packing):
+    """Bits per byte for token shards: the UTF-8 bytes of the targets the eval scores, against the held-out
+    documents' text: a full pass scores all of it but the first character (concat's stream, each segments
+    document); an EOS and packing's padding carry none."""
     if shards == "multibyte":  # characters of 1, 2 and 3 bytes
         docs = [f"{i}: " + "é€a" * (i % 9 + 3) + "\n" for i in range(400)]
         prepare.prepare_shards(docs, str(tmp_path / "mb"), CharTokenizer.from_texts(docs), num_shards=2,
                                progress=False)
-        path = str(tmp_path / "mb")
+        path, held_out = str(tmp_path / "mb"), docs[360:]
     else:
-        path = shard_dirs[shards]
-    config = make_config(path=path, tokenizer=tokenizer)
+        path, held_out = shard_dirs[shards], lines(NUM_DOCS, "alpha")[int(NUM_DOCS * 0.9):]
+    config = make_config(path=path, tokenizer=tokenizer, packing=packing)
     config.train.eval_steps = 0
     data = make_data(config, str(tmp_path / "work"))
-    text_bytes = scored = 0
-    for batch in data.eval_batches():
-        for row_targets, row_segments in zip(batch["targets"], batch["segment_ids"]):
-            kept = row_targets[row_segments != 0]
-            scored += len(kept)
-            text_bytes += sum(len(data.tokenizer.decode([t]).encode("utf-8")) for t in kept
-                              if t not in data.tokenizer.special_ids)
-    assert scored > 0 and data.eval_bytes_per_token == pytest.approx(text_bytes / scored, rel=1e-12)
-    if shards == "multibyte":
-        assert data.eval_bytes_per_token > 1.5
-    other = make_data(config, str(tmp_path / "work"), process_index=1, process_count=2)
-    assert other.eval_bytes_per_token is None  # counted during the eval pass, not by a read of its own
-    for _ in other.eval_batches():
-        pass
-    assert other.eval_bytes_per_token == data.eval_bytes_per_token
+    scored_bytes = sum(float(np.sum(b["target_bytes"] * b.get("weights", 1) * (b.get("segment_ids", 1) != 0)))
+                       for b in data.eval_batches())
+    first_characters = [held_out[0]] if packing == "concat" else held_out
+    expected = sum(len(d.encode("utf-8")) for d in held_out) - sum(len(d[0].encode("utf-8")) for d in first_characters)
+    assert scored_bytes == expected

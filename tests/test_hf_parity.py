@@ -221,9 +221,29 @@ def test_bad_directories_raise_config_error(tmp_path):
         hf.from_pretrained(tmp_path)
 
 
-def test_gpt_without_a_gpt2_equivalent_is_refused(tmp_path):
-    cfg = GPTConfig(vocab_size=50, d_model=16, num_layers=1, num_heads=2, max_len=16, norm="rmsnorm")
+@pytest.mark.parametrize("settings", [
+    dict(use_bias=False),  # the shakespeare and tiny configs' setting: a GPT-2 whose biases are zero
+    dict(num_kv_heads=2, use_bias=False, tie_embeddings=False),  # each kv head repeated for its query heads
+    dict(num_kv_heads=1, d_ff=48, scan_layers=True),
+], ids=["no_bias", "gqa_untied", "mqa_dff_scanned"])
+def test_gpt_settings_with_a_gpt2_equivalent_export_with_equal_logits(settings, batch, tmp_path):
+    ids, types, mask = batch
+    cfg = GPTConfig(vocab_size=99, d_model=32, num_layers=2, num_heads=4, max_len=64, init_std=0.2, **settings)
+    with nnx.use_eager_sharding(False):
+        model = GPT(cfg, rngs=nnx.Rngs(3))
+    hf.save_pretrained(model, tmp_path)
+    back, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    want = _bmjax_outputs(model, ids, types, mask)
+    assert float(np.std(want["logits"])) > 0.1  # logits far from zero: a wrong head grouping would show
+    _assert_close(_hf_outputs(back.eval(), ids, types, mask), want, mask)
+
+
+@pytest.mark.parametrize("setting", [dict(norm="rmsnorm"), dict(mlp="swiglu"), dict(position="rotary")])
+def test_gpt_without_a_gpt2_equivalent_is_refused(setting, tmp_path):
+    cfg = GPTConfig(vocab_size=50, d_model=16, num_layers=1, num_heads=2, max_len=16, **setting)
     with nnx.use_eager_sharding(False):
         model = nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
-    with pytest.raises(ConfigError, match="model.norm"):
+    (key, value), = setting.items()
+    with pytest.raises(ConfigError, match=f"model.{key}: {value!r} has no GPT2LMHeadModel equivalent"):
         hf.save_pretrained(model, tmp_path)

@@ -28,3 +28,33 @@ def test_train_rows_count_the_tokens_of_each_source_of_a_mixture(tmp_path, repo_
         # concat packing scores every target: the sources' counts add up to the run's tokens
         assert sum(counts.values()) == row["tokens"] == row["step"] * 8 * 32
         assert counts["tokens/text:first.txt"] > counts["tokens/text:second.txt"] > 0
+
+
+def test_segments_run_counts_real_tokens_and_reports_each_sources_eval(tmp_path, repo_data):
+    text = (repo_data / "tinyshakespeare.txt").read_text()
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text(text[:20_000])
+    second.write_text(text[20_000:30_000])
+    workdir = tmp_path / "run"
+    result = run_cli("--config", "configs/gpt/tiny.py", "--workdir", str(workdir),
+                     f"--config.data.mixture=text:{first}=3;text:{second}=1", "--config.data.packing=segments",
+                     "--config.data.seq_len=64", "--config.model.max_len=64", "--config.data.batch_size=8",
+                     "--config.model.d_model=32", "--config.model.num_layers=1", "--config.model.num_heads=2",
+                     "--config.train.steps=6", "--config.train.log_every=3", "--config.train.eval_every=6",
+                     "--config.train.eval_steps=0", "--config.train.sample_tokens=0",
+                     "--config.train.progress=False")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    for row in train:
+        counts = {k: v for k, v in row.items() if k.startswith("tokens/")}
+        # segments pad rows: the run's tokens are the real ones, fewer than every position
+        assert sum(counts.values()) == row["tokens"] < row["step"] * 8 * 64
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["D"] == train[-1]["tokens"]
+    [evaluation] = [r for r in rows if r["split"] == "eval"]
+    losses = [evaluation[f"text:{name}/loss"] for name in ("first.txt", "second.txt")]
+    assert min(losses) < evaluation["loss"] < max(losses)  # the pooled held-out set's, between the sources'
+    for name in ("first.txt", "second.txt"):
+        assert evaluation[f"text:{name}/bits_per_byte"] > 0
+    assert summary["bits_per_byte"] == evaluation["bits_per_byte"]

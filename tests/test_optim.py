@@ -212,3 +212,15 @@ def test_gradients_are_clipped_as_optax_clip_by_global_norm(grad_clip):
     mu = optax.tree.get(state, "mu")
     for (path, m), g in zip(jax.tree_util.tree_leaves_with_path(mu), jax.tree.leaves(seen)):
         np.testing.assert_allclose(np.asarray(m), 0.1 * np.asarray(g), rtol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_a_schedule_that_does_not_fit_the_run_is_a_start_up_warning():
+    assert optim.schedule_warnings(optim_config(warmup_steps=10, decay_steps=None), total_steps=100) == []  # decay follows steps
+    assert optim.schedule_warnings(optim_config(warmup_steps=500, lr=2e-5, decay_steps=None), total_steps=54) == [
+        "optim.warmup_steps=500 >= the run's 54 steps (train.steps): the learning rate never reaches "
+        "optim.lr=2e-05 and never decays"]
+    assert optim.schedule_warnings(optim_config(warmup_steps=10, decay_steps=2000), total_steps=200) == [
+        "optim.decay_steps=2000 is set apart from the run's 200 steps (train.steps): the learning rate ends the "
+        "run 1800 steps before its decay is done; unset optim.decay_steps to follow train.steps"]
+    assert "stays at optim.min_lr for the last 100 steps" in optim.schedule_warnings(
+        optim_config(warmup_steps=10, decay_steps=100), total_steps=200)[0]

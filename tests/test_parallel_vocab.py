@@ -53,7 +53,9 @@ def test_vocab_parallel_cross_entropy_equals_optax(sizes, vocab):
     # vocabulary, each device holding its vocab / tensor columns; the plain loss keeps the vocabulary whole.
     width = vocab // sizes["tensor"] if vocab % sizes["tensor"] == 0 else vocab
     assert {shard.data.shape[-1] for shard in got_grad.addressable_shards} == {width}
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # The sharded log-sum-exp regroups its max and sum over the vocabulary (and the weighted mean over the rows):
+    # a few dozen float32 roundings at the loss's scale at most.
+    np.testing.assert_allclose(got, want, rtol=32 * np.finfo(np.float32).eps)
     np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-8)
 
 

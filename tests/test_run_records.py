@@ -59,7 +59,10 @@ def test_full_pass_scores_every_eval_token_once_in_order_and_splits_rows_over_pr
             np.testing.assert_array_equal(np.concatenate([halves[0][b][key], halves[1][b][key]]), whole[key])
 
 
-def test_bytes_per_token_counts_the_utf8_bytes_of_the_eval_text(tmp_path):
+@pytest.mark.parametrize("eval_steps", [0, 3])
+def test_eval_target_bytes_are_the_utf8_bytes_of_the_scored_text(tmp_path, eval_steps):
+    """Bits per byte's bytes: each scored target's UTF-8 bytes, against the eval text's own bytes (a full pass
+    scores every character but the first; random windows score the characters after their first)."""
     from bmjax.defaults import base_config
 
     text = "naïve café, 東京 — " * 200
@@ -67,12 +70,21 @@ def test_bytes_per_token_counts_the_utf8_bytes_of_the_eval_text(tmp_path):
     path.write_text(text)
     c = base_config()
     c.data.source, c.data.path, c.data.tokenizer, c.data.seq_len, c.data.batch_size = "text", str(path), "char", 8, 2
-    c.model.vocab_size, c.model.max_len, c.train.eval_steps = 64, 8, 0
+    c.model.vocab_size, c.model.max_len, c.train.eval_steps = 64, 8, eval_steps
     data = lm.make_lm_data(c, str(tmp_path))
     eval_text = text[int(len(text) * 0.9):]
     assert data.eval_tokens == len(eval_text)  # one character per token, no EOS
-    assert data.eval_bytes_per_token == pytest.approx(len(eval_text.encode("utf-8")) / len(eval_text))
-    assert data.eval_bytes_per_token > 1.3
+    scored_bytes = 0.0
+    expected = 0
+    for batch in data.eval_batches():
+        weights = batch.get("weights", np.ones(batch["targets"].shape))
+        scored_bytes += float(np.sum(batch["target_bytes"] * weights))
+        for row, row_weights in zip(batch["targets"], weights):  # the characters the row scores, from the text
+            expected += len("".join(data.tokenizer.decode(row[row_weights > 0])).encode("utf-8"))
+    if eval_steps == 0:
+        assert expected == len(eval_text.encode("utf-8")) - len(eval_text[0].encode("utf-8"))
+    assert scored_bytes == expected
+    assert scored_bytes / (len(eval_text) - 1 if eval_steps == 0 else 3 * 2 * 8) > 1.3
 
 
 def test_a_preempted_then_resumed_run_records_tokens_flops_and_its_summary_in_jsonl_and_wandb(
@@ -97,11 +109,13 @@ def test_a_preempted_then_resumed_run_records_tokens_flops_and_its_summary_in_js
     for r in rows:
         assert r["tokens"] == r["step"] * BATCH * SEQ
         assert r["flops"] == pytest.approx(r["tokens"] * per_token)
-    # Byte tokens: the eval text (ASCII) has one byte per token but for the EOS that ends it.
+    # Byte tokens: the eval text (ASCII) is one document of one byte per token and an EOS (no bytes); the full
+    # pass scores every token but the first: eval_bytes targets, holding eval_bytes - 1 bytes.
     text = text_file.read_text()
     eval_bytes = len(text[int(len(text) * 0.9):].encode("utf-8"))
     for r in evals:
-        assert r["bits_per_byte"] == pytest.approx(r["loss"] / math.log(2) * (eval_bytes + 1) / eval_bytes)
+        assert r["bits_per_byte"] == pytest.approx(r["loss"] / math.log(2) * eval_bytes / (eval_bytes - 1),
+                                                   rel=1e-6)
 
     summary = json.loads((workdir / "summary.json").read_text())
     d = STEPS * BATCH * SEQ

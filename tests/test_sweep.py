@@ -64,7 +64,7 @@ def test_product_and_zip_build_lists_of_overrides():
         sweep_lib.zip(lrs, widths[:1])
 
 
-def test_a_flop_budget_becomes_steps_from_6nd_and_the_cosine_ends_with_the_run(tmp_path):
+def test_a_flop_budget_is_met_in_counted_flops_and_the_cosine_ends_with_the_run(tmp_path):
     path = write_sweep(tmp_path, tmp_path / "unused.txt", extra='[{"optim.warmup_steps": 1}]')
     path.write_text(path.read_text().replace('axis("budget.tokens", [', 'axis("budget.flops", [1e9, '))
     sweep = sweep_lib.load_sweep(str(path))
@@ -72,11 +72,10 @@ def test_a_flop_budget_becomes_steps_from_6nd_and_the_cosine_ends_with_the_run(t
         "d_model=32,flops=1e+09,warmup_steps=1", f"d_model=32,flops={STEPS * BATCH * SEQ},warmup_steps=1",
         "d_model=48,flops=1e+09,warmup_steps=1", f"d_model=48,flops={STEPS * BATCH * SEQ},warmup_steps=1"]
     run = sweep.runs[2]
-    config = sweep_lib.load_module(str(path)).get_config()
-    config.model.d_model = 48
-    n = flops.param_counts(model_config(config.model))["non_embedding"]
-    steps = round(1e9 / (6 * n) / (BATCH * SEQ))
-    assert run.args["train.steps"] == run.args["optim.decay_steps"] == run.steps == steps
+    # Counted by hand for d_model 48, one layer, 2 heads, vocab 320, seq 32: non-embedding N = 28,368 (attention
+    # 9,408, MLP 18,672, two norms 192, final norm 96); per token 6 (N + 48 * 320) + 12 * 48 * 32 = 280,800 FLOPs.
+    # 1e9 / 280,800 / 256 tokens per step = 13.9 -> 14 steps (6 N D would give 23).
+    assert run.args["train.steps"] == run.args["optim.decay_steps"] == run.steps == 14
     assert run.args["train.eval_steps"] == 0  # the sweep's default: one pass over the whole held-out set
     assert run.args["wandb.group"] == "tiny_sweep"
     assert run.args["wandb.tags"] == ("model.d_model=48", "budget.flops=1e+09", "optim.warmup_steps=1")
@@ -197,6 +196,7 @@ def test_local_sweep_survives_sigkill_in_its_second_run_and_resumes_it(tmp_path,
         summary = json.loads((run_dir / "summary.json").read_text())
         assert row["status"] == summary["status"] == "finished"
         assert json.loads(row["overrides"]) == {"model.d_model": width, "budget.tokens": STEPS * BATCH * SEQ}
+        assert int(row["budget_tokens"]) == STEPS * BATCH * SEQ and row["budget_flops"] == ""
         assert int(row["D"]) == STEPS * BATCH * SEQ and int(row["N"]) == summary["N"]
         assert float(row["final_eval_loss"]) == summary["final_eval_loss"]
         config = json.loads((run_dir / "config.json").read_text())
@@ -205,43 +205,46 @@ def test_local_sweep_survives_sigkill_in_its_second_run_and_resumes_it(tmp_path,
 
 
 def resolved_runs(path: str):
-    """(run, N, tokens per step) for every run of a sweep file: its config with the run's overrides applied."""
+    """(run, N, N_total, counted FLOPs per token, tokens per step) for every run of a sweep file: its config with
+    the run's overrides applied."""
     sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
     for run in sweep.runs:
         config = module.get_config()
         for key, value in run.args.items():
             sweep_lib.set_key(config, key, value)
-        n = flops.param_counts(model_config(config.model))["non_embedding"]
-        yield run, n, config.data.batch_size * config.data.seq_len
+        counts = flops.param_counts(model_config(config.model))
+        per_token = flops.train_flops_per_token(model_config(config.model), config.data.seq_len)
+        yield run, counts["non_embedding"], counts["total"], per_token, config.data.batch_size * config.data.seq_len
 
 
 def test_chinchilla_isoflop_spans_10m_to_1b_at_six_budgets_and_runlocal_is_two_tiny_runs(capsys):
     by_budget = {}
-    for run, n, step_tokens in resolved_runs(str(REPO / "configs/sweeps/chinchilla_isoflop.py")):
+    for run, n, n_total, per_token, step_tokens in resolved_runs(str(REPO / "configs/sweeps/chinchilla_isoflop.py")):
         d = run.steps * step_tokens
-        assert 2 <= d / n <= 400 and run.args["optim.decay_steps"] == run.steps
-        assert abs(6 * n * d / run.overrides["budget.flops"] - 1) < 0.01  # whole steps round C by < 1%
-        by_budget.setdefault(run.overrides["budget.flops"], []).append(n)
+        assert 2 <= d / n_total <= 400 and run.args["optim.decay_steps"] == run.steps
+        assert abs(per_token * d / run.overrides["budget.flops"] - 1) < 0.01  # whole steps round C by < 1%
+        by_budget.setdefault(run.overrides["budget.flops"], []).append(n_total)
     assert len(by_budget) >= 5 and all(len(sizes) >= 3 for sizes in by_budget.values())
     everything = [n for sizes in by_budget.values() for n in sizes]
-    assert min(everything) < 12e6 and max(everything) > 0.9e9
+    assert min(everything) < 25e6 and max(everything) > 0.9e9
 
     code, out, _ = cli(capsys, f"--config={REPO / 'configs/sweeps/chinchilla_isoflop.py'}:runlocal",
                        "--workdir=unused", "--dry_run")
-    assert code == 0 and [line.split("\t")[2] for line in out.splitlines()] == ["steps=20", "steps=13"]
+    assert code == 0 and [line.split("\t")[2] for line in out.splitlines()] == ["steps=19", "steps=14"]
 
 
-def test_small_scaling_is_ten_sizes_from_7k_to_3m_at_three_budgets_each_within_its_budget(capsys):
+def test_small_scaling_meets_three_counted_budgets_with_five_sizes_and_two_seeds_near_each_minimum(capsys):
     path = str(REPO / "configs/sweeps/small_scaling.py")
     by_budget = {}
-    for run, n, step_tokens in resolved_runs(path):
+    for run, n, n_total, per_token, step_tokens in resolved_runs(path):
         d = run.steps * step_tokens
-        # whole steps: within half a step of the budget (the 6-step run at 5e11 is the coarsest, 7%)
-        assert abs(6 * n * d - run.overrides["budget.flops"]) <= 6 * n * step_tokens / 2
+        # the counted C of the run's summary (D x per-token FLOPs) lies within half a step of its budget
+        assert abs(per_token * d - run.overrides["budget.flops"]) <= per_token * step_tokens / 2
         assert d <= 4 * 31e6  # no run reads the ~31M-token corpus more than ~4 times
-        by_budget.setdefault(run.overrides["budget.flops"], []).append(n)
-    assert sorted(by_budget) == [5e11, 1e12, 3e12]
-    assert all(len(sizes) == 10 and min(sizes) < 8e3 and max(sizes) > 3e6 for sizes in by_budget.values())
+        by_budget.setdefault(run.overrides["budget.flops"], []).append((n_total, run.args["train.seed"]))
+    assert sorted(by_budget) == [6e11, 1.5e12, 4e12]
+    for runs in by_budget.values():
+        assert len({n for n, _ in runs}) == 5 and sorted(seed for _, seed in runs) == [0] * 5 + [1] * 2
 
     code, out, _ = cli(capsys, f"--config={path}:runlocal", "--workdir=unused", "--dry_run")
     assert code == 0 and len(out.splitlines()) == 2

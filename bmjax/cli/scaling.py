@@ -2,7 +2,9 @@
 
     bmjax-scaling fit (--csv FILE --params_col NAME (--tokens_col NAME | --flops_col NAME) --loss_col NAME
                        | --runs DIR) --law chinchilla|kaplan [--approach 1|2|3] [--drop_highest_loss K]
-                      [--isoflop_window DECADES] [--bootstrap B] [--json] [--plot DIR]
+                      [--isoflop_window DECADES] [--objective huber|lad] [--huber_delta D] [--budgets C,...]
+                      [--bootstrap B] [--json] [--plot DIR]
+    bmjax-scaling predict (the data and fit flags of fit) (--n N --d D | --flops C) [--bootstrap B] [--json]
     bmjax-scaling fit --runs runs/small --law chinchilla --approach 3 --bootstrap 200 --json
     bmjax-scaling fit --csv data/chinchilla_svg_extracted_data.csv --params_col "Model Size" \
         --flops_col "Training FLOP" --loss_col loss --law chinchilla --drop_highest_loss 5
@@ -11,11 +13,20 @@
 The dashed spellings of earlier versions (--params-col, --tokens-col, --flops-col, --loss-col,
 --drop-highest-loss, --isoflop-window, --start-stride) still work.
 
-`--runs DIR` reads DIR/results.csv of `bmjax-sweep` (finished runs only), with columns N_total (chinchilla) or N
-(kaplan) for the parameters, D for the tokens and final_eval_loss for the loss; the column flags override them.
-Without --tokens-col, D = C / (6N). Chinchilla's approach 3 (the default) fits L = E + A/N^alpha + B/D^beta;
-approaches 1 and 2 give only the allocation exponents a, b (N_opt ∝ C^a, D_opt ∝ C^b); Kaplan fits
-L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D and the one-variable laws L(N), L(D), L(C).
+`predict` fits as `fit` does, then prints the fitted law's loss at N, D (approach 3 or Kaplan), or the
+compute-optimal N_opt, D_opt (and loss, where there is a law) at C, with 95% intervals when bootstrapped.
+
+`--runs DIR` reads DIR/results.csv of `bmjax-sweep` (finished runs only): N_total (chinchilla: all parameters,
+as Hoffmann et al. counted) or N (kaplan: non-embedding) for the parameters, D for the tokens, C (the counted
+training FLOPs its budgets are met in) for the compute, final_eval_loss for the loss, and budget_flops for the
+IsoFLOP levels (without it, levels are cut from C and the report says so); the column flags override them.
+With --csv, give --tokens-col, --flops-col or both (one alone: the other from C = 6 N D). Every report names the
+N, D and C it used. Chinchilla's approach 3 (the default) fits L = E + A/N^alpha + B/D^beta (--objective huber,
+Besiroglu et al.'s sum of Huber losses, or lad, least absolute deviation, what their published numbers are in
+effect); approaches 1 and 2 give the allocation exponents a, b (N_opt ∝ C^a, D_opt ∝ C^b) with a per-level
+table; Kaplan fits L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D and the one-variable laws L(N), L(D),
+L(C) where the data identify them. The allocation table's budgets default to the data's largest C x 1, 10, 100,
+1000; each row says how many decades it extrapolates.
 Bad input prints one line, `error: FLAG: what is wrong`, and exits with status 2.
 """
 import json
@@ -27,10 +38,9 @@ from absl import flags
 from bmjax.cli import common
 from bmjax.errors import ConfigError
 from bmjax.scaling import allocation as allocation_lib
-from bmjax.scaling import chinchilla, isoflop, kaplan, points as points_lib
+from bmjax.scaling import chinchilla, fit as fit_lib, points as points_lib
 
-COMMANDS = ("fit",)
-DEFAULT_BUDGETS = [f"1e{k}" for k in range(18, 26)]
+COMMANDS = ("fit", "predict")
 
 # The spellings of earlier versions, still accepted.
 ALIASES = {f"--{name.replace('_', '-')}": f"--{name}" for name in (
@@ -56,27 +66,35 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_integer("start_stride", 1, "Approach 3: start L-BFGS from every K-th point of the 4,500-point "
                          "grid (1: all of them, as the replication did).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resamples.", flag_values=fv)
-    flags.DEFINE_list("budgets", DEFAULT_BUDGETS, "FLOP budgets of the compute-optimal table.", flag_values=fv)
+    flags.DEFINE_list("budgets", None, "FLOP budgets of the compute-optimal table (default: the data's largest C "
+                      "x 1, 10, 100, 1000).", flag_values=fv)
+    flags.DEFINE_enum("objective", "huber", list(chinchilla.OBJECTIVES), "Approach 3's objective: huber (the sum "
+                      "of Huber losses of log-loss residuals) or lad (the sum of their absolute values).",
+                      flag_values=fv)
+    flags.DEFINE_float("huber_delta", chinchilla.HUBER_DELTA, "Approach 3, --objective huber: the Huber delta.",
+                       flag_values=fv)
+    flags.DEFINE_float("n", None, "predict: parameters N (with --d).", flag_values=fv)
+    flags.DEFINE_float("d", None, "predict: training tokens D (with --n).", flag_values=fv)
+    flags.DEFINE_float("flops", None, "predict: a FLOP budget C: the compute-optimal N, D and loss there.",
+                       flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print one JSON object instead of text.", flag_values=fv)
     flags.DEFINE_string("plot", None, "Write the PNG plots into this directory.", flag_values=fv)
     return fv
 
 
-def fit(fv: flags.FlagValues, commands: list[str]) -> int:
-    if commands != ["fit"]:
-        raise ConfigError("command", f"expected one command, 'fit'; got {commands or 'none'}")
-    return _fit(fv)
+def dispatch(fv: flags.FlagValues, commands: list[str]) -> int:
+    if len(commands) != 1 or commands[0] not in COMMANDS:
+        raise ConfigError("command", f"expected one command, fit or predict; got {commands or 'none'}")
+    return _fit(fv) if commands[0] == "fit" else _predict(fv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.run(define_flags, fit, argv, usage=__doc__, positional=True, aliases=ALIASES)
+    return common.run(define_flags, dispatch, argv, usage=__doc__, positional=True, aliases=ALIASES)
 
 
 def _load(fv) -> tuple[points_lib.Points, str]:
     if (fv.csv is None) == (fv.runs is None):
         raise ConfigError("--csv", "give exactly one of --csv FILE and --runs DIR")
-    if fv.tokens_col is not None and fv.flops_col is not None:
-        raise ConfigError("--tokens-col", "give at most one of --tokens-col and --flops-col")
     columns = dict(params_col=fv.params_col, tokens_col=fv.tokens_col,
                    flops_col=fv.flops_col, loss_col=fv.loss_col)
     if fv.runs is not None:
@@ -85,11 +103,11 @@ def _load(fv) -> tuple[points_lib.Points, str]:
         if columns[option] is None:
             raise ConfigError("--" + option.replace("_", "-"), "required with --csv")
     if columns["tokens_col"] is None and columns["flops_col"] is None:
-        raise ConfigError("--tokens-col", "with --csv, give --tokens-col or --flops-col")
+        raise ConfigError("--tokens_col", "with --csv, give --tokens_col, --flops_col or both")
     return points_lib.read_csv(fv.csv, **columns), "--csv"
 
 
-def _fit(fv) -> int:
+def _options(fv) -> fit_lib.FitOptions:
     if fv.law is None:
         raise ConfigError("--law", "required: chinchilla or kaplan")
     if fv.law == "kaplan" and fv.approach is not None:
@@ -105,27 +123,77 @@ def _fit(fv) -> int:
         raise ConfigError("--isoflop-window", "applies to --law chinchilla only (approach 2 and its plot)")
     if window is not None and not window > 0:
         raise ConfigError("--isoflop-window", f"must be a positive number of decades; got {window}")
-    try:
-        budgets = [float(b) for b in fv.budgets]
-    except ValueError:
-        raise ConfigError("--budgets", f"must be numbers; got {fv.budgets}") from None
+    if not fv.huber_delta > 0:
+        raise ConfigError("--huber_delta", f"must be positive; got {fv.huber_delta}")
+    for name, default in (("objective", "huber"), ("huber_delta", chinchilla.HUBER_DELTA)):
+        if fv[name].present and (fv.law != "chinchilla" or approach != 3):
+            raise ConfigError(f"--{name}", "applies to --law chinchilla --approach 3 only")
+    if fv["huber_delta"].present and fv.objective != "huber":
+        raise ConfigError("--huber_delta", "applies to --objective huber only")
+    budgets = None
+    if fv.budgets is not None:
+        try:
+            budgets = tuple(float(b) for b in fv.budgets)
+        except ValueError:
+            raise ConfigError("--budgets", f"must be numbers of FLOPs; got {','.join(fv.budgets)}") from None
+        if not budgets or not all(np.isfinite(b) and b > 0 for b in budgets):
+            raise ConfigError("--budgets", f"must be positive numbers of FLOPs; got {','.join(fv.budgets)}")
+    return fit_lib.FitOptions(law=fv.law, approach=approach, window=window, objective=fv.objective,
+                              huber_delta=fv.huber_delta, start_stride=fv.start_stride,
+                              bootstrap=fv.bootstrap, seed=fv.seed, budgets=budgets)
+
+
+def _predict(fv) -> int:
+    given = {name: fv[name].value for name in ("n", "d", "flops")}
+    if given["flops"] is None and (given["n"] is None or given["d"] is None):
+        raise ConfigError("--flops", "predict needs --n N --d D, or --flops C")
+    if given["flops"] is not None and (given["n"] is not None or given["d"] is not None):
+        raise ConfigError("--flops", "give --n and --d, or --flops, not both")
+    for name, value in given.items():
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name}", f"must be a positive number; got {value}")
+    options = _options(fv)
+    if given["flops"] is None and fv.law == "chinchilla" and options.approach != 3:
+        raise ConfigError("--approach", "approaches 1 and 2 fit no loss law: --n/--d needs approach 3 (or "
+                                        "--law kaplan); --flops works with any")
     points, source = _load(fv)
     points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
     try:
-        if fv.law == "kaplan":
-            report, law, allocation, frontier = _fit_kaplan(points, fv)
-        else:
-            report, law, allocation, frontier = _fit_chinchilla(points, approach, fv)
+        result = fit_lib.run_fit(points, options)
     except points_lib.NotEnoughPoints as e:
         raise ConfigError(source, str(e)) from None
-    table = allocation_lib.allocation_table(allocation, budgets, law) if allocation is not None else []
-    report["table"] = table
+    out = fit_lib.predict(result, n=given["n"], d=given["d"], c=given["flops"])
+    out.update(law=fv.law, approach=result.report.get("approach"), inputs=result.report["inputs"],
+               compute=result.report["compute"])
+    if fv.json:
+        print(json.dumps(out))
+        return 0
+    ci = out.get("ci", {})
+    for key in ("C", "decades_past_data", "N_opt", "D_opt", "N", "D", "loss"):
+        if key in out:
+            interval = f"   95% CI [{ci[key][0]:.6g}, {ci[key][1]:.6g}]" if key in ci else ""
+            print(f"{key:>17}: {out[key]:.6g}{interval}")
+    print(f"{'fitted on':>17}: N = {out['inputs']['N']}, D = {out['inputs']['D']}, C = {out['inputs']['C']}; "
+          f"{out['compute']}")
+    return 0
+
+
+def _fit(fv) -> int:
+    options = _options(fv)
+    points, source = _load(fv)
+    points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
+    try:
+        result = fit_lib.run_fit(points, options)
+    except points_lib.NotEnoughPoints as e:
+        raise ConfigError(source, str(e)) from None
+    report = result.report
     if fv.plot:
         from bmjax.scaling.plots import write_plots  # matplotlib only when plots are asked for
 
-        report["plots"] = write_plots(fv.plot, points, law=law, allocation=allocation, frontier=frontier,
-                                      isoflop_window=window,
-                                      title=f"{fv.law}" + (f" approach {approach}" if fv.law == "chinchilla" else ""))
+        title = fv.law + (f" approach {options.approach}" if fv.law == "chinchilla" else "")
+        report["plots"] = write_plots(fv.plot, points, law=result.law, allocation=result.allocation,
+                                      frontier=result.frontier, isoflop_window=options.window,
+                                      compute=result.compute, title=title)
     if fv.json:
         print(json.dumps(report))
     else:
@@ -133,82 +201,34 @@ def _fit(fv) -> int:
     return 0
 
 
-def _fit_chinchilla(points, approach, fv):
-    report = {"law": "chinchilla", "approach": approach, "n_points": len(points)}
-    window = fv.isoflop_window
-    if window is not None:
-        report["isoflop_window"] = window
-    envelope = isoflop.fit_envelope(points) if approach == 1 or fv.plot else None
-    frontier = envelope.frontier if envelope is not None else None
-    if approach in (1, 2):
-        fit_fn = (lambda p: isoflop.fit_envelope(p).allocation) if approach == 1 else (
-            lambda p: isoflop.fit_isoflop(p, window=window).allocation)
-        allocation = fit_fn(points)
-        report.update(a=allocation.a, b=allocation.b, k_n=allocation.k_n, k_d=allocation.k_d)
-        if fv.bootstrap:
-            report["ci"] = _bootstrap_generic(points, fv.bootstrap, fv.seed,
-                                              lambda p: _exponents(fit_fn(p)))
-        return report, None, allocation, frontier
-    fit = chinchilla.fit_chinchilla(points, starts=chinchilla.grid_starts()[::fv.start_stride])
-    report.update(fit.law.values())
-    report.update(objective=fit.objective, grad_norm=fit.grad_norm, start=fit.start.tolist())
-    if fv.bootstrap:
-        boot = chinchilla.bootstrap_chinchilla(points, fit, fv.bootstrap, seed=fv.seed)
-        report["ci"] = {name: list(bounds) for name, bounds in boot.ci.items()}
-        report["bootstrap"] = fv.bootstrap
-    return report, fit.law, fit.law.allocation(), frontier
-
-
-def _exponents(allocation) -> dict:
-    return {"a": allocation.a, "b": allocation.b}
-
-
-def _fit_kaplan(points, fv):
-    fit = kaplan.fit_kaplan(points)
-    allocation = fit.law.allocation()
-    report = {"law": "kaplan", "n_points": len(points), "N_c": fit.law.n_c, "D_c": fit.law.d_c,
-              "alpha_N": fit.law.alpha_n, "alpha_D": fit.law.alpha_d, "a": allocation.a, "b": allocation.b,
-              "objective": fit.squared_error,
-              "L_N": {"N_c": fit.l_of_n.x_c, "alpha_N": fit.l_of_n.alpha},
-              "L_D": {"D_c": fit.l_of_d.x_c, "alpha_D": fit.l_of_d.alpha},
-              "L_C": {"C_c": fit.l_of_c.x_c, "alpha_C": fit.l_of_c.alpha}}
-    if fv.bootstrap:
-        def values(p):
-            law = kaplan.fit_kaplan_nd(p)[0]
-            return {"N_c": law.n_c, "D_c": law.d_c, "alpha_N": law.alpha_n, "alpha_D": law.alpha_d,
-                    "a": law.allocation().a, "b": law.allocation().b}
-        report["ci"] = _bootstrap_generic(points, fv.bootstrap, fv.seed, values)
-        report["bootstrap"] = fv.bootstrap
-    return report, fit.law, allocation, fit.frontier
-
-
-def _bootstrap_generic(points, resamples, seed, values) -> dict:
-    """2.5th and 97.5th percentiles of `values(resample)` over resamples of the runs; unfittable ones skipped."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(resamples):
-        try:
-            samples.append(values(points.subset(rng.integers(0, len(points), len(points)))))
-        except points_lib.NotEnoughPoints:
-            continue
-    if not samples:
-        raise points_lib.NotEnoughPoints("no bootstrap resample could be fitted")
-    return {k: [float(np.percentile([s[k] for s in samples], q)) for q in (2.5, 97.5)] for k in samples[0]}
-
-
 def _print_text(report: dict):
-    skip = {"table", "ci", "plots", "L_N", "L_D", "L_C", "start"}
+    skip = {"table", "ci", "plots", "one_variable_laws", "start", "inputs", "levels", "bootstrap"}
+    inputs = report["inputs"]
+    print(f"{'N':>10}: {inputs['N']}\n{'D':>10}: {inputs['D']}\n{'C':>10}: {inputs['C']}")
+    if "levels" in report or report.get("law") == "kaplan":
+        print(f"{'levels':>10}: {inputs['levels']}")
     ci = report.get("ci", {})
     for key, value in report.items():
         if key in skip:
             continue
         interval = f"   95% CI [{ci[key][0]:.6g}, {ci[key][1]:.6g}]" if key in ci else ""
         print(f"{key:>10}: {value:.6g}{interval}" if isinstance(value, float) else f"{key:>10}: {value}")
-    for key in ("L_N", "L_D", "L_C"):
-        if key in report:
-            print(f"{key:>10}: " + ", ".join(f"{k} = {v:.6g}" for k, v in report[key].items()))
+    if "bootstrap" in report:
+        boot = report["bootstrap"]
+        print(f"{'bootstrap':>10}: {boot['used']} of {boot['resamples']} resamples used, {boot['skipped']} skipped"
+              + (f"; no interval: {boot['no_interval']}" if "no_interval" in boot else ""))
+    for key, law in report.get("one_variable_laws", {}).items():
+        text = f"refused: {law['refused']}" if "refused" in law else ", ".join(f"{k} = {v:.6g}" for k, v in law.items())
+        print(f"{key:>10}: {text}")
+    if report.get("levels"):
+        print("compute levels:")
+        print(f"{'C':>10} {'runs':>5} {'sizes':>5} {'N':>10} {'D':>10}  status")
+        for row in report["levels"]:
+            n = f"{row['N']:10.3e}" if row["N"] is not None else f"{'-':>10}"
+            d = f"{row['D']:10.3e}" if row["D"] is not None else f"{'-':>10}"
+            print(f"{row['C']:10.3e} {row['runs']:>5} {row['sizes']:>5} {n} {d}  {row['status']}")
     if report.get("table"):
-        print("compute-optimal allocation:")
+        print(f"compute-optimal allocation ({report['compute']}):")
         print(allocation_lib.format_table(report["table"]))
     for path in report.get("plots", []):
         print(f"wrote {path}")

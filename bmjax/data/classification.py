@@ -18,8 +18,8 @@ labels are already indices. A label outside the list is an error naming the file
 Examples are `[CLS] text [SEP]` or `[CLS] text [SEP] pair [SEP]` (token types 0 then 1), truncated to
 `data.seq_len` by trimming the longer text's end, padded with [PAD]. Batches: input_ids, token_type_ids,
 attention_mask int32 [b, seq_len], labels int32 [b], weights float32 [b].
-Train: the examples in a new seeded order every epoch (`train.seed`), repeated, cut into global batches;
-process p of P gets rows [p*b, (p+1)*b). Eval: the eval split in file order, the last batch padded with
+Train: the examples repeated, each epoch in the permutation of (`train.seed`, epoch) (order.py), cut into
+global batches; process p of P gets rows [p*b, (p+1)*b). Eval: the eval split in file order, the last batch padded with
 weight-0 rows, at most `train.eval_steps` batches (set it high to score the whole split).
 """
 import csv
@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
+from bmjax.data import order
 from bmjax.data.lm import EVAL_SEED
 from bmjax.data.mlm import encode_lines, fit_pair
 from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config
@@ -362,7 +363,8 @@ def make_classification_data(config, workdir: str | None, *, process_index: int 
     logging.info("classification data: %d train + %d eval examples, labels %s", n_train, n_eval, names)
 
     shard = dict(batch_size=data.batch_size, process_index=process_index, process_count=process_count)
-    train_ds = _sharded(grain.MapDataset.range(n_train).shuffle(seed=train.seed).repeat(), train_arrays, **shard)
+    train_order = order.EpochShuffleMapDataset(grain.MapDataset.range(n_train), train.seed)
+    train_ds = _sharded(train_order, train_arrays, **shard)
     eval_batches = min(math.ceil(n_eval / data.batch_size), train.eval_steps)
     eval_ds = _sharded(grain.MapDataset.range(eval_batches * data.batch_size), eval_arrays, **shard)
     return ClassificationData(

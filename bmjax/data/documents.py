@@ -6,10 +6,13 @@ A component is one source of documents, given as a spec:
   documents (in shard order), which then never train.
 - `tfds:NAME`: a TFDS dataset prepared as array_record, read with `tfds.data_source` (no TensorFlow, never
   downloaded); the text is `data.text_column` of `data.train_split` / `data.eval_split`, tokenised as read.
-- `text:PATH`, `builtin`: the sources of bmjax/data/sources.py (the whole file is one document; the
-  stdlib's files are documents), tokenised once in memory.
+- `text:PATH`, `builtin`: the sources of bmjax/data/sources.py, tokenised once in memory. A text file's
+  documents are its paragraphs: the file (after sources.py holds out its last data.eval_fraction of
+  characters) is cut after each run of blank lines, each paragraph keeping the blank lines that end it
+  (prepare.paragraphs), so they laid end to end are the file. builtin's documents are the stdlib's files.
 
-`data.mixture` = "SPEC=WEIGHT;SPEC=WEIGHT;..." (weights > 0, normalised) mixes components; otherwise the
+`data.mixture` = "SPEC=WEIGHT;SPEC=WEIGHT;..." (weights > 0, normalised: each component's fraction of the
+training tokens, mixing.py) mixes components; otherwise the
 lone component is `data.source` with `data.path` / `data.tfds_name`. Every document is int32 ids ending with
 the tokenizer's end-of-document id when it has one (prepared shards already hold it).
 """
@@ -19,7 +22,7 @@ import os
 import ml_collections
 import numpy as np
 
-from bmjax.data import shards, sources
+from bmjax.data import prepare, shards, sources
 from bmjax.errors import ConfigError
 
 KINDS = ("arrayrecord", "tfds", "text", "builtin")
@@ -179,8 +182,14 @@ def open_component(config, c: Component, index: int, tokenizer, shard_glob: str 
         except ConfigError as e:
             raise ConfigError(key, e.message) from None
 
+    if c.kind == "text":  # a text file's documents are its paragraphs (prepare.paragraphs)
+        corpus = dataclasses.replace(corpus, train=_paragraphs(corpus.train), eval=_paragraphs(corpus.eval))
     return (MemoryDocuments(encode(corpus.train, corpus.train_key), index),
             MemoryDocuments(encode(corpus.eval, corpus.eval_key), index))
+
+
+def _paragraphs(texts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p for text in texts for p in prepare.paragraphs(text))
 
 
 def open_shards(pattern: str, key: str, tokenizer) -> shards.TokenShards:

@@ -4,8 +4,8 @@ Each split is tokenized into one stream of ids (builtin documents joined by the 
 or by "\\n" when it has none). Every start offset of the stream is a window, so a stream of N
 tokens has N - seq_len windows. A batch is {"inputs": w[:, :-1], "targets": w[:, 1:]}, int32.
 
-Train: the window indices are shuffled with `train.seed` (grain's index shuffle: the same order on
-every machine, a new order each epoch), repeated forever, cut into global batches of
+Train: the window indices are repeated forever, each epoch in the permutation of (train.seed, epoch)
+(order.py: grain's index shuffle, the same order on every machine), cut into global batches of
 `data.batch_size` windows; process p of P gets rows [p*b, (p+1)*b) of every global batch
 (b = batch_size // P), so P processes together read exactly the batches one process would.
 The iterator's get_state()/set_state() resume the exact batch sequence.
@@ -15,10 +15,12 @@ Eval: the first eval_steps * batch_size windows of a shuffle of the eval stream 
 `train.eval_steps=0` instead makes one deterministic pass over the whole eval stream (what a scaling law
 needs): non-overlapping windows from its start, in order, so every token but the first is scored exactly
 once; the last partial window is padded and masked (`weights` 0), as are the rows that fill the last batch.
-`eval_bytes_per_token` (UTF-8 bytes of the eval text / its tokens) turns a loss in nats per token into bits
-per byte, which compares across tokenizers.
+Eval batches carry "target_bytes", each target's UTF-8 bytes, where the tokenizer's ids stand for fixed bytes
+(byte, char: tokenizers.token_byte_lengths): the lm task sums them over the scored targets, so bits per byte
+(which compares across tokenizers) is exact for whatever the eval scores. Tokenizer files report none.
 """
 import dataclasses
+import functools
 import logging
 import time
 from typing import Callable, Iterator
@@ -26,8 +28,8 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import packed_lm, sources
-from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config
+from bmjax.data import order, packed_lm, sources
+from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config, token_byte_lengths
 from bmjax.errors import ConfigError
 
 EVAL_SEED = 1234
@@ -43,7 +45,6 @@ class LMData:
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]  # a fresh pass over eval_steps batches
     train_tokens: int
     eval_tokens: int
-    eval_bytes_per_token: float = 1.0  # UTF-8 bytes of the eval text per eval token (bits per byte)
 
 
 class _Windows:
@@ -63,7 +64,7 @@ def window_batches(
 ) -> grain.MapDataset:
     """Infinite MapDataset of this process's share of each shuffled global batch of windows."""
     num_windows = len(tokens) - seq_len
-    starts = grain.MapDataset.range(num_windows).shuffle(seed=seed).repeat()
+    starts = order.EpochShuffleMapDataset(grain.MapDataset.range(num_windows), seed)
     # Local batches of b consecutive windows; global batch g is local batches g*P .. g*P + P-1,
     # so taking every P-th local batch from p gives process p rows [p*b, (p+1)*b) of batch g.
     local = starts.batch(batch_size // process_count, drop_remainder=True, batch_fn=np.asarray)
@@ -133,13 +134,13 @@ def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process
         eval_ds = grain.MapDataset.source(full_pass_batches(eval_ids, data.seq_len, data.batch_size, **shard))
     else:
         eval_ds = window_batches(eval_ids, data.seq_len, data.batch_size, EVAL_SEED, **shard)[: train.eval_steps]
+    eval_ds = eval_ds.map(functools.partial(packed_lm.with_target_bytes, byte_lengths=token_byte_lengths(tokenizer)))
     return LMData(
         tokenizer=tokenizer,
         train_iter=iter(train_ds.to_iter_dataset(_READ_OPTIONS)),
         eval_batches=lambda: iter(eval_ds.to_iter_dataset(_READ_OPTIONS)),
         train_tokens=len(train_ids),
         eval_tokens=len(eval_ids),
-        eval_bytes_per_token=text_bytes(tokenizer, corpus.eval) / len(eval_ids),
     )
 
 
@@ -162,13 +163,6 @@ def full_pass_batches(tokens: np.ndarray, seq_len: int, batch_size: int, process
     rows = slice(process_index * (batch_size // process_count), (process_index + 1) * (batch_size // process_count))
     return [{"inputs": inputs[b, rows], "targets": labels[b, rows], "weights": weights[b, rows]}
             for b in range(num_batches)]
-
-
-def text_bytes(tokenizer: Tokenizer, docs: tuple[str, ...]) -> int:
-    """UTF-8 bytes of the text `encode_documents` tokenizes: the documents, and the "\\n" joining them when
-    the tokenizer has no EOS (an EOS token stands for no text)."""
-    size = sum(len(doc.encode("utf-8")) for doc in docs)
-    return size + (len(docs) - 1 if tokenizer.eos_id is None else 0)
 
 
 def _check_long_enough(ids: np.ndarray, seq_len: int, key: str, split: str) -> None:

@@ -1,19 +1,27 @@
-"""The packed causal-LM pipeline: document sources (documents.py) -> shuffle, mix, shard -> pack -> batches.
+"""The packed causal-LM pipeline: document sources (documents.py) -> shuffle, shard -> pack -> mix by tokens
+-> batches.
 
 Used for `data.source` arrayrecord or tfds, for any `data.mixture`, and for `data.packing=segments`
 (text/builtin with the default concat packing keep lm.py's random windows).
 
-Train: each component's documents are shuffled with `train.seed` (+ its index) by grain's index shuffle, a
-new order each epoch, repeated forever and mixed by weight (grain's MapDataset.mix: a fixed interleaving,
-no randomness). Process p of P reads documents p, p + P, p + 2P, ... of that global order, and only those
-(only their records are read), packs them (packing.py) into rows of data.seq_len and batches
-b = data.batch_size / P rows: the global batch is the P local batches side by side. The iterator's state
-(grain's, plus SourceTokenCounter's) resumes the exact sequence; a state saved with another process count
-is refused. With `data.workers` > 0, grain worker processes read and pack (each a slice of the documents).
+Train: each component's documents are repeated forever, each epoch in the permutation of (train.seed,
+component, epoch) (order.py: no two share one). Process p of P reads documents p, p + P, p + 2P, ... of each
+component's order, and only those (only their records are read), packs each component's into rows of
+data.seq_len (packing.py), and mixes the rows by tokens (mixing.py: the `data.mixture` weights are the
+fractions of real training tokens), batching b = data.batch_size / P rows: the global batch is the P local
+batches side by side. The iterator's state (grain's, the mixer's, SourceTokenCounter's) resumes the exact
+sequence; a state saved with another process count is refused. With `data.workers` > 0, grain worker
+processes read and pack (each a slice of the rows).
 
-Eval: every process packs the whole eval split in a fixed order (no shuffle) into global batches and keeps
-its rows [p*b, (p+1)*b), so all processes see the same number of batches: `train.eval_steps` of them
-(the eval split repeats if short), or with eval_steps = 0 one pass over the complete batches.
+Eval: each component's held-out documents are packed on their own, in their order (no shuffle, no mixing,
+so the eval set does not depend on the weights), into global batches; every process packs them all and keeps
+its rows [p*b, (p+1)*b), so all processes see the same batches. `train.eval_steps=0` scores every held-out
+document of every component exactly once: the last partial window (concat) is zero-padded with weight 0 and
+the last batch filled with rows that score nothing, never dropped. `train.eval_steps=K > 0` takes the first K
+batches of each component (all of a component with fewer): a fixed subset, the same for any weights.
+`eval_parts()` gives the batches component by component (`eval/<source>/...` figures); `eval_batches()` all
+of them, component after component. Batches carry "target_bytes" (each target's UTF-8 bytes) where the
+tokenizer's ids stand for fixed bytes (byte, char), for exact bits per byte.
 """
 import dataclasses
 import logging
@@ -25,7 +33,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import documents, packing, shards
+from bmjax.data import documents, mixing, order, packing, shards
 from bmjax.data.tokenizers import (CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config,
                                    token_byte_lengths)
 from bmjax.errors import ConfigError
@@ -42,10 +50,8 @@ class PackedLMData:
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
     train_tokens: int | None  # None where unknown without reading everything (TFDS)
     eval_tokens: int | None
+    eval_parts: Callable[[], list[tuple[str, Iterator[dict[str, np.ndarray]]]]]  # (source name, its batches)
     source_names: tuple[str, ...]
-    # UTF-8 bytes per scored eval token (bits per byte), set by every complete pass of eval_batches over the
-    # global batches (the same on every process); None before the first, and for tokenizers without fixed bytes
-    eval_bytes_per_token: float | None = None
 
     def source_tokens(self) -> dict[str, int]:
         """Target tokens each source delivered to this process so far (sum over processes for the run's)."""
@@ -96,14 +102,12 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     data, train = config.data, config.train
     check_packed_config(config)
     check_sizes(config, process_count)
-    if train.seed >= 2**31:  # component i shuffles with seed + i, which grain needs below 2**32
-        raise ConfigError("train.seed", f"must be in [0, 2**31), got {train.seed}")
     start = time.perf_counter()
     shard_glob = prepare_from_text(config, workdir) if data.get("prepare_from") else ""
     tokenizer = build_tokenizer(config, workdir)  # a char vocabulary comes with the shards (tokenizers.py)
     comps = documents.components(config)
     parts = [documents.open_component(config, c, i, tokenizer, shard_glob) for i, c in enumerate(comps)]
-    train_parts, eval_parts = [p[0] for p in parts], [p[1] for p in parts]
+    train_parts, eval_parts_docs = [p[0] for p in parts], [p[1] for p in parts]
     for c, part, split in [(c, p, s) for c, (t, e) in zip(comps, parts) for p, s in ((t, "training"), (e, "eval"))]:
         if len(part) == 0:
             raise ConfigError(c.key, f"{c.name} has no {split} documents")
@@ -111,9 +115,11 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     local = data.batch_size // process_count
     mode = data.get("packing", "concat")
 
-    mine = train_documents(train_parts, weights, train.seed, process_index, process_count)
-    mine = mine.to_iter_dataset(_READ_OPTIONS)
-    rows = packing.pack(mine, mode, data.seq_len, local).batch(local, drop_remainder=True)
+    sources = [packing.pack(train_documents(part, train.seed, i, process_index, process_count)
+                            .to_iter_dataset(_READ_OPTIONS), mode, data.seq_len, local)
+               for i, part in enumerate(train_parts)]
+    mixed_rows = sources[0] if len(sources) == 1 else mixing.TokenMixIterDataset(sources, weights)
+    rows = mixed_rows.batch(local, drop_remainder=True)
     if data.get("workers", 0) > 0:
         from absl import flags
 
@@ -124,52 +130,53 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     train_iter = packing.SourceTokenCounter(iter(rows), names, process_count)
 
     byte_lengths = token_byte_lengths(tokenizer)
+    my_rows = slice(process_index * local, (process_index + 1) * local)
+
+    def eval_parts():
+        return [(name, eval_component_batches(part, mode, data.seq_len, data.batch_size, train.eval_steps,
+                                              byte_lengths, my_rows))
+                for name, part in zip(names, eval_parts_docs)]
 
     def eval_batches():
-        docs = mixed([grain.MapDataset.source(p) for p in eval_parts], weights)
-        if train.eval_steps > 0:
-            docs = docs.repeat()
-        whole = packing.pack(docs.to_iter_dataset(_READ_OPTIONS), mode, data.seq_len, data.batch_size)
-        batches = whole.batch(data.batch_size, drop_remainder=True)
-        scored_bytes = scored_tokens = 0.0
-        for step, batch in enumerate(batches):
-            if train.eval_steps and step >= train.eval_steps:
-                break
-            batch.pop("source")
-            if byte_lengths is not None:
-                batch_bytes, batch_tokens = scored_text(byte_lengths, batch)
-                scored_bytes, scored_tokens = scored_bytes + batch_bytes, scored_tokens + batch_tokens
-            yield {k: v[process_index * local:(process_index + 1) * local] for k, v in batch.items()}
-        if scored_tokens:
-            result.eval_bytes_per_token = scored_bytes / scored_tokens
+        for _, batches in eval_parts():
+            yield from batches
 
     logging.info("data: %s, packing %s, tokenizer %s (%d ids), opened in %.2fs", ", ".join(names), mode,
                  tokenizer.name, tokenizer.vocab_size, time.perf_counter() - start)
-    result = PackedLMData(tokenizer=tokenizer, train_iter=train_iter, eval_batches=eval_batches,
-                          train_tokens=_count_tokens(train_parts), eval_tokens=_count_tokens(eval_parts),
-                          source_names=names)
-    return result
+    return PackedLMData(tokenizer=tokenizer, train_iter=train_iter, eval_batches=eval_batches,
+                        eval_parts=eval_parts, train_tokens=_count_tokens(train_parts),
+                        eval_tokens=_count_tokens(eval_parts_docs), source_names=names)
 
 
-def scored_text(byte_lengths: np.ndarray, batch: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(UTF-8 bytes, count) of the targets the eval step scores in a global batch: the task's lm_token_weights
-    (`weights`, 0 on packing's padding), each target's bytes from tokenizers.token_byte_lengths (an EOS none).
-    Summed over an eval pass, loss / ln 2 / (bytes / count) is that eval's bits per byte exactly."""
-    scored = batch.get("weights", np.ones(batch["targets"].shape, np.float32))
-    if "segment_ids" in batch:
-        scored = scored * (batch["segment_ids"] != 0)
-    return float(np.sum(byte_lengths[batch["targets"]] * scored)), float(np.sum(scored))
+def eval_component_batches(part, mode: str, seq_len: int, batch_size: int, eval_steps: int,
+                           byte_lengths: np.ndarray | None, rows: slice) -> Iterator[dict[str, np.ndarray]]:
+    """This process's `rows` of the global eval batches of one component: its held-out documents in their
+    order, packed with the tail padded (packing.pack's pad_tail), the last batch filled with rows that score
+    nothing; all of them (eval_steps 0) or the first eval_steps. With fixed bytes per token
+    (token_byte_lengths), "target_bytes" float32 [b, L]: each target's UTF-8 bytes, for exact bits per byte."""
+    docs = grain.MapDataset.source(part).to_iter_dataset(_READ_OPTIONS)
+    batches = packing.pack(docs, mode, seq_len, batch_size, pad_tail=True).batch(batch_size, drop_remainder=False)
+    for step, batch in enumerate(batches):
+        if eval_steps and step >= eval_steps:
+            break
+        batch = packing.pad_rows(batch, batch_size)
+        batch.pop("source")
+        yield {k: v[rows] for k, v in with_target_bytes(batch, byte_lengths).items()}
 
 
-def mixed(datasets: list[grain.MapDataset], weights: list[float]) -> grain.MapDataset:
-    return datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
+def with_target_bytes(batch: dict[str, np.ndarray], byte_lengths: np.ndarray | None) -> dict[str, np.ndarray]:
+    """`batch` plus "target_bytes" float32: each target's UTF-8 bytes (tokenizers.token_byte_lengths; an EOS
+    none), which the lm task sums over the scored targets for bits per byte. Unchanged without fixed bytes."""
+    if byte_lengths is None:
+        return batch
+    return dict(batch, target_bytes=byte_lengths[batch["targets"]].astype(np.float32))
 
 
-def train_documents(parts, weights, seed: int, process_index: int, process_count: int) -> grain.MapDataset:
-    """This process's documents: every P-th of the global order (each component shuffled anew each epoch,
-    repeated, mixed by weight), starting at the process index."""
-    shuffled = [grain.MapDataset.source(part).shuffle(seed=seed + i).repeat() for i, part in enumerate(parts)]
-    return mixed(shuffled, weights)[process_index::process_count]
+def train_documents(part, seed: int, component: int, process_index: int, process_count: int) -> grain.MapDataset:
+    """This process's documents of one component: every P-th of its order (repeated, each epoch in the
+    permutation of (seed, component, epoch): order.py), starting at the process index."""
+    shuffled = order.EpochShuffleMapDataset(grain.MapDataset.source(part), seed, component)
+    return shuffled[process_index::process_count]
 
 
 def _count_tokens(parts) -> int | None:

@@ -17,6 +17,10 @@ component it came from); each document already ends with the end-of-document id 
 Both carry "source" int32 [L] (mixture component + 1, 0 on padding) for SourceTokenCounter, which removes
 it from the batch and keeps per-source counts of the target tokens delivered. Every iterator here has exact
 get_state()/set_state().
+
+Eval (`pad_tail=True`) scores a finite stream whole: concat rows add "weights" float32 [L] (1 on a real target)
+and the last partial window is zero-padded with weight 0 instead of dropped; segments packing flushes its last
+bins. `pad_rows` fills the last batch with rows that score nothing.
 """
 import collections
 import os
@@ -32,12 +36,13 @@ PACKINGS = ("concat", "segments")
 class ConcatWindowsIterDataset(grain.IterDataset):
     """Documents -> windows of seq_len + 1 consecutive stream tokens, stepping by seq_len."""
 
-    def __init__(self, parent: grain.IterDataset, seq_len: int):
+    def __init__(self, parent: grain.IterDataset, seq_len: int, pad_tail: bool = False):
         super().__init__(parent)
         self.seq_len = seq_len
+        self.pad_tail = pad_tail
 
     def __iter__(self):
-        return _ConcatWindowsIterator(self._parent.__iter__(), self.seq_len)
+        return _ConcatWindowsIterator(self._parent.__iter__(), self.seq_len, self.pad_tail)
 
     def __str__(self) -> str:
         return f"ConcatWindowsIterDataset(seq_len={self.seq_len})"
@@ -47,9 +52,10 @@ class _ConcatWindowsIterator(grain.DatasetIterator):
     """Holds the documents the next window touches, each with the parent's state from before it was read,
     so the state is (parent state before the first held document, offset into it): small and exact."""
 
-    def __init__(self, parent: grain.DatasetIterator, seq_len: int):
+    def __init__(self, parent: grain.DatasetIterator, seq_len: int, pad_tail: bool = False):
         super().__init__(parent)
         self.seq_len = seq_len
+        self.pad_tail = pad_tail  # eval: weights on every row, and the partial last window padded
         self._docs = collections.deque()  # (parent state before it, tokens, source)
         self._total = 0  # tokens of the held documents
         self._offset = 0  # where the next window starts in the first held document
@@ -58,7 +64,12 @@ class _ConcatWindowsIterator(grain.DatasetIterator):
         need = self.seq_len + 1
         while self._total - self._offset < need:
             before = self._parent.get_state()
-            doc = next(self._parent)  # StopIteration ends a finite stream; a partial last window is dropped
+            try:
+                doc = next(self._parent)  # StopIteration ends a finite stream
+            except StopIteration:
+                if not self.pad_tail or self._total - self._offset < 2:  # training drops a partial window
+                    raise
+                break
             tokens = np.asarray(doc["tokens"], dtype=np.int32)
             self._docs.append((before, tokens, int(doc["source"])))
             self._total += len(tokens)
@@ -72,7 +83,12 @@ class _ConcatWindowsIterator(grain.DatasetIterator):
                 break
         window, source = np.concatenate(pieces), np.concatenate(sources)
         self._advance(self.seq_len)
-        return {"inputs": window[:-1], "targets": window[1:], "source": source[1:]}
+        if not self.pad_tail:
+            return {"inputs": window[:-1], "targets": window[1:], "source": source[1:]}
+        scored = len(window) - 1  # seq_len, or fewer in the last window: zero-padded with weight 0
+        pad = lambda x: np.pad(x, (0, self.seq_len - len(x)))  # noqa: E731
+        return {"inputs": pad(window[:-1]), "targets": pad(window[1:]), "source": pad(source[1:]),
+                "weights": pad(np.ones(scored, np.float32))}
 
     def _advance(self, count: int) -> None:
         self._offset += count
@@ -116,10 +132,12 @@ def _contract(row: dict) -> dict[str, np.ndarray]:
             "positions": row["inputs_positions"], "source": row["source"]}
 
 
-def pack(documents: grain.IterDataset, packing: str, seq_len: int, rows: int) -> grain.IterDataset:
-    """Rows of `packing` from documents; `rows` is the local batch (first-fit packs that many bins at once)."""
+def pack(documents: grain.IterDataset, packing: str, seq_len: int, rows: int,
+         pad_tail: bool = False) -> grain.IterDataset:
+    """Rows of `packing` from documents; `rows` is the local batch (first-fit packs that many bins at once).
+    `pad_tail` (eval): the last partial concat window is padded and weighted, not dropped."""
     if packing == "concat":
-        return ConcatWindowsIterDataset(documents, seq_len)
+        return ConcatWindowsIterDataset(documents, seq_len, pad_tail)
     if packing != "segments":
         raise ConfigError("data.packing", f"got {packing!r}; allowed: {', '.join(PACKINGS)}")
     pieces = grain.experimental.FlatMapIterDataset(documents, SplitDocument(seq_len))
@@ -127,6 +145,13 @@ def pack(documents: grain.IterDataset, packing: str, seq_len: int, rows: int) ->
     packed = grain.experimental.FirstFitPackIterDataset(
         pieces, length_struct=lengths, num_packing_bins=rows, shuffle_bins=False, meta_features=("source",))
     return packed.map(_contract)
+
+
+def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """`batch` with all-zero rows appended up to `rows`: zero weights and segment ids, so nothing there is scored."""
+    missing = rows - len(batch["targets"])
+    return {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) if missing else v
+            for k, v in batch.items()}
 
 
 class SourceTokenCounter(grain.DatasetIterator):

@@ -21,6 +21,12 @@ CHUNK = 64  # documents per worker task: small enough to spread, large enough to
 WRITER_OPTIONS = "group_size:1"  # one record per chunk: shuffled reads decompress only what they read
 
 
+def paragraphs(text: str) -> list[str]:
+    """`text` cut after each run of blank lines: every paragraph keeps the blank line(s) that end it, so the
+    paragraphs laid end to end are the text."""
+    return [p for p in re.split(r"(?<=\n\n)(?!\n)", text) if p]
+
+
 def text_documents(paths: list[str], split: str = "paragraph") -> list[str]:
     """The documents of UTF-8 files: whole files, paragraphs (up to and with the blank line) or lines."""
     docs = []
@@ -29,7 +35,7 @@ def text_documents(paths: list[str], split: str = "paragraph") -> list[str]:
         if split == "file":
             pieces = [text]
         elif split == "paragraph":
-            pieces = re.split(r"(?<=\n\n)(?!\n)", text)
+            pieces = paragraphs(text)
         else:
             pieces = text.splitlines(keepends=True)
         docs.extend(p for p in pieces if p)

@@ -1,11 +1,15 @@
-"""Parameter counts and training FLOPs, analytically from a model config.
+"""Parameter counts and training FLOPs, analytically from a model config, of the model exactly as built.
 
 Written against config fields only (vocab_size, d_model, num_layers, num_heads,
 num_kv_heads, d_ff, max_len, mlp, use_bias, tie_embeddings, position, and norm
-when present) so GPT and BERT configs share it; BERT adds its own extra pieces
-on top of `transformer_layer_params`. Fields a config lacks take the plain
-transformer's value (num_kv_heads=None, mlp="gelu", use_bias=True,
-tie_embeddings=True, position="learned", norm="layernorm").
+when present) so GPT and BERT configs share the transformer block. Fields a config
+lacks take the plain transformer's value (num_kv_heads=None, mlp="gelu", use_bias=True,
+tie_embeddings=True, position="learned", norm="layernorm"): BERT's. A BERT config
+(name "bert") adds what bmjax.models.bert builds around the blocks: token-type
+embeddings, the embedding LayerNorm (where GPT has its final one), and the heads of
+`heads`: pooler, MLM transform (dense + LayerNorm) and output bias, NSP, classifier.
+tests/test_flops.py checks every shipped config against the built model's parameters
+and against transformers' num_parameters().
 """
 from __future__ import annotations
 
@@ -78,15 +82,43 @@ def embedding_params(cfg) -> int:
     return n
 
 
+def _is_bert(cfg) -> bool:
+    return _field(cfg, "name", "gpt") == "bert"
+
+
+def bert_head_params(cfg) -> dict[str, int]:
+    """The parameters of each piece a BERT config builds beyond its blocks and embedding LayerNorm (0 where
+    `heads` builds none): "per_sequence" run once per sequence (pooler, NSP, classifier), "mlm" on the scored
+    positions (transform dense + LayerNorm; the decoder matrix is the tied word embedding), "mlm_bias" the
+    output bias over the vocabulary, "token_types" the token-type embeddings."""
+    d, heads = cfg.d_model, cfg.heads
+    pooler = d * d + d if heads != "mlm" else 0  # Hugging Face's BertForMaskedLM has no pooler
+    nsp = d * 2 + 2 if heads == "pretraining" else 0
+    classifier = d * cfg.num_labels + cfg.num_labels if heads == "classification" else 0
+    has_mlm = heads in ("pretraining", "mlm")
+    return {"per_sequence": pooler + nsp + classifier,
+            "mlm": (d * d + d) + norm_params(cfg) if has_mlm else 0,
+            "mlm_bias": cfg.vocab_size if has_mlm else 0,
+            "token_types": cfg.type_vocab_size * d}
+
+
 def param_counts(cfg) -> dict[str, int]:
-    """{'total', 'non_embedding'} parameters of a GPT config.
+    """{'total', 'non_embedding'} parameters of a GPT or BERT config, as the model is built.
 
     non_embedding follows Kaplan et al. (2020): everything except the vocabulary
     and position embedding matrices (an untied output matrix is a vocabulary
-    matrix too, so it is excluded as well). GPT-2 124M: total 124,439,808.
+    matrix too, so it is excluded as well; so are BERT's token-type embeddings and
+    its MLM output bias over the vocabulary). GPT-2 124M: total 124,439,808;
+    BERT-base as BertForPreTraining: total 110,106,428.
     """
-    non_embedding = cfg.num_layers * transformer_layer_params(cfg) + norm_params(cfg)  # + ln_f
-    return {"total": non_embedding + embedding_params(cfg), "non_embedding": non_embedding}
+    # + GPT's final LayerNorm, or BERT's embedding LayerNorm
+    non_embedding = cfg.num_layers * transformer_layer_params(cfg) + norm_params(cfg)
+    embedding = embedding_params(cfg)
+    if _is_bert(cfg):
+        heads = bert_head_params(cfg)
+        non_embedding += heads["per_sequence"] + heads["mlm"]
+        embedding += heads["mlm_bias"] + heads["token_types"]
+    return {"total": non_embedding + embedding, "non_embedding": non_embedding}
 
 
 def train_flops_per_token(cfg, seq_len: int, output_fraction: float = 1.0) -> float:
@@ -94,9 +126,12 @@ def train_flops_per_token(cfg, seq_len: int, output_fraction: float = 1.0) -> fl
 
         6 * N + 12 * num_layers * (num_heads * head_dim) * seq_len
 
-    N = non-embedding parameters + the output projection (d_model * vocab_size):
-    the output matmul is real work every token does, tied or not, while an
-    embedding lookup does none. 6N counts 2 FLOPs per multiply-add, times three
+    N = the parameters a token's forward pass uses: the non-embedding parameters +
+    the output projection (d_model * vocab_size): the output matmul is real work
+    every token does, tied or not, while an embedding lookup does none. BERT's
+    pieces count where they run: the MLM transform, decoder and its bias on the
+    scored `output_fraction` of positions, the pooler, NSP head and classifier once
+    per sequence (1 / seq_len of a token each). 6N counts 2 FLOPs per multiply-add, times three
     for forward + backward. The second term is the q.k^T and probs.v matmuls
     (2 * 2 * L * width * seq_len forward, times three). Causal attention is NOT
     halved: like PaLM (appendix B) and nanoGPT, count the full square, so MFU
@@ -106,6 +141,11 @@ def train_flops_per_token(cfg, seq_len: int, output_fraction: float = 1.0) -> fl
     causal LM; BERT pretraining scores only its selected ~15%, a classifier none.
     """
     n = param_counts(cfg)["non_embedding"] + output_fraction * cfg.d_model * cfg.vocab_size
+    if _is_bert(cfg):
+        heads = bert_head_params(cfg)
+        # non_embedding counted the MLM transform and per-sequence heads as if on every token
+        n += ((output_fraction - 1.0) * heads["mlm"] + output_fraction * heads["mlm_bias"]
+              + (1.0 / seq_len - 1.0) * heads["per_sequence"])
     attn_width = cfg.num_heads * (cfg.d_model // cfg.num_heads)
     return 6.0 * n + 12.0 * cfg.num_layers * attn_width * seq_len
 

@@ -43,7 +43,7 @@ class GPTConfig:
     attention: str = "xla"  # a key of attention.IMPLEMENTATIONS
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
-    remat: str = "none"  # "none" | "full" | "dots_saveable"
+    remat: str = "none"  # "none" | a key of layers.REMAT_POLICIES
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     mlp: str = "gelu"  # "gelu" | "swiglu"
     position: str = "learned"  # "learned" | "rotary"

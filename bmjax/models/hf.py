@@ -140,13 +140,14 @@ def _hf_bert_config(cfg: BertConfig) -> dict:
 
 
 def _hf_gpt2_config(cfg: GPTConfig) -> dict:
-    want = {"norm": "layernorm", "mlp": "gelu", "position": "learned", "use_bias": True}
+    """GPT-2's config for a GPT that has an exact GPT-2 equivalent. Settings written exactly in GPT-2's terms:
+    use_bias=False (every bias zero), grouped-query attention (each kv head repeated for the query heads it
+    serves), untied embeddings (lm_head), any d_ff, scan_layers. Norm, MLP and positions have none."""
+    want = {"norm": "layernorm", "mlp": "gelu", "position": "learned"}
     for key, value in want.items():
         if getattr(cfg, key) != value:
             raise ConfigError(f"model.{key}", f"{getattr(cfg, key)!r} has no GPT2LMHeadModel "
                                               f"equivalent (needs {value!r})")
-    if cfg.kv_heads != cfg.num_heads:
-        raise ConfigError("model.num_kv_heads", "GPT2LMHeadModel has no grouped-query attention")
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg.vocab_size,
         "n_embd": cfg.d_model, "n_layer": cfg.num_layers, "n_head": cfg.num_heads,
@@ -431,6 +432,29 @@ def _param_arrays(model: nnx.Module) -> dict:
     return out
 
 
+def _as_gpt2_params(params: dict, table: list, cfg: GPTConfig) -> dict:
+    """A GPT's parameters as the GPT-2 with the same function holds them: a missing bias (use_bias=False) is
+    zeros of its kernel's output (its scale's) shape, and each kv head's key and value kernels (and biases) are
+    repeated for the heads // kv_heads query heads it serves (bmjax groups query head h with kv head
+    h // (heads // kv_heads))."""
+    out = dict(params)
+    conversions = {path: conversion for path, _, conversion in table}
+    for path, _, conversion in table:
+        if conversion == "bias" and path not in out:
+            stem = path.removesuffix(".bias")
+            if f"{stem}.scale" in out:
+                out[path] = np.zeros_like(out[f"{stem}.scale"])
+            else:
+                kernel = out[f"{stem}.kernel"]
+                out[path] = np.zeros(kernel.shape[conversions[f"{stem}.kernel"][1]:], kernel.dtype)
+    groups = cfg.num_heads // cfg.kv_heads
+    if groups > 1:
+        for path in list(out):
+            if ".attn.key." in path or ".attn.value." in path:  # [.., kv_heads, head_dim]: heads on axis -2
+                out[path] = np.repeat(out[path], groups, axis=-2)
+    return out
+
+
 def save_pretrained(model: nnx.Module, out_dir) -> pathlib.Path:
     """Write model (a bmjax GPT or Bert) as config.json + model.safetensors (float32) into out_dir."""
     cfg = model.cfg
@@ -443,6 +467,8 @@ def save_pretrained(model: nnx.Module, out_dir) -> pathlib.Path:
         raise ConfigError("model", f"cannot write {type(model).__name__} in Hugging Face format")
     params = _param_arrays(model)
     _check_table(table, params, scanned=False)
+    if isinstance(cfg, GPTConfig):
+        params = _as_gpt2_params(params, table, cfg)
     tensors = {name: _to_hf(params[path], conversion) for path, name, conversion in table}
     if isinstance(cfg, GPTConfig):
         tensors = _fuse_c_attn(tensors)

@@ -1,8 +1,8 @@
 """Building blocks shared by GPT and BERT: linear, norms, MLPs, embeddings, dropout.
 
 Every parameter carries logical axis names (batch, length, embed, heads, kv_heads,
-head_dim, mlp, vocab) through `nnx.with_partitioning`; `bmjax.parallel.rules` maps
-them to mesh axes. Biases take their kernel's output axes; norm parameters ('embed',).
+head_dim, mlp, vocab) through `nnx.with_partitioning`; the rules in force map them to
+mesh axes (bmjax/models/sharding.py). Biases take their kernel's output axes; norm parameters ('embed',).
 Build modules under `nnx.use_eager_sharding(False)` (the model builder does), since
 eager sharding needs a mesh.
 """
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bmjax.models import dropout as dropout_lib
+from bmjax.models.sharding import constrain  # activation layout hints, used here and by the models
 
 Axes = tuple[str | None, ...]
 
@@ -200,24 +201,6 @@ def dropout(x, rate: float, rngs: nnx.Rngs | None):
     """nnx.Dropout's result, active iff rngs is given and rate > 0: each call takes the next key of rngs.dropout
     (bmjax/models/dropout.py: the same masks, drawn without jax's slow CPU lowering)."""
     return dropout_lib.dropout(x, rate, rngs)
-
-
-# Activation layout hints. A model names the axes of the activations it passes between blocks; the trainer
-# (bmjax.parallel.context) installs the function that turns the names into a sharding constraint on its mesh.
-# Models never see a mesh: without an installed function `constrain` is the identity.
-_activation_constraint = None
-
-
-def set_activation_constraint(fn):
-    """Install fn(x, names) -> x (None removes it); returns the previous one so the caller can restore it."""
-    global _activation_constraint
-    previous, _activation_constraint = _activation_constraint, fn
-    return previous
-
-
-def constrain(x, names: Axes):
-    """Hint that activation `x` is laid out by the logical axis `names`; identity unless the trainer set rules."""
-    return x if _activation_constraint is None else _activation_constraint(x, names)
 
 
 # Rematerialisation policies (model.remat): what a block keeps from its forward pass for the backward pass.

@@ -1,4 +1,4 @@
-"""Parallelism: the mesh, the logical-axis rules, multi-process start-up, and the shard_map pieces (ring
-attention, vocabulary-parallel cross-entropy). The attention implementations are listed in
-bmjax.models.attention.IMPLEMENTATIONS; importing this package registers nothing.
+"""Parallelism: the mesh, the logical-axis rules, multi-process start-up, which batch rows each process loads,
+entering a mesh's layout (context.py) and vocabulary-parallel cross-entropy. The attention kernels that span
+devices (ring, splash) are models' (bmjax/models/attention/); importing this package registers nothing.
 """

@@ -73,10 +73,10 @@ def row_shard(sharding: NamedSharding, process_index: int | None = None,
     return RowShard(groups[process_index][0] // size, num_rows // size)
 
 
-def input_shard(mesh, mesh_cfg) -> RowShard:
-    """This process's rows of the batches of a config (`config.mesh`: its rules) on `mesh`: what to pass the
-    input pipeline as its (process_index, process_count)."""
-    return row_shard(rules_lib.batch_sharding(mesh, rules=rules_lib.rules_from_config(mesh_cfg)))
+def input_shard(mesh, rules) -> RowShard:
+    """This process's rows of the batches laid out by `rules` on `mesh`: what to pass the input pipeline as its
+    (process_index, process_count)."""
+    return row_shard(rules_lib.batch_sharding(mesh, rules=rules))
 
 
 @functools.lru_cache(maxsize=16)

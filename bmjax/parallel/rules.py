@@ -2,7 +2,8 @@
 
 Models name their axes (batch, length, embed, heads, kv_heads, head_dim, mlp, vocab); a rule maps each logical
 name to a mesh axis, a tuple of mesh axes, or None (replicated). Shardings of every parameter and optimizer-state
-leaf are derived from these names, never written per leaf.
+leaf are derived from these names, never written per leaf. How names and rules become a PartitionSpec is
+bmjax/models/sharding.py, where the models (which never import this package) read the rules in force.
 
 The defaults give data parallelism over `data`, ZeRO-3 style FSDP over `fsdp` (parameters sharded on their
 embedding dimension, the batch split over data x fsdp), Megatron tensor parallelism over `tensor` (heads, MLP
@@ -15,6 +16,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bmjax.errors import ConfigError
+from bmjax.models import sharding
 
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp")),
@@ -57,46 +59,14 @@ def rules_from_config(mesh_cfg) -> tuple:
     return tuple(rules)
 
 
-def mesh_axes(name, rules=DEFAULT_RULES) -> tuple[str, ...]:
-    """The mesh axes a logical name maps to (empty when replicated or unknown)."""
-    target = dict(rules).get(name) if name is not None else None
-    return (target,) if isinstance(target, str) else tuple(target or ())
-
-
 def logical_to_spec(names, rules=DEFAULT_RULES, mesh=None) -> P:
-    """Map a tuple of logical names to a PartitionSpec, using each mesh axis at most once.
-
-    Mesh axes of size 1 are dropped (they shard nothing), and an axis already used by an earlier dimension
-    leaves the later dimension replicated, so any combination of rules gives a valid spec.
-    """
-    used: set[str] = set()
-    spec = []
-    for name in names:
-        axes = tuple(a for a in mesh_axes(name, rules) if a not in used and (mesh is None or mesh.shape[a] > 1))
-        used.update(axes)
-        spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
-    return P(*spec)
-
-
-def spec_axes(entry) -> tuple[str, ...]:
-    """The mesh axes of one PartitionSpec entry."""
-    return (entry,) if isinstance(entry, str) else tuple(entry or ())
-
-
-def fit_spec(shape, spec: P, mesh) -> P:
-    """Replicate any dimension the mesh axes do not divide evenly (e.g. a 65-character vocabulary)."""
-    fixed = []
-    for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        size = 1
-        for axis in spec_axes(entry):
-            size *= mesh.shape[axis]
-        fixed.append(entry if dim % size == 0 else None)
-    return P(*fixed)
+    """`sharding.logical_to_spec` (each mesh axis at most once, size-1 axes dropped) with the default rules."""
+    return sharding.logical_to_spec(names, rules, mesh)
 
 
 def shaped_spec(names, shape, mesh, rules=DEFAULT_RULES) -> P:
-    """The PartitionSpec of an array of `shape` named `names`: the rules, then `fit_spec`."""
-    return fit_spec(shape, logical_to_spec(names, rules, mesh), mesh)
+    """The PartitionSpec of an array of `shape` named `names`: the rules, then `sharding.fit_spec`."""
+    return sharding.shaped_spec(names, shape, mesh, rules)
 
 
 def leaf_sharding(names, shape, mesh, rules=DEFAULT_RULES) -> NamedSharding:
@@ -140,13 +110,13 @@ def spec_table(state, mesh, rules=DEFAULT_RULES) -> dict[str, tuple]:
 
 def indivisible(state, mesh, rules=DEFAULT_RULES) -> list[tuple[str, str, int, tuple[str, ...], int]]:
     """(parameter, logical axis, its size, mesh axes, ways) for every dimension of a Variable that the rules
-    shard but the mesh axes do not divide: `fit_spec` keeps such a dimension whole on every device."""
+    shard but the mesh axes do not divide: `sharding.fit_spec` keeps such a dimension whole on every device."""
     found = []
     for key, (shape, names, _) in spec_table(state, mesh, rules).items():
         if not names:
             continue
         for dim, name, entry in zip(shape, names, logical_to_spec(names, rules, mesh)):
-            axes = spec_axes(entry)
+            axes = sharding.spec_axes(entry)
             ways = 1
             for axis in axes:
                 ways *= mesh.shape[axis]

@@ -10,7 +10,7 @@ slice and only [batch, length] vectors cross the `tensor` axis:
     target = psum(the target's logit, from the one device whose slice holds it)
     loss   = log(sumexp) + max - target
 
-`cross_entropy` is what tasks call: it takes this path when the active layout (bmjax.parallel.context) shards
+`cross_entropy` is what tasks call: it takes this path when the layout in force (bmjax/models/sharding.py) shards
 the vocabulary axis of the logits, i.e. automatically whenever mesh.tensor > 1 and the vocabulary divides,
 and the plain optax loss otherwise. Both give the same numbers.
 """
@@ -19,8 +19,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from bmjax.parallel import context
-from bmjax.parallel import rules as rules_lib
+from bmjax.models import sharding
 
 LOGIT_NAMES = ("batch", "length", "vocab")
 
@@ -41,7 +40,7 @@ def _shard_loss(logits, labels, *, axes):
 
 def vocab_parallel_cross_entropy(logits, labels, mesh, spec: P):
     """Per-token cross-entropy [batch, length] float32 of logits laid out as `spec` (vocab axis last, sharded)."""
-    vocab_axes = rules_lib.spec_axes(spec[-1])
+    vocab_axes = sharding.spec_axes(spec[-1])
     axes = vocab_axes if len(vocab_axes) > 1 else vocab_axes[0]
     fn = jax.shard_map(lambda x, y: _shard_loss(x, y, axes=axes), mesh=mesh,
                        in_specs=(spec, P(*spec[:-1])), out_specs=P(*spec[:-1]))
@@ -51,9 +50,9 @@ def vocab_parallel_cross_entropy(logits, labels, mesh, spec: P):
 def cross_entropy(logits, labels):
     """Per-token cross-entropy [..., length] float32 of logits [batch, length, vocab] and integer labels.
 
-    Vocabulary-parallel when the active layout shards the vocabulary; otherwise optax's loss.
+    Vocabulary-parallel when the layout in force shards the vocabulary; otherwise optax's loss.
     """
-    layout = context.current()
+    layout = sharding.current()
     if layout is not None and logits.ndim == len(LOGIT_NAMES):
         spec = layout.spec(LOGIT_NAMES, logits.shape)
         if spec[-1] is not None:

@@ -10,6 +10,11 @@ log C): log L = α log X_c - α log X. Each is fitted to the runs that the other
 lowest loss at each model size for L(N), at each token count for L(D), and the loss envelope over compute levels
 (see bmjax.scaling.isoflop) for L(C).
 
+A one-variable law is refused (with the reason, instead of numbers) when the data cannot identify it: L(N)
+when no model size was trained at 2 or more token counts (in an IsoFLOP sweep each N has one D per budget only
+by accident, and the lowest loss per N then mixes N's effect with D's), L(D) likewise, and any fit whose
+exponent comes out negative (loss growing with the resource).
+
 L(N, D) is fitted to every run by least squares on log L (scipy's trust-region least_squares, from a few starts,
 the best kept) in the parameters (log N_c, log D_c, α_N, α_D).
 
@@ -112,16 +117,32 @@ def fit_kaplan_nd(points: Points) -> tuple[KaplanLaw, float]:
 class KaplanFit:
     law: KaplanLaw  # L(N, D) on every run
     squared_error: float  # its sum of squared log-loss residuals
-    l_of_n: PowerLaw  # on the lowest loss per model size
-    l_of_d: PowerLaw  # on the lowest loss per token count
-    l_of_c: PowerLaw  # on the loss envelope over compute
+    one_variable: dict  # "L_N", "L_D", "L_C" -> {"X_c": ..., "alpha": ...} or {"refused": why}
     frontier: np.ndarray  # indices of the envelope's runs
+
+
+def _one_variable(x, other, loss, what: str, other_name: str) -> dict:
+    """L(X) on the lowest loss per X, or why the data cannot identify it."""
+    xs, _ = lowest_loss_per_value(x, loss)
+    repeated = sum(len(lowest_loss_per_value(other[np.isclose(x, v, rtol=1e-3)],
+                                             loss[np.isclose(x, v, rtol=1e-3)])[0]) >= 2 for v in xs)
+    if repeated == 0:
+        return {"refused": f"no {what} was trained at 2 or more values of {other_name}: the lowest loss per "
+                           f"{what} mixes {what}'s effect with {other_name}'s"}
+    law = fit_power_law(*lowest_loss_per_value(x, loss), what)
+    if law.alpha <= 0:
+        return {"refused": f"the fitted exponent is {law.alpha:.3g} <= 0 (loss growing with {what})"}
+    return {f"{what}_c": law.x_c, f"alpha_{what}": law.alpha}
 
 
 def fit_kaplan(points: Points, width: float = DEFAULT_LEVEL_WIDTH) -> KaplanFit:
     law, squared_error = fit_kaplan_nd(points)
-    n, l_n = lowest_loss_per_value(points.n, points.loss)
-    d, l_d = lowest_loss_per_value(points.d, points.loss)
     frontier = fit_envelope(points, width).frontier
-    return KaplanFit(law, squared_error, fit_power_law(n, l_n, "N"), fit_power_law(d, l_d, "D"),
-                     fit_power_law(points.c[frontier], points.loss[frontier], "C"), frontier)
+    l_of_c = fit_power_law(points.c[frontier], points.loss[frontier], "C")
+    one_variable = {
+        "L_N": _one_variable(points.n, points.d, points.loss, "N", "D"),
+        "L_D": _one_variable(points.d, points.n, points.loss, "D", "N"),
+        "L_C": ({"C_c": l_of_c.x_c, "alpha_C": l_of_c.alpha} if l_of_c.alpha > 0 else
+                {"refused": f"the fitted exponent is {l_of_c.alpha:.3g} <= 0 (loss growing with C)"}),
+    }
+    return KaplanFit(law, squared_error, one_variable, frontier)

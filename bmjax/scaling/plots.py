@@ -14,19 +14,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bmjax.scaling.allocation import SIX_ND  # noqa: E402
 from bmjax.scaling.isoflop import compute_levels, isoflop_profiles  # noqa: E402
 
 FILES = ("loss_vs_compute.png", "isoflop.png", "fitted_law.png", "optimal_allocation.png")
 
 
 def write_plots(directory: str, points, *, law=None, allocation=None, frontier=None, width: float = 0.1,
-                isoflop_window: float | None = None, title: str = "") -> list[str]:
+                isoflop_window: float | None = None, compute=SIX_ND, title: str = "") -> list[str]:
     """Write the four PNGs into `directory`; returns their paths. `law(n, d)` and `allocation` may be None;
     `isoflop_window` as in bmjax.scaling.isoflop (each parabola drawn over the sizes it was fitted on)."""
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(directory, name) for name in FILES]
-    levels = compute_levels(points.c, width)
-    level_c = np.array([np.exp(np.mean(np.log(points.c[lv]))) for lv in levels])
+    levels = compute_levels(points, width)
+    level_c = np.array([level.c for level in levels])
     # A level's colour is its compute on the same scale as the runs' colour bar in fitted_law.png.
     norm = matplotlib.colors.Normalize(np.log10(points.c.min()), np.log10(points.c.max()))
     colours = plt.cm.viridis(norm(np.log10(level_c)))
@@ -40,8 +41,10 @@ def write_plots(directory: str, points, *, law=None, allocation=None, frontier=N
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for level, colour in zip(levels, colours):
-        ax.scatter(points.n[level], points.loss[level], s=12, color=colour)
+        ax.scatter(points.n[level.runs], points.loss[level.runs], s=12, color=colour)
     for profile in isoflop_profiles(points, width, isoflop_window):
+        if profile.coeffs is None:
+            continue
         colour = colours[np.argmin(np.abs(level_c - profile.c))]
         n = points.n[profile.runs]
         x = np.linspace(np.log(n.min()), np.log(n.max()), 100)
@@ -59,7 +62,7 @@ def write_plots(directory: str, points, *, law=None, allocation=None, frontier=N
         shown = np.unique(np.linspace(0, len(levels) - 1, min(len(levels), 8)).round().astype(int))
         for i in shown:
             n = np.geomspace(points.n.min() / 2, points.n.max() * 2, 200)
-            ax.plot(n, law(n, level_c[i] / (6 * n)), color=colours[i], lw=1)
+            ax.plot(n, law(n, compute.tokens(n, level_c[i])), color=colours[i], lw=1)
     _finish(ax, "parameters N", "loss", title + " (fitted law at each level's C)", log_y=True, legend=False)
     _save(fig, paths[2])
 
@@ -75,7 +78,8 @@ def write_plots(directory: str, points, *, law=None, allocation=None, frontier=N
         if minima:
             c = np.array([p.c for p in minima])
             n = np.array([p.n_opt for p in minima])
-            ax.scatter(c, n if name == "N_opt" else c / (6 * n), marker="*", c="C2", s=40, label="IsoFLOP minima")
+            d = np.array([p.d_opt for p in minima])
+            ax.scatter(c, n if name == "N_opt" else d, marker="*", c="C2", s=40, label="IsoFLOP minima")
         _finish(ax, "training FLOPs C", name, title, log_y=True)
     _save(fig, paths[3])
     return paths

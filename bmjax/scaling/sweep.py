@@ -9,11 +9,13 @@ A sweep file is a config file with a second function, big_vision style:
     def get_sweep(arg=""):           # a list of {dotted key: value}, one dict per run
         return product(axis("model.d_model", [64, 128]), axis("budget.flops", [1e13, 1e14]))
 
-Token budgets. Besides config keys, a run's overrides may hold `budget.tokens` (D) or `budget.flops` (C,
-turned into D = C / (6 N) with N the model's non-embedding parameters from bmjax.models.flops, the N of the
-run's summary, so its C_6ND lands on the budget). D becomes `train.steps` = round(D / (batch_size * seq_len))
-(at least one call of train.steps_per_call steps), and `optim.decay_steps` the same, so a cosine ends where
-the run ends.
+Token budgets. Besides config keys, a run's overrides may hold `budget.tokens` (D) or `budget.flops` (C in
+counted training FLOPs: the C of the run's summary.json, D times the per-token FLOPs the trainer counts,
+bmjax.models.flops.train_flops_per_token, so every run of one budget does the same real work; 6 N D with either
+parameter count would give small models up to ~3x more). The budget becomes `train.steps` = the nearest whole
+number of steps (at least one), so a run's counted C lands within half a step of it, and `optim.decay_steps`
+the same, so a cosine ends where the run ends. `results.csv` carries each run's declared budget
+(`budget_flops`, `budget_tokens`): `bmjax-scaling fit --runs` groups IsoFLOP levels by it.
 
 Every run also gets `train.eval_steps=0` (one pass over the whole held-out set, the same for every run) unless
 its overrides set it, `wandb.group` = the sweep's name and `wandb.tags` = its overrides as "key=value".
@@ -33,8 +35,8 @@ from bmjax import workdir as workdir_lib
 from bmjax.errors import ConfigError
 
 BUDGET_KEYS = ("budget.tokens", "budget.flops")
-RESULT_COLUMNS = ("run", "overrides", "N", "N_total", "D", "C", "final_eval_loss", "best_eval_loss",
-                  "bits_per_byte", "wall_time", "status")
+RESULT_COLUMNS = ("run", "overrides", "budget_flops", "budget_tokens", "N", "N_total", "D", "C", "final_eval_loss",
+                  "best_eval_loss", "bits_per_byte", "wall_time", "status")
 
 
 def axis(key: str, values) -> list[dict]:
@@ -137,19 +139,27 @@ def resolve(config, overrides: dict, sweep_name: str) -> dict:
 
 
 def budget_steps(config, key: str, value) -> int:
-    """train.steps for a token (D) or FLOP (C = 6 N D) budget: the nearest whole number of steps.
+    """train.steps for a token (D) or FLOP budget (counted C, see the module docstring): the nearest whole
+    number of steps.
 
     Not rounded to whole calls of train.steps_per_call: the trainer runs the steps left in one shorter call, and a
     short run (a large model at a small budget) rounded up to a whole call of 10 would read up to 10x its
     budget's tokens and leave its compute level."""
-    from bmjax.models import flops, model_config
-
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ConfigError(key, f"must be a positive number, got {value!r}")
     tokens = value
     if key == "budget.flops":
-        tokens = value / (6.0 * flops.param_counts(model_config(config.model))["non_embedding"])
+        tokens = value / counted_flops_per_token(config)
     return max(1, round(tokens / (int(config.data.batch_size) * int(config.data.seq_len))))
+
+
+def counted_flops_per_token(config) -> float:
+    """The training FLOPs per token the trainer counts for this config (its summary's C is D times this)."""
+    from bmjax.models import flops, model_config
+    from bmjax.train import tasks
+
+    return flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len),
+                                       tasks.output_fraction(config))
 
 
 def set_key(config, dotted: str, value):
@@ -202,7 +212,8 @@ def write_results(sweep: Sweep, workdir: pathlib.Path) -> int:
         if summary is None:
             continue
         row = {column: summary.get(column) for column in RESULT_COLUMNS}
-        row.update(run=run.name, overrides=json.dumps(run.overrides, default=str))
+        row.update(run=run.name, overrides=json.dumps(run.overrides, default=str),
+                   budget_flops=run.overrides.get("budget.flops"), budget_tokens=run.overrides.get("budget.tokens"))
         rows.append(row)
     tmp = workdir / "results.csv.tmp"
     with open(tmp, "w", newline="") as f:

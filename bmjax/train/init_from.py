@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from bmjax import workdir as workdir_lib
-from bmjax.checkpoint import path_name, read_arrays
+from bmjax.checkpoint import RestoreError, path_name, read_arrays
 from bmjax.errors import ConfigError
 
 KEY = "train.init_from"
@@ -92,7 +92,11 @@ def flat_params(tree) -> dict:
 def workdir_params(workdir: pathlib.Path) -> tuple[dict, str]:
     """{name: np.ndarray} of the newest checkpoint's params (read alone: optimizer state stays on disk)."""
     step_dir = workdir_lib.checkpoint_dir(workdir) / str(_newest_step(workdir))
-    saved = read_arrays(step_dir, "params/")
+    try:
+        saved = read_arrays(step_dir, "params/")
+    except Exception as e:  # noqa: BLE001  a damaged or unreadable checkpoint: one line naming it
+        raise RestoreError(f"{KEY}: could not read the parameters of checkpoint {step_dir} "
+                           f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
     return {_strip_value(name.removeprefix("params/")): array for name, array in saved.items()}, f"{step_dir}"
 
 

@@ -5,8 +5,11 @@ shardings -> compare the config with the run's saved one, restore the newest che
 initialise) -> jitted steps -> loop (log, eval, checkpoint) -> final eval, checkpoint and, once it is committed,
 for GPT a text sample.
 """
+import contextlib
 import math
 import pathlib
+import shutil
+import sys
 import time
 
 import jax
@@ -20,11 +23,11 @@ from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
 from bmjax import workdir as workdir_lib
 from bmjax.models import flops
-from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel.batches import to_global
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
+from bmjax.train import optim as optim_lib
 from bmjax.train import run_config, sample, setup
 from bmjax.train import summary as summary_lib
 from bmjax.train import tasks as tasks_lib
@@ -36,12 +39,22 @@ def stack_batches(batches: list[dict]) -> dict:
 
 
 def evaluate(eval_step, state, data, batch_sharding, seq_len, finalize=tasks_lib.finalize) -> dict:
-    """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's)."""
-    totals = None
-    for batch in data.eval_batches():
-        metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
-        totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
-    return finalize(jax.device_get(totals))
+    """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's). Data made of
+    several sources (`eval_parts`, a mixture) is scored source by source: the metrics are over all of them, and
+    each source's own are added as `<source>/<metric>` (eval/<source>/loss in W&B and TensorBoard)."""
+    parts = data.eval_parts() if hasattr(data, "eval_parts") else [("", data.eval_batches())]
+    totals, by_source = None, {}
+    for name, batches in parts:
+        part = None
+        for batch in batches:
+            metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
+            part = metrics if part is None else jax.tree.map(jnp.add, part, metrics)
+        if part is None:
+            continue
+        totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
+        if len(parts) > 1:
+            by_source.update({f"{name}/{k}": v for k, v in finalize(jax.device_get(part)).items()})
+    return dict(finalize(jax.device_get(totals)), **by_source)
 
 
 def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
@@ -51,6 +64,8 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
     `allow_config_change` names every changed key (bmjax/train/run_config.py)."""
     # summary.json's status: finished, preempted (written where the loop stops) or failed (any other exception
     # once the run's record exists; re-raised). A run halted on a non-finite loss closed its writers first.
+    config = run_config.resolve_paths(config)  # relative paths are the starting directory's, from here on
+    workdir = run_config.absolute(str(workdir))
     records = []
     try:
         return _train_and_evaluate(config, workdir, records, allow_config_change)
@@ -66,36 +81,46 @@ def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
 def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) -> dict:
     workdir = pathlib.Path(workdir)
     runtime.use_cpu_devices(config)  # before anything asks jax for a device
-    validate.validate_config(config, workdir)
+    checked = validate.validate_config(config, workdir)  # the mesh and rules it built are the run's
     init_from_lib.check_init_from(config)
     run_config.check_allowed_keys(config, allow_config_change)
-    mesh = mesh_lib.make_mesh(config.mesh)
+    mesh = checked.mesh
     is_primary = jax.process_index() == 0
-    workdir.mkdir(parents=True, exist_ok=True)
+    with _refused_start_leaves_workdir_as_found(workdir, is_primary):
+        workdir.mkdir(parents=True, exist_ok=True)
+        data, input_rows = setup.load_data(config, str(workdir), mesh, checked.rules)
+        total_steps = total_train_steps(config, data)
+        training = setup.build_training(config, mesh, total_steps, rules=checked.rules)
 
-    data, input_rows = setup.load_data(config, str(workdir), mesh)
-    total_steps = total_train_steps(config, data)
-    training = setup.build_training(config, mesh, total_steps)
-
-    checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
-    if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
-        run_config.check_resume(workdir, config, allow_config_change)
-    abstract = ckpt_lib.abstract_like(training.abstract_state, training.state_shardings)
-    start_step, state = checkpointer.restore_latest(abstract, data.train_iter,
-                                                    log=lambda line: print(line, flush=True))
-    if is_primary:  # after the restore succeeded: a failed one leaves every file as it was
-        run_config.record(workdir, config, start_step)
-    if start_step is None:
-        state = training.init(int(config.train.seed))
-        start_step = 0
-        if config.train.init_from:
-            params, message = init_from_lib.init_params(config, state.params)
-            state = state.replace(params=params)
+        checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
+        if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
+            run_config.check_resume(workdir, config, allow_config_change)
+        abstract = ckpt_lib.abstract_like(training.abstract_state, training.state_shardings)
+        start_step, state = checkpointer.restore_latest(abstract, data.train_iter,
+                                                        log=lambda line: print(line, flush=True))
+        finished = workdir_lib.read_summary(workdir) or {}
+        if start_step is not None and start_step >= total_steps and finished.get("status") == "finished":
+            checkpointer.close()  # restored and read only: the run's files stay as they were
             if is_primary:
-                print(message, flush=True)
-    else:
-        logging.info("Resuming from checkpoint at step %d", start_step)
-        print(f"resuming from {checkpointer.path(start_step)} (the newest complete checkpoint)", flush=True)
+                print(f"{workdir} is finished (step {start_step} of {total_steps}); nothing to do. "
+                      f"{_results_line(workdir)}", flush=True)
+            return {"loss": finished.get("final_eval_loss")}
+        if start_step is None:
+            state = training.init(int(config.train.seed))
+            if config.train.init_from:
+                params, message = init_from_lib.init_params(config, state.params)
+                state = state.replace(params=params)
+                if is_primary:
+                    print(message, flush=True)
+        else:
+            logging.info("Resuming from checkpoint at step %d", start_step)
+            print(f"resuming from {checkpointer.path(start_step)} (the newest complete checkpoint)", flush=True)
+        if is_primary:  # after the restore (or the init) succeeded: a refused start leaves every file as it was
+            run_config.record(workdir, config, start_step)
+        start_step = start_step or 0
+    if is_primary and start_step < total_steps:  # about to train: what its schedule will not do
+        for line in optim_lib.schedule_warnings(config.optim, total_steps):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
     if is_primary:  # rows a killed run logged after its last complete checkpoint are logged again from here
         workdir_lib.truncate_metrics(workdir, start_step)
     writers = metrics_lib.MetricWriters(config, workdir, is_primary)
@@ -111,7 +136,10 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
                                          int(config.train.ckpt_every))
-    record = summary_lib.RunRecord(config, workdir, writers, start_step, is_primary, flops_per_token)
+    real_tokens = None
+    if hasattr(data, "source_tokens"):  # packed: padding is no token (D counts what was trained on)
+        real_tokens = lambda: sum(source_token_counts(data, input_rows.count).values())  # noqa: E731
+    record = summary_lib.RunRecord(config, workdir, writers, start_step, is_primary, flops_per_token, real_tokens)
     records.append(record)
 
     progress = _progress_bar(config, start_step, total_steps, is_primary)
@@ -180,10 +208,10 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
                 eval_started = time.perf_counter()
                 eval_metrics = evaluate(training.eval_step, state, data, training.batch_sharding,
                                         int(config.data.seq_len), tasks_lib.get_task(config.data.task).finalize)
-                eval_metrics = record.add_eval(step, eval_metrics, getattr(data, "eval_bytes_per_token", None))
+                record.add_eval(step, eval_metrics)
                 writers.write(step, "eval", dict(eval_metrics, **record.counts(step)))
                 if progress is not None:
-                    progress.write(f"step {step}: eval loss {eval_metrics['loss']:.4f}")
+                    progress.write(f"step {step}: eval {_eval_line(eval_metrics)}")
                 # The eval's time leaves the throughput window; the window's steps stay counted.
                 window_start += time.perf_counter() - eval_started
             if step % ckpt_every == 0 or step == total_steps or preempted:
@@ -203,7 +231,42 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
             print("--- sample ---\n" + text + "\n--------------", flush=True)
     record.close(step, "finished")
     writers.close()
+    if is_primary:
+        print(_results_line(workdir), flush=True)
     return eval_metrics
+
+
+EVAL_CONSOLE_METRICS = ("loss", "accuracy", "f1", "bits_per_byte")  # what a task reports, in this order
+
+
+def _eval_line(metrics: dict) -> str:
+    """'loss 0.6931 accuracy 0.5000 f1 0.3333': the eval metrics the task has, for the console."""
+    return " ".join(f"{name} {float(metrics[name]):.4f}" for name in EVAL_CONSOLE_METRICS if name in metrics)
+
+
+def _results_line(workdir: pathlib.Path) -> str:
+    """Where a finished run's results are: the files of its workdir a user reads."""
+    files = [name for name in ("summary.json", "metrics.jsonl", "sample.txt") if (workdir / name).is_file()]
+    return f"results: {', '.join(str(workdir / name) for name in files)}"
+
+
+@contextlib.contextmanager
+def _refused_start_leaves_workdir_as_found(workdir: pathlib.Path, is_primary: bool):
+    """Start-up: if it raises (a config refused, a checkpoint unreadable), what it created in `workdir` is removed
+    again, and `workdir` itself if it is new, so a refused run leaves the workdir as it was. A checkpoint that
+    restore set aside as incomplete is never removed."""
+    before = set(workdir.iterdir()) if workdir.is_dir() else None
+    try:
+        yield
+    except BaseException:
+        if is_primary and workdir.is_dir():
+            for path in set(workdir.iterdir()) - (before or set()):
+                if path.name == ckpt_lib.INCOMPLETE_DIR:
+                    continue
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if before is None and not any(workdir.iterdir()):
+                workdir.rmdir()
+        raise
 
 
 def source_token_counts(data, row_groups: int) -> dict:

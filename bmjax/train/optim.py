@@ -29,6 +29,25 @@ def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warm, after], [warmup])
 
 
+def schedule_warnings(optim_cfg, total_steps: int) -> list[str]:
+    """Start-up lines for a schedule that does not do what the run's length suggests: a warmup that never ends,
+    or a decay that ends before or after the last step (optim.decay_steps set apart from train.steps)."""
+    if optim_cfg.schedule == "constant" and not optim_cfg.warmup_steps:
+        return []
+    lines = []
+    warmup = int(optim_cfg.warmup_steps)
+    if warmup >= total_steps:
+        lines.append(f"optim.warmup_steps={warmup} >= the run's {total_steps} steps (train.steps): the learning "
+                     f"rate never reaches optim.lr={optim_cfg.lr} and never decays")
+    decay = optim_cfg.decay_steps
+    if optim_cfg.schedule != "constant" and decay is not None and int(decay) != total_steps:
+        ends = ("stays at optim.min_lr for the last " f"{total_steps - int(decay)} steps" if decay < total_steps
+                else f"ends the run {int(decay) - total_steps} steps before its decay is done")
+        lines.append(f"optim.decay_steps={int(decay)} is set apart from the run's {total_steps} steps "
+                     f"(train.steps): the learning rate {ends}; unset optim.decay_steps to follow train.steps")
+    return lines
+
+
 def decay_mask(params: nnx.State, decay_embeddings: bool = False):
     """True for the leaves weight decay applies to: the weight matrices of linear layers (kernels), and the
     embedding tables if `decay_embeddings`; never biases or norm parameters.

@@ -7,10 +7,14 @@ newest saved one: a difference in any key outside HARMLESS stops the run with on
 old and new values, unless `--allow_config_change=KEY,...` names every one of them.
 
 `optim.decay_steps` is compared as the schedule uses it: unset, it follows `train.steps` (or the epochs), so
-extending an unset-decay run reports `optim.decay_steps` (the cosine would bend), while extending a run whose
-decay_steps is explicit is harmless.
+extending an unset-decay run reports `train.steps` (the key the user changed; the cosine would bend) and
+`--allow_config_change=train.steps` allows it, while extending a run whose decay_steps is explicit is harmless.
+
+`resolve_paths` is where a run's file and directory values become absolute: relative ones are relative to the
+directory the command started in, and the saved config records where they pointed.
 """
 import json
+import os
 import pathlib
 
 from bmjax import workdir as workdir_lib
@@ -26,6 +30,59 @@ HARMLESS = frozenset({
     "train.sample_prompt", "train.sample_temperature", "model.attention", "model.remat", "tensorboard",
 })
 HARMLESS_SECTIONS = ("mesh.", "wandb.")
+
+
+# Keys whose value is a file, a glob of files or a directory (data.path only where it names a file, not a TFDS
+# dataset; data.tokenizer only where it is a file, not "byte" or "char").
+PATH_KEYS = ("data.path", "data.eval_path", "data.tfds_data_dir", "data.prepare_from", "data.tokenizer",
+             "train.init_from")
+_NOT_PATHS = {"data.tokenizer": ("byte", "char")}
+_MIXTURE_FILES = ("arrayrecord", "text")  # mixture sources given by a path (tfds:NAME and builtin are not)
+
+
+def absolute(path: str) -> str:
+    """`path` relative to the current directory made absolute ('~' expanded); '' and URLs stay as they are."""
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _absolute_mixture(mixture: str) -> str:
+    """data.mixture with the path of each arrayrecord:/text: part absolute; a malformed part is left for
+    bmjax.data.documents to report."""
+    parts = []
+    for part in mixture.split(";"):
+        spec, eq, weight = part.strip().rpartition("=")
+        kind, colon, arg = spec.partition(":")
+        if eq and colon and kind in _MIXTURE_FILES and arg:
+            part = f"{kind}:{absolute(arg)}={weight}"
+        parts.append(part)
+    return ";".join(parts)
+
+
+def _resolved_paths(flat: dict) -> dict:
+    """{key: absolute value} of every path-valued key of a flattened config whose value changes."""
+    out = {}
+    for key in PATH_KEYS:
+        value = flat.get(key)
+        if not isinstance(value, str) or value in _NOT_PATHS.get(key, ()):
+            continue
+        if key == "data.path" and flat.get("data.source") == "tfds":
+            continue  # a TFDS dataset's name
+        out[key] = absolute(value)
+    if isinstance(flat.get("data.mixture"), str) and flat["data.mixture"]:
+        out["data.mixture"] = _absolute_mixture(flat["data.mixture"])
+    return {key: value for key, value in out.items() if value != flat.get(key)}
+
+
+def resolve_paths(config):
+    """A copy of `config` with every path-valued key (PATH_KEYS, data.mixture's files) absolute, resolved
+    against the current directory: the one place a run's relative paths get their meaning."""
+    config = config.copy_and_resolve_references()
+    for key, value in _resolved_paths(flatten(as_saved(config))).items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -57,11 +114,21 @@ def _schedule_keys(flat: dict) -> dict:
 
 def changes(saved: dict, current: dict) -> dict:
     """{key: (saved value, current value)} of every key whose value differs and that can change the maths."""
-    old, new = _schedule_keys(flatten(saved)), _schedule_keys(flatten(current))
+    old, new = flatten(saved), flatten(current)
+    old.update(_resolved_paths(old))  # a config saved before paths were resolved: relative to this directory
+    # An unset decay follows the run's length: the user changed train.steps (or the epochs), so that is the key
+    # named, and the one --allow_config_change takes.
+    follows = old.get("optim.decay_steps") is None and new.get("optim.decay_steps") is None
+    old, new = _schedule_keys(old), _schedule_keys(new)
     missing = "(absent)"
-    return {key: (old.get(key, missing), new.get(key, missing)) for key in sorted(set(old) | set(new))
-            if old.get(key, missing) != new.get(key, missing)
-            and key not in HARMLESS and not key.startswith(HARMLESS_SECTIONS)}
+    found = {key: (old.get(key, missing), new.get(key, missing)) for key in sorted(set(old) | set(new))
+             if old.get(key, missing) != new.get(key, missing)
+             and key not in HARMLESS and not key.startswith(HARMLESS_SECTIONS)}
+    if follows and "optim.decay_steps" in found:
+        del found["optim.decay_steps"]
+        length = "train.epochs" if old.get("train.epochs") or new.get("train.epochs") else "train.steps"
+        found[length] = (old.get(length, missing), new.get(length, missing))
+    return found
 
 
 def check_allowed_keys(config, allowed) -> None:
@@ -82,9 +149,13 @@ def check_resume(workdir: pathlib.Path, config, allowed=()) -> None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError("workdir", f"cannot read {path}: {e}") from None
+    if "optim.decay_steps" in allowed:  # the name this change went by before it was reported as train.steps
+        allowed = (*allowed, "train.steps", "train.epochs")
     refused = {key: values for key, values in changes(saved, as_saved(config)).items() if key not in allowed}
     if refused:
-        listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in refused.items())
+        listed = ", ".join(f"{key} {old!r} -> {new!r}" + (" (optim.decay_steps follows it: the schedule would "
+                                                           "bend)" if key in ("train.steps", "train.epochs") else "")
+                           for key, (old, new) in refused.items())
         raise ConfigError(
             "config", f"resuming {workdir} with a config that changes the maths ({listed}) against {path.name}; "
                       f"use the saved config, a new --workdir, or --allow_config_change={','.join(refused)}")

@@ -1,13 +1,15 @@
 """The set-up every train step needs, shared by the training loop and the tools that run or compile its step
 (tools/bench_step.py, tools/bench_ckpt.py, bmjax-compile-check):
 
-    data, input_rows = load_data(config, workdir, mesh)        # the config's pipeline, this process's rows
-    training = build_training(config, mesh, total_train_steps(config, data))
+    checked = validate.validate_config(config, workdir)       # the mesh and rules it built, checked
+    data, input_rows = load_data(config, workdir, checked.mesh, checked.rules)  # the pipeline, this process's rows
+    training = build_training(config, checked.mesh, total_train_steps(config, data), rules=checked.rules)
     state = training.init(int(config.train.seed))
     state, metrics = training.step_fn(state, to_global(batch, training.feed_sharding, seq_len))
 
 `build_training` needs no data and no real devices (the mesh may be over a TPU topology's abstract devices):
 optimizer, abstract state and its shardings, and the jitted steps, nothing allocated until `init` runs.
+`rules` (the logical-axis rules) default to the config's, `rules_lib.rules_from_config(config.mesh)`.
 """
 import dataclasses
 from typing import Any, Callable
@@ -17,7 +19,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bmjax import data as data_lib
-from bmjax import validate
 from bmjax.models import build_model
 from bmjax.parallel import context
 from bmjax.parallel import rules as rules_lib
@@ -27,7 +28,7 @@ from bmjax.train import step as step_lib
 from bmjax.train import tasks as tasks_lib
 
 
-def create_state(config, mesh, tx):
+def create_state(config, mesh, tx, rules=None):
     """Abstract train state, its shardings, and a jitted initialiser that creates it already sharded."""
     model_cfg = config.model
 
@@ -39,12 +40,13 @@ def create_state(config, mesh, tx):
         return graphdef, state
 
     graphdef, abstract_state = nnx.eval_shape(lambda: init_fn(0))
-    shardings = rules_lib.state_shardings(abstract_state, mesh, rules_lib.rules_from_config(config.mesh))
+    rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
+    shardings = rules_lib.state_shardings(abstract_state, mesh, rules)
     init = jax.jit(lambda seed: init_fn(seed)[1], static_argnums=0, out_shardings=shardings)
     return graphdef, abstract_state, shardings, init
 
 
-def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule, steps_per_call=None):
+def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule, steps_per_call=None, rules=None):
     """The jitted train step (`steps_per_call` updates per call, default train.steps_per_call) and eval step,
     with their shardings.
 
@@ -53,7 +55,7 @@ def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule, step
     """
     k = int(config.train.steps_per_call if steps_per_call is None else steps_per_call)
     task = tasks_lib.get_task(config.data.task)
-    rules = rules_lib.rules_from_config(config.mesh)
+    rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
     batch_sharding = rules_lib.batch_sharding(mesh, rules=rules)
     feed_sharding = batch_sharding
     if k > 1:
@@ -78,6 +80,7 @@ def make_step_fns(config, mesh, graphdef, state_shardings, tx, lr_schedule, step
 class Training:
     """The optimizer, the train state's layout and the jitted steps of one config on one mesh."""
     mesh: jax.sharding.Mesh
+    rules: tuple  # the logical-axis rules (bmjax/parallel/rules.py)
     tx: Any  # optax.GradientTransformation
     lr_schedule: Callable
     graphdef: Any  # the model's nnx.GraphDef
@@ -92,28 +95,28 @@ class Training:
     def step_fn_for(self, config, steps_per_call: int):
         """(train step fusing `steps_per_call` updates, its feed sharding), e.g. for a run's shorter last call."""
         fn, _, _, feed_sharding = make_step_fns(config, self.mesh, self.graphdef, self.state_shardings, self.tx,
-                                                self.lr_schedule, steps_per_call)
+                                                self.lr_schedule, steps_per_call, rules=self.rules)
         return fn, feed_sharding
 
 
-def build_training(config, mesh, total_steps: int) -> Training:
+def build_training(config, mesh, total_steps: int, rules=None) -> Training:
     """Optimizer (its schedule over `total_steps`), abstract state, shardings and jitted steps; compiles nothing."""
+    rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
     tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
-    graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx)
+    graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx, rules)
     step_fn, eval_step, batch_sharding, feed_sharding = make_step_fns(
-        config, mesh, graphdef, state_shardings, tx, lr_schedule)
-    return Training(mesh=mesh, tx=tx, lr_schedule=lr_schedule, graphdef=graphdef, abstract_state=abstract_state,
+        config, mesh, graphdef, state_shardings, tx, lr_schedule, rules=rules)
+    return Training(mesh=mesh, rules=rules, tx=tx, lr_schedule=lr_schedule, graphdef=graphdef, abstract_state=abstract_state,
                     state_shardings=state_shardings, init=init, step_fn=step_fn, eval_step=eval_step,
                     batch_sharding=batch_sharding, feed_sharding=feed_sharding)
 
 
-def load_data(config, workdir: str, mesh):
+def load_data(config, workdir: str, mesh, rules=None):
     """(data, input_rows): the config's pipeline (data.task's) for the batch rows this process loads, its
-    tokenizer checked against the model. Processes whose devices hold the same batch rows load the same rows
-    (bmjax/parallel/batches.py)."""
-    input_rows = input_shard(mesh, config.mesh)
+    tokenizer checked against the model (bmjax.data.tokenizers.build_tokenizer). Processes whose devices hold the
+    same batch rows load the same rows (bmjax/parallel/batches.py)."""
+    input_rows = input_shard(mesh, rules_lib.rules_from_config(config.mesh) if rules is None else rules)
     data = data_lib.make_data(config, str(workdir), process_index=input_rows.index, process_count=input_rows.count)
-    validate.validate_tokenizer(config, data.tokenizer)
     return data, input_rows
 
 

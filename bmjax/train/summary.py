@@ -2,9 +2,11 @@
 (mirrored into the W&B run summary) with what a fit needs.
 
 summary.json keys:
-    N            non-embedding parameters (Kaplan's and Chinchilla's N, as bmjax.models.flops counts them)
-    N_total      all parameters, embeddings included
-    D            training tokens seen (steps * batch_size * seq_len)
+    N            non-embedding parameters (Kaplan's N, as bmjax.models.flops counts them)
+    N_total      all parameters, embeddings included (Chinchilla's N; bmjax/scaling/points.py holds the convention)
+    D            training tokens: the real target tokens trained on, so packing's padding (data.packing=segments)
+                 is not counted (the packed pipeline's per-source counts, summed); steps * batch_size * seq_len
+                 for pipelines without padding. As of the last metrics row.
     C            training FLOPs: D * train_flops_per_token (6N plus the output projection plus attention, the
                  PaLM convention of bmjax.models.flops)
     C_6ND        the 6 * N * D approximation beside it
@@ -18,7 +20,6 @@ summary.json keys:
 The summary is written when the run starts (or resumes), after every eval and when it ends; only process 0
 writes it.
 """
-import math
 import pathlib
 import time
 
@@ -29,15 +30,19 @@ from bmjax.models import flops, model_config
 class RunRecord:
     """Counts a run's tokens and FLOPs and keeps its summary; `close(status)` writes the last one."""
 
-    def __init__(self, config, workdir, writers, start_step: int, is_primary: bool, flops_per_token: float):
+    def __init__(self, config, workdir, writers, start_step: int, is_primary: bool, flops_per_token: float,
+                 real_tokens=None):
+        """`real_tokens()`: the run's real training tokens so far (every process calls it at the same steps: it
+        may gather over processes); None: every position of every batch is a real token."""
         self.workdir = pathlib.Path(workdir)
         self.writers = writers
         self.is_primary = is_primary
         self.tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
         self.flops_per_token = float(flops_per_token)
+        self.real_tokens = real_tokens
         counts = flops.param_counts(model_config(config.model))
         self.n, self.n_total = counts["non_embedding"], counts["total"]
-        self.step = start_step
+        self.step, self.tokens = start_step, self._tokens(start_step)
         self.started = time.monotonic()
         previous = workdir_lib.read_summary(self.workdir) if is_primary else None
         self.earlier_wall_time = float(previous["wall_time"]) if previous and start_step > 0 else 0.0
@@ -50,25 +55,23 @@ class RunRecord:
                     self.final = row
         self.write("running")
 
-    def counts(self, step: int) -> dict:
-        """The cumulative `tokens` and `flops` to put on a metrics row of `step`."""
-        self.step = step
-        tokens = step * self.tokens_per_step
-        return {"tokens": tokens, "flops": tokens * self.flops_per_token}
+    def _tokens(self, step: int) -> int:
+        return int(self.real_tokens()) if self.real_tokens is not None else step * self.tokens_per_step
 
-    def add_eval(self, step: int, metrics: dict, bytes_per_token: float | None) -> dict:
-        """Bits per byte beside the eval loss (nats/token / ln 2 / bytes per token; only for data that knows
-        its bytes per token, i.e. language modelling); updates the summary."""
-        if bytes_per_token:
-            metrics = dict(metrics, bits_per_byte=metrics["loss"] / math.log(2) / bytes_per_token)
+    def counts(self, step: int) -> dict:
+        """The cumulative `tokens` and `flops` to put on a metrics row of `step` (called by every process)."""
+        self.step, self.tokens = step, self._tokens(step)
+        return {"tokens": self.tokens, "flops": self.tokens * self.flops_per_token}
+
+    def add_eval(self, step: int, metrics: dict) -> None:
+        """Records an eval's metrics (bits_per_byte among them where the task reports it); updates the summary."""
         self.step = step
         self.eval_losses.append(metrics["loss"])
         self.final = metrics
         self.write("running")
-        return metrics
 
     def summary(self, status: str) -> dict:
-        tokens = self.step * self.tokens_per_step
+        tokens = self.tokens
         return {
             "N": self.n, "N_total": self.n_total, "D": tokens, "C": tokens * self.flops_per_token,
             "C_6ND": 6.0 * self.n * tokens,

@@ -11,7 +11,9 @@ before differentiating and get the big batch's gradient exactly (see step.accumu
 Eval may report more than training (`eval_metrics`), and metrics that are not averages, such as F1, are
 computed from summed counts at the end of an eval pass (`finalize`).
 
-- lm: next-token cross-entropy (GPT); packed batches carry segment_ids and positions (see lm_loss).
+- lm: next-token cross-entropy (GPT); packed batches carry segment_ids and positions (see lm_loss). Eval
+  batches with "target_bytes" (each target's UTF-8 bytes) also report bits_per_byte: the scored targets'
+  nats / ln 2 over their bytes, summed like every metric, so exact over any number of batches and processes.
 - mlm: BERT pretraining, masked-LM cross-entropy over the selected tokens + next-sentence cross-entropy;
   metrics mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy; the reported loss is mlm_loss + nsp_loss, each
   averaged over the whole batch (batches from bmjax/data/mlm.py).
@@ -80,6 +82,15 @@ def lm_loss(model, batch, rngs):
     ce = vocab_parallel.cross_entropy(logits, batch["targets"])
     loss, count = weighted_mean(ce, lm_token_weights(batch))
     return loss, {"loss": (loss * count, count)}
+
+
+def lm_eval(model, batch):
+    """lm_loss's metrics, and bits_per_byte where the batch carries each target's bytes ("target_bytes")."""
+    _, metrics = lm_loss(model, batch, None)
+    if "target_bytes" in batch:
+        scored_bytes = jnp.sum(batch["target_bytes"] * lm_token_weights(batch))
+        metrics["bits_per_byte"] = (metrics["loss"][0] / np.log(2.0), scored_bytes)
+    return metrics
 
 
 def _bert_outputs(model, batch, rngs, **kwargs):
@@ -179,7 +190,7 @@ def classification_finalize(metrics: dict) -> dict:
 
 BERT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 TASKS = {
-    "lm": Task("lm", lm_loss, ("inputs", "targets"), lm_counts),
+    "lm": Task("lm", lm_loss, ("inputs", "targets"), lm_counts, eval_metrics=lm_eval),
     "mlm": Task("mlm", mlm_loss, BERT_INPUTS + ("mlm_positions", "mlm_targets", "mlm_weights", "nsp_labels"),
                 mlm_counts, loss_terms=("mlm_loss", "nsp_loss"), finalize=mlm_finalize),
     "classification": Task("classification", classification_loss, BERT_INPUTS + ("labels", "weights"),

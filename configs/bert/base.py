@@ -12,7 +12,7 @@ ids), so the config runs anywhere; a real run sets `data.tokenizer` to bert-base
 (or a tokenizer.json) and its own text.
 Add `:runlocal` for a CPU smoke run of the same code path (2 small layers, a few steps).
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 
 
 def get_config(arg: str = ""):
@@ -47,7 +47,7 @@ def get_config(arg: str = ""):
     c.train.eval_every = 5000
     c.train.eval_steps = 50
     c.train.ckpt_every = 5000
-    if "runlocal" in arg.split(","):
+    if parse_arg(arg, runlocal=False)["runlocal"]:
         c.model.num_layers = 2
         c.model.d_model = 128
         c.model.num_heads = 2

@@ -25,15 +25,9 @@ sequences of 128 tokens. Eval reports accuracy and F1 on the whole eval split.
 import importlib.util
 import pathlib
 
+from bmjax.defaults import parse_arg
+
 HERE = pathlib.Path(__file__).resolve().parent
-
-
-def parse_arg(arg: str) -> dict:
-    out = {}
-    for part in filter(None, arg.split(",")):
-        key, _, value = part.partition("=")
-        out[key] = value if value else True
-    return out
 
 
 def model_config(name: str):
@@ -57,13 +51,13 @@ def source_of(path: str) -> str:
 
 
 def get_config(arg: str = ""):
-    args = parse_arg(arg)
+    args = parse_arg(arg, data="", labels="", model="base", init="", runlocal=False)
     for required in ("data", "labels"):
-        if required not in args or args[required] is True:
+        if not args[required] or args[required] is True:
             raise ValueError(f"finetune.py needs {required}=...: configs/bert/finetune.py:data=PATH,labels=N")
     if not str(args["labels"]).isdigit():
         raise ValueError(f"labels={args['labels']!r}: the number of classes (named labels: --config.data.labels)")
-    c = model_config(args.get("model", "base"))  # the encoder's shape and tokenizer; the rest is set below
+    c = model_config(args["model"])  # the encoder's shape and tokenizer; the rest is set below
     c.model.heads = "classification"
     c.model.num_labels = int(args["labels"])
     c.model.dropout = 0.1
@@ -91,8 +85,8 @@ def get_config(arg: str = ""):
     c.train.eval_every = 500
     c.train.eval_steps = 1_000_000  # at most this many eval batches: the whole eval split
     c.train.ckpt_every = 1000
-    c.train.init_from = args.get("init", "")
-    if args.get("runlocal"):
+    c.train.init_from = args["init"]
+    if args["runlocal"]:
         c.data.seq_len = min(c.data.seq_len, c.model.max_len)
         c.optim.warmup_steps = 2
         c.train.epochs = 0

@@ -9,7 +9,7 @@ and it has [MASK] and [PAD], so nothing has to be trained or downloaded first. F
 Fine-tune the result with `configs/bert/finetune.py:data=FILE,labels=N,model=tiny,init=runs/bert-tiny`.
 Add `:runlocal` for a 20-step smoke run.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 
 
 def get_config(arg: str = ""):
@@ -45,7 +45,7 @@ def get_config(arg: str = ""):
     c.train.eval_every = 300
     c.train.eval_steps = 10
     c.train.ckpt_every = 300
-    if "runlocal" in arg.split(","):
+    if parse_arg(arg, runlocal=False)["runlocal"]:
         c.data.batch_size = 8
         c.train.steps = 20
         c.train.log_every = 5

@@ -17,7 +17,7 @@ joined with <|endoftext|> and cut into 1024-token windows (data.packing=concat, 
 Add `,runlocal` to shrink any of them for a CPU smoke run (same code path, tiny sizes): it tokenises
 data/tinyshakespeare.txt (relative to the repository root) into byte-level shards in the workdir on first use.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 
 SIZES = {  # layers, width, heads
     "124m": (12, 768, 12),
@@ -27,18 +27,10 @@ SIZES = {  # layers, width, heads
 }
 
 
-def parse_arg(arg: str) -> dict:
-    """`size=350m,runlocal` -> {"size": "350m", "runlocal": True}."""
-    out = {}
-    for part in filter(None, arg.split(",")):
-        key, _, value = part.partition("=")
-        out[key] = value if value else True
-    return out
-
-
 def get_config(arg: str = ""):
-    args = parse_arg(arg)
-    size = args.get("size", "124m")
+    args = parse_arg(arg, size="124m", data="prepared/gpt2/train", tokenizer="prepared/gpt2/tokenizer.json",
+                     runlocal=False)
+    size = args["size"]
     if size not in SIZES:
         raise ValueError(f"size={size!r}: expected one of {', '.join(SIZES)}")
     layers, width, heads = SIZES[size]
@@ -50,8 +42,8 @@ def get_config(arg: str = ""):
     c.model.max_len = 1024
     c.model.dtype = "bfloat16"
     c.data.source = "arrayrecord"
-    c.data.path = str(args.get("data", "prepared/gpt2/train"))
-    c.data.tokenizer = str(args.get("tokenizer", "prepared/gpt2/tokenizer.json"))
+    c.data.path = args["data"]
+    c.data.tokenizer = args["tokenizer"]
     c.data.packing = "concat"
     c.data.seq_len = 1024
     c.data.batch_size = 512
@@ -65,7 +57,7 @@ def get_config(arg: str = ""):
     c.train.eval_every = 2000
     c.train.eval_steps = 50
     c.train.ckpt_every = 2000
-    if args.get("runlocal"):
+    if args["runlocal"]:
         c.model.num_layers = 2
         c.model.d_model = 64
         c.model.num_heads = 4

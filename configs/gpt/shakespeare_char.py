@@ -7,7 +7,7 @@ It reads data/tinyshakespeare.txt, shipped with the repository (run from the rep
 
 The first 90% of the file trains and the last 10% evaluates, as in nanoGPT's prepare script.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 
 
 def get_config(arg: str = ""):
@@ -29,7 +29,6 @@ def get_config(arg: str = ""):
     c.optim.min_lr = 1e-4
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
-    c.optim.decay_steps = 2000
     c.optim.b1 = 0.9
     c.optim.b2 = 0.99
     c.optim.weight_decay = 0.1
@@ -46,7 +45,7 @@ def get_config(arg: str = ""):
     c.train.ckpt_every = 1000
     c.train.sample_tokens = 300
     c.train.sample_prompt = "\n"
-    if "runlocal" in arg.split(","):
+    if parse_arg(arg, runlocal=False)["runlocal"]:
         c.train.steps = 20
         c.train.steps_per_call = 5
         c.train.log_every = 5
@@ -54,6 +53,5 @@ def get_config(arg: str = ""):
         c.train.eval_steps = 2
         c.train.ckpt_every = 10
         c.optim.warmup_steps = 5
-        c.optim.decay_steps = 20
         c.train.sample_tokens = 16
     return c

@@ -2,7 +2,7 @@
 
     bmjax-train --config configs/gpt/tiny.py --workdir runs/demo
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 
 
 def get_config(arg: str = ""):
@@ -27,7 +27,7 @@ def get_config(arg: str = ""):
     c.train.ckpt_every = 200
     c.train.sample_tokens = 160
     c.train.sample_prompt = "def "
-    if "runlocal" in arg.split(","):
+    if parse_arg(arg, runlocal=False)["runlocal"]:
         c.train.steps = 20
         c.train.log_every = 5
         c.train.eval_every = 10

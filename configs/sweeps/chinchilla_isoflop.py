@@ -1,9 +1,11 @@
 """Chinchilla's IsoFLOP sweep (Hoffmann et al. 2022, approach 2), for a TPU pod or a GPU cluster.
 
-GPT models from ~10M to ~1B non-embedding parameters at six fixed training budgets C from 1e17 to 3e19
-FLOPs; each run trains D = C / (6 N) tokens with a cosine that ends where the run ends. Per budget only the
-sizes with 2 <= D/N <= 400 run, a bracket around Chinchilla's ~20 tokens per parameter wide enough for a
-parabola in log N to find its minimum (23 runs in all). Every run is scored on one pass over the same
+GPT models from ~16M to ~1.1B parameters (embeddings included: Chinchilla's N; ~3M to ~1B non-embedding) at
+six training budgets C from 1e17 to 3e19 counted FLOPs (the C of each run's summary.json: D times
+bmjax.models.flops' per-token FLOPs, see bmjax/scaling/sweep.py); each run trains the D that meets its budget,
+with a cosine that ends where the run ends. Per budget only the sizes with 2 <= D/N <= 400 run, a bracket
+around Chinchilla's ~20 tokens per parameter wide enough for a parabola in log N to find its minimum (27 runs
+in all). Every run is scored on one pass over the same
 held-out file.
 
     bmjax-sweep --config configs/sweeps/chinchilla_isoflop.py:train=TRAIN.txt,eval=EVAL.txt,tokenizer=TOK.json \\
@@ -14,11 +16,12 @@ Arguments (comma-separated): train=, eval= UTF-8 text files (the eval file is sc
 million tokens), tokenizer= a tokenizer.json of 50,257 ids or fewer (GPT-2's). `runlocal` shrinks the sweep
 to two tiny byte-level runs on the shipped Shakespeare, a CPU smoke test of the same path.
 """
-from bmjax.defaults import base_config
-from bmjax.scaling.sweep import axis, budget_steps, product
+from bmjax.defaults import base_config, parse_arg
+from bmjax.scaling.sweep import axis, budget_steps, counted_flops_per_token, product
 
 # name: (d_model, num_layers, num_heads, global batch in sequences of 2048, FSDP over all devices, lr)
 SIZES = {
+    "3m": (256, 4, 4, 128, False, 3e-3),
     "10m": (384, 6, 6, 128, False, 2e-3),
     "25m": (512, 8, 8, 128, False, 1.5e-3),
     "50m": (640, 10, 10, 256, False, 1e-3),
@@ -31,7 +34,7 @@ SIZES = {
 BUDGETS = (1e17, 3e17, 1e18, 3e18, 1e19, 3e19)
 TOKENS_PER_PARAM = (2, 400)  # the D/N bracket kept at each budget
 LOCAL_SIZES = {"tiny": (32, 1, 2, 8, False, 3e-3), "small": (40, 1, 2, 8, False, 3e-3)}
-LOCAL_BUDGET = 8e8  # FLOPs (6ND): 20 and 13 steps of 8 x 64 byte tokens for the two local models
+LOCAL_BUDGET = 1.6e9  # counted FLOPs: 19 and 14 steps of 8 x 64 byte tokens for the two local models
 
 
 def _args(arg: str) -> dict:
@@ -39,7 +42,7 @@ def _args(arg: str) -> dict:
 
 
 def get_config(arg: str = ""):
-    args = _args(arg)
+    args = parse_arg(arg, train="", eval="", tokenizer="", runlocal=False)
     c = base_config()
     c.model.name = "gpt"
     c.data.source = "text"
@@ -88,13 +91,14 @@ def _size_overrides(size) -> dict:
 
 
 def _tokens_per_param(config, size, budget) -> float:
+    """D / N_total of a size at a budget: the D that meets it in counted FLOPs over all the parameters."""
     from bmjax.models import flops, model_config
 
     for key, value in _size_overrides(size).items():
         section, name = key.split(".")
         config[section][name] = value
-    n = flops.param_counts(model_config(config.model))["non_embedding"]
-    return budget / (6 * n) / n
+    n_total = flops.param_counts(model_config(config.model))["total"]
+    return budget / counted_flops_per_token(config) / n_total
 
 
 def get_sweep(arg: str = ""):

@@ -1,50 +1,48 @@
-"""A real IsoFLOP sweep on a 2-core CPU (experiments/small_scaling): byte-level GPTs of ten sizes, from ~7K to
-~3.2M non-embedding parameters, each trained at three budgets C = 6 N D of 5e11, 1e12 and 3e12 FLOPs (30 runs),
-on the builtin corpus (~31M bytes of Python's standard library; the smallest model at 3e12 reads it ~2.2 times).
+"""A real IsoFLOP sweep on a 2-core CPU (experiments/small_scaling): byte-level one-layer GPTs of eight widths, from
+~10K to ~155K parameters in all (3K to 112K non-embedding), at three budgets of 6e11, 1.5e12 and 4e12 counted
+training FLOPs (the C of summary.json: D times the per-token FLOPs of bmjax.models.flops, embeddings' output
+projection and attention included), on the builtin corpus (~31M bytes of Python's standard library).
 
-Each run is scored once, at its end, on one pass over the held-out files (1% of the files by name hash,
-~225K bytes). At these budgets the compute-optimal size is ~10K-50K parameters: the sizes below 100K bracket the
-IsoFLOP minima, the larger ones (to 3.2M, which trains 6 to 39 steps) are the profiles' right arms. About 40
-minutes on a 2-core CPU.
+Each budget trains the five widths centred on its expected optimum (from the previous sweep's fit), and the two
+widths nearest that optimum a second time with train.seed=1, so the table shows seed noise where the minimum is
+read: 3 x (5 + 2) = 21 runs, about 22 minutes on a quiet 2-core CPU. Each run is scored once, at its end, on one
+pass over the held-out files (1% of the files by name hash, ~225K bytes).
 
     python -m bmjax.cli.sweep --config configs/sweeps/small_scaling.py --workdir runs/small_scaling
-    bash experiments/small_scaling/run.sh            (the sweep and both fits)
+    bash experiments/small_scaling/run.sh            (the sweep, the fits, the tables and plots)
 
 `runlocal` keeps two tiny runs of ~20 steps: a smoke test of the same path.
 """
-from bmjax.defaults import base_config
+from bmjax.defaults import base_config, parse_arg
 from bmjax.scaling.sweep import axis, budget_steps, product
 
-# name: (d_model, num_layers, num_heads, lr)
-SIZES = {
-    "7k": (24, 1, 2, 3e-3),
-    "12k": (32, 1, 2, 3e-3),
-    "28k": (48, 1, 2, 3e-3),
-    "50k": (64, 1, 2, 3e-3),
-    "78k": (80, 1, 2, 3e-3),
-    "224k": (96, 2, 3, 3e-3),
-    "397k": (128, 2, 4, 2e-3),
-    "793k": (128, 4, 4, 2e-3),
-    "1.6m": (256, 2, 4, 1e-3),
-    "3.2m": (256, 4, 4, 1e-3),
+WIDTHS = (16, 24, 32, 40, 48, 64, 80, 96)  # d_model of a one-layer GPT with 2 heads
+# budget (counted FLOPs): (the five widths trained, the two trained again with seed 1)
+BUDGETS = {
+    6e11: ((16, 24, 32, 40, 48), (32, 40)),
+    1.5e12: ((24, 32, 40, 48, 64), (40, 48)),
+    4e12: ((40, 48, 64, 80, 96), (48, 64)),
 }
-BUDGETS = (5e11, 1e12, 3e12)
-LOCAL_SIZES = {"50k": SIZES["50k"], "78k": SIZES["78k"]}
-LOCAL_BUDGET = 2.5e10  # 20 and 13 steps of 32 x 128 tokens
+LR = 3e-3
+LOCAL_BUDGETS = {5e10: ((64, 80), ())}  # 23 and 16 steps of 32 x 128 tokens
 
 
 def get_config(arg: str = ""):
-    local = "runlocal" in arg.split(",")
+    local = parse_arg(arg, runlocal=False)["runlocal"]
     c = base_config()
     c.model.name = "gpt"
     c.model.vocab_size = 320  # 259 byte-level ids, rounded up to a multiple of 64
     c.model.max_len = 128
+    c.model.num_layers = 1
+    c.model.num_heads = 2
     c.data.source = "builtin"
     c.data.tokenizer = "byte"
     c.data.eval_fraction = 0.01
     c.data.seq_len = 128
     c.data.batch_size = 32
     c.optim.schedule = "cosine"
+    c.optim.lr = LR
+    c.optim.min_lr = LR / 10
     c.optim.b2 = 0.99
     c.train.steps_per_call = 1 if local else 10  # fewer host round trips for these tiny steps
     c.train.log_every = 5 if local else 100
@@ -58,16 +56,13 @@ def get_config(arg: str = ""):
 
 def get_sweep(arg: str = ""):
     local = "runlocal" in arg.split(",")
-    sizes, budgets = (LOCAL_SIZES, (LOCAL_BUDGET,)) if local else (SIZES, BUDGETS)
     runs = []
-    for budget in budgets:
-        for d_model, layers, heads, lr in sizes.values():
-            overrides = {"model.d_model": d_model, "model.num_layers": layers, "model.num_heads": heads,
-                         "optim.lr": lr, "optim.min_lr": round(lr / 10, 12)}
-            config = get_config(arg)
-            for key, value in overrides.items():
-                section, name = key.split(".")
-                config[section][name] = value
-            warmup = max(1, budget_steps(config, "budget.flops", budget) // 20)  # 5% of the run
-            runs += product(axis("budget.flops", [budget]), [dict(overrides, **{"optim.warmup_steps": warmup})])
+    for budget, (widths, replicated) in (LOCAL_BUDGETS if local else BUDGETS).items():
+        for seed, seed_widths in ((0, widths), (1, replicated)):
+            for width in seed_widths:
+                config = get_config(arg)
+                config.model.d_model = width
+                warmup = max(1, budget_steps(config, "budget.flops", budget) // 20)  # 5% of the run
+                runs += product(axis("budget.flops", [budget]), [{"model.d_model": width, "train.seed": seed,
+                                                                  "optim.warmup_steps": warmup}])
     return runs

@@ -8,20 +8,18 @@ softmax is computed online (running max, running sum, rescaled accumulator), so 
 [length, length] scores or the full keys. Causal masks, packed-document segments, key padding and dropout use
 the global positions of each block, so the result equals `attention_reference`.
 
-Listed in bmjax.models.attention.IMPLEMENTATIONS as `model.attention=ring`. Outside a mesh (or with a sequence axis of size 1) the ring has one block
-and this is blockwise-exact attention on one device. Every device computes all n blocks, causal ones included
+Listed in IMPLEMENTATIONS as `model.attention=ring`. The mesh and the rules are the layout in force
+(bmjax/models/sharding.py); outside one (or with a sequence axis of size 1) the ring has one block and this is
+blockwise-exact attention on one device. Every device computes all n blocks, causal ones included
 (half of them are fully masked on average; a zig-zag layout would balance that).
 """
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from bmjax.models import attention as attention_lib
 from bmjax.models import dropout as dropout_lib
-from bmjax.parallel import context
-from bmjax.parallel import rules as rules_lib
-
-_MASK_VALUE = attention_lib._MASK_VALUE
+from bmjax.models import sharding
+from bmjax.models.attention.reference import MASK_VALUE
 
 
 def _block_mask(q_pos, k_pos, q_seg, k_seg, k_pad, causal):
@@ -52,7 +50,7 @@ def _ring_shard(q, k, v, q_seg, k_seg, k_pad, key, *, causal, axis, n, rate, dev
         # Each device draws its own dropout masks (batch and head shards would otherwise repeat them).
         key = jax.random.fold_in(key, jax.lax.axis_index(device_axes))
 
-    m = jnp.full((batch, kv_heads, groups, q_len), _MASK_VALUE, jnp.float32)  # running max
+    m = jnp.full((batch, kv_heads, groups, q_len), MASK_VALUE, jnp.float32)  # running max
     s = jnp.zeros((batch, kv_heads, groups, q_len), jnp.float32)  # running sum of exp
     acc = jnp.zeros((batch, kv_heads, groups, q_len, head_dim), jnp.float32)  # running sum of p v
     perm = [(j, (j + 1) % n) for j in range(n)]
@@ -61,7 +59,7 @@ def _ring_shard(q, k, v, q_seg, k_seg, k_pad, key, *, causal, axis, n, rate, dev
         logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32) * head_dim ** -0.5
         mask = _block_mask(q_pos, src * kv_len + jnp.arange(kv_len), q_seg, k_seg, k_pad, causal)
         if mask is not None:
-            logits = jnp.where(mask, logits, _MASK_VALUE)
+            logits = jnp.where(mask, logits, MASK_VALUE)
         m_new = jnp.maximum(m, jnp.max(logits, axis=-1))
         p = jnp.exp(logits - m_new[..., None])
         if mask is not None:
@@ -101,7 +99,7 @@ def _specs(layout, q, k):
 def ring_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=None, dropout_rate=0.0,
                    dropout_rng=None):
     """Attention by the ring over the `length` rule's mesh axes; the signature of `attention_reference`."""
-    layout = context.current()
+    layout = sharding.current()
     key = dropout_rng if dropout_rate > 0.0 and dropout_rng is not None else None
     padding_mask = None if padding_mask is None else padding_mask.astype(bool)
     if layout is None:
@@ -110,13 +108,13 @@ def ring_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=None
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"ring attention needs as many queries as keys, got {q.shape[1]} and {k.shape[1]}")
     q_spec, kv_spec = _specs(layout, q, k)
-    ring_axes = rules_lib.spec_axes(q_spec[1])
+    ring_axes = sharding.spec_axes(q_spec[1])
     n = 1
     for axis in ring_axes:
         n *= layout.mesh.shape[axis]
     tokens_spec = P(q_spec[0], q_spec[1])
     # Devices holding different queries draw different dropout masks; replicas of the same shard agree.
-    sharded_axes = tuple(a for entry in q_spec for a in rules_lib.spec_axes(entry))
+    sharded_axes = tuple(a for entry in q_spec for a in sharding.spec_axes(entry))
     args, specs = [q, k, v], [q_spec, kv_spec, kv_spec]
     optional = {"seg": segment_ids, "pad": padding_mask, "key": key}
     present = {name: value for name, value in optional.items() if value is not None}

@@ -1,24 +1,10 @@
-"""Multi-head (and grouped-query) self-attention.
+"""The attention layer (projections, rotary positions, the attention core, output) and its KV cache.
 
-Three layers, outermost last:
-  * `attention_reference`: a plain einsum version, the ground truth every other
-    implementation is tested against.
-  * `attend`: picks an implementation by name from `IMPLEMENTATIONS`
-    ("reference", "xla", "cudnn", "ring", "splash").
-  * `Attention`: the NNX module (projections, rotary positions, attend, output).
-
-Shapes: q [batch, q_len, heads, head_dim]; k, v [batch, kv_len, kv_heads, head_dim]
-with heads % kv_heads == 0 (each kv head serves heads // kv_heads query heads).
-Masks: `segment_ids` int [batch, len] (packed documents: a token sees only its own
-document; needs q_len == kv_len), `padding_mask` bool [batch, kv_len] (True = a real key).
-
-Decoding: `Attention(x, cache=KVCache)` writes the new keys/values into fixed-size
-buffers at `cache.index` and attends over everything written so far; it returns
-(output, new cache), so a decode step is a pure function that jits once.
+Decoding: `Attention(x, cache=KVCache)` writes the new keys/values into fixed-size buffers at `cache.index` and
+attends over everything written so far; it returns (output, new cache), so a decode step is a pure function that
+jits once.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import flax.struct
 import jax
@@ -26,124 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from bmjax.models import dropout as dropout_lib
 from bmjax.models import layers
-
-# Added to masked logits. Finite (not -inf) so a query row with every key masked
-# gives a finite softmax instead of NaN.
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
-
-
-def make_mask(q_len: int, kv_len: int, *, causal=False, segment_ids=None, padding_mask=None):
-    """Boolean mask [batch|1, 1, q_len, kv_len], True where a query may see a key; None if no masking."""
-    mask = None
-
-    def _and(a, b):
-        return b if a is None else jnp.logical_and(a, b)
-
-    if causal:
-        # Queries are the last q_len positions of the kv sequence (q_len == kv_len in training).
-        q_pos = jnp.arange(q_len)[:, None] + (kv_len - q_len)
-        mask = _and(mask, (q_pos >= jnp.arange(kv_len)[None, :])[None, None])
-    if segment_ids is not None:
-        mask = _and(mask, (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None])
-    if padding_mask is not None:
-        mask = _and(mask, padding_mask.astype(bool)[:, None, None, :])
-    return mask
-
-
-def attention_reference(q, k, v, *, causal=False, segment_ids=None, padding_mask=None,
-                        dropout_rate=0.0, dropout_rng=None):
-    """Softmax(q k^T / sqrt(d)) v with masks, in plain einsums; softmax in float32.
-
-    A query row whose keys are all masked returns zeros. Dropout (on the
-    attention probabilities, scaled by 1/(1-rate)) runs iff dropout_rate > 0 and
-    a dropout_rng is given.
-    """
-    batch, q_len, heads, head_dim = q.shape
-    kv_len, kv_heads = k.shape[1], k.shape[2]
-    groups = heads // kv_heads
-    # Group query heads by the kv head that serves them: [B, Lq, K, G, D].
-    qg = q.reshape(batch, q_len, kv_heads, groups, head_dim)
-    logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32)
-    logits = logits * (head_dim ** -0.5)
-
-    mask = make_mask(q_len, kv_len, causal=causal, segment_ids=segment_ids, padding_mask=padding_mask)
-    if mask is not None:
-        mask = mask[:, :, None]  # [B|1, 1, 1, Lq, Lk] against logits [B, K, G, Lq, Lk]
-        logits = jnp.where(mask, logits, _MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1)
-    if mask is not None:
-        # Zero rows that had no visible key (softmax made them uniform over masked keys).
-        probs = jnp.where(jnp.any(mask, axis=-1, keepdims=True), probs, 0.0)
-    if dropout_rate > 0.0 and dropout_rng is not None:
-        keep = dropout_lib.keep_mask(dropout_rng, dropout_rate, probs.shape)  # jax.random.bernoulli's mask
-        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-
-    out = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(v.dtype), v,
-                     preferred_element_type=jnp.float32)
-    return out.reshape(batch, q_len, heads, head_dim).astype(q.dtype)
-
-
-def _dot_product_attention(implementation: str) -> Callable:
-    """An attention function backed by jax.nn.dot_product_attention(implementation=...)."""
-
-    def fn(q, k, v, *, causal=False, segment_ids=None, padding_mask=None,
-           dropout_rate=0.0, dropout_rng=None):
-        # jax.nn.dot_product_attention has no dropout: with dropout on, take the reference path.
-        if dropout_rate > 0.0 and dropout_rng is not None:
-            return attention_reference(q, k, v, causal=causal, segment_ids=segment_ids,
-                                       padding_mask=padding_mask, dropout_rate=dropout_rate,
-                                       dropout_rng=dropout_rng)
-        # Causality goes through is_causal (cuDNN then skips the masked blocks); segments and
-        # padding through an explicit boolean mask. is_causal aligns query 0 with key 0, so when
-        # queries are only the last positions (decoding against a cache) the mask carries it.
-        q_len, kv_len = q.shape[1], k.shape[1]
-        in_mask = causal and q_len != kv_len
-        mask = make_mask(q_len, kv_len, causal=in_mask, segment_ids=segment_ids,
-                         padding_mask=padding_mask)
-        k, v = k.astype(q.dtype), v.astype(q.dtype)
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal and not in_mask,
-                                            implementation=implementation)
-
-    return fn
-
-
-def _ring(q, k, v, **kwargs):
-    # Imported on use: ring attention reads the trainer's mesh from bmjax.parallel, which imports this module.
-    from bmjax.parallel import ring_attention
-
-    return ring_attention.ring_attention(q, k, v, **kwargs)
-
-
-def _splash(q, k, v, **kwargs):
-    from bmjax.models import splash  # imported on use: it loads Pallas
-
-    return splash.splash_attention(q, k, v, **kwargs)
-
-
-# Every attention implementation, here and nowhere else (model.attention is validated against these names):
-# name -> fn(q, k, v, *, causal, segment_ids, padding_mask, dropout_rate, dropout_rng), each equal to
-# `attention_reference` on packed (segment_ids) and padded batches.
-IMPLEMENTATIONS: dict[str, Callable] = {
-    "xla": _dot_product_attention("xla"),
-    "cudnn": _dot_product_attention("cudnn"),  # GPU only
-    "reference": attention_reference,
-    "ring": _ring,  # sequence parallelism over the mesh's `length` axes (bmjax/parallel/ring_attention.py)
-    "splash": _splash,  # the TPU's fused kernel (bmjax/models/splash.py); no attention dropout
-}
-
-
-def attend(q, k, v, *, causal=False, segment_ids=None, padding_mask=None, implementation="xla",
-           dropout_rate=0.0, dropout_rng=None):
-    """Attention by the implementation registered under `implementation`; returns [B, Lq, H, D]."""
-    try:
-        fn = IMPLEMENTATIONS[implementation]
-    except KeyError:
-        raise ValueError(f"unknown attention implementation {implementation!r}; "
-                         f"known: {sorted(IMPLEMENTATIONS)}") from None
-    return fn(q, k, v, causal=causal, segment_ids=segment_ids, padding_mask=padding_mask,
-              dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+from bmjax.models.attention.implementations import attend
 
 
 def apply_rotary(x, positions, *, theta: float = 10000.0):

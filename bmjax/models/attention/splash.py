@@ -3,8 +3,8 @@ segment ids (jax.experimental.pallas.ops.tpu.splash_attention).
 
 The kernel works on one example and takes [heads, length, head_dim]; this wrapper transposes, scales the
 queries (the kernel does not), and maps it over the batch. A Mosaic kernel cannot be partitioned by XLA, so
-under the trainer's mesh it runs inside `shard_map`: each device gets its batch rows and, when the `heads`
-rule shards them, its heads; the length must stay whole on every device (use `ring` for sequence
+under a layout (bmjax/models/sharding.py) it runs inside `shard_map`: each device gets its batch rows and,
+when the `heads` rule shards them, its heads; the length must stay whole on every device (use `ring` for sequence
 parallelism). Off a TPU the kernel runs in Pallas interpret mode (slow; for tests).
 
 Masks: causality is the kernel's static mask (fully masked blocks are skipped). Segments go in as the kernel's
@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 from jax.sharding import PartitionSpec as P
+
+from bmjax.models import sharding
 
 LANES = 128  # the kernel's key block must be a multiple of this
 
@@ -68,9 +70,7 @@ def _segments(segment_ids, padding_mask, batch_length):
 
 def splash_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=None, dropout_rate=0.0,
                      dropout_rng=None):
-    """Attention by the splash kernel; the signature of `attention.attention_reference`."""
-    from bmjax.parallel import context  # the trainer's mesh, if one is active
-
+    """Attention by the splash kernel; the signature of `attention_reference`."""
     if dropout_rate > 0.0 and dropout_rng is not None:
         raise ValueError("splash attention has no attention dropout; set model.dropout=0 or use another "
                          "model.attention")
@@ -86,7 +86,7 @@ def splash_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=No
         q_seg = jnp.pad(q_seg, ((0, 0), (0, extra)))  # the padded queries see their own position at least
         kv_seg = jnp.pad(kv_seg, ((0, 0), (0, extra)), constant_values=-2)  # no real query has -2
         q_seg = q_seg.at[:, length:].set(-2)
-    out = _attend(q, k, v, q_seg, kv_seg, causal=causal, layout=context.current())[:, :length]
+    out = _attend(q, k, v, q_seg, kv_seg, causal=causal, layout=sharding.current())[:, :length]
     if padding_mask is not None:
         # A row whose keys are all padding gets a finite average from the kernel; the reference gives zeros.
         out = jnp.where(jnp.any(padding_mask.astype(bool), axis=1)[:, None, None, None], out, 0).astype(out.dtype)
@@ -94,12 +94,12 @@ def splash_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=No
 
 
 def _attend(q, k, v, q_seg, kv_seg, *, causal, layout):
-    """The kernel on this device, or inside shard_map over the trainer's mesh when one is active."""
+    """The kernel on this device, or inside shard_map over the mesh of the layout in force."""
     if layout is None:
         interpret = jax.default_backend() != "tpu"
         return _attend_local(q, k, v, q_seg, kv_seg, causal=causal, interpret=interpret)
 
-    interpret = layout.mesh.devices.flat[0].platform != "tpu"
+    interpret = layout.platform != "tpu"
     q_spec = layout.spec(("batch", "length", "heads", "head_dim"), q.shape)
     kv_spec = layout.spec(("batch", "length", "kv_heads", "head_dim"), k.shape)
     if q_spec[1] is not None:
