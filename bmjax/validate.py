@@ -149,9 +149,10 @@ def check_shapes(config):
              f"splash attention has no attention dropout, got {m.dropout}")
 
 
-def check_mesh(config, devices=None):
+def check_mesh(config, devices=None, *, loads_data=True):
     """The mesh fits `devices` (default: jax.devices(); bmjax-compile-check passes a target's) and the batch;
-    returns (the mesh, the logical-axis rules)."""
+    returns (the mesh, the logical-axis rules). `loads_data=False` (a compile-only check, which feeds no
+    pipeline) leaves out the check that each process's rows of a batch are one consecutive range."""
     devices = jax.devices() if devices is None else devices
     shape = mesh_lib.mesh_shape(config.mesh, len(devices))
     mesh_lib.check_dcn(config.mesh, devices)
@@ -168,7 +169,8 @@ def check_mesh(config, devices=None):
              f"splash keeps the sequence whole on each device; mesh.sequence={sizes['sequence']} needs ring")
     # Every process must hold one consecutive range of rows of each batch, for its pipeline to load.
     mesh = mesh_lib.make_mesh(config.mesh, devices)
-    batches.row_shard(rules_lib.batch_sharding(mesh, rules=rules))
+    if loads_data:
+        batches.row_shard(rules_lib.batch_sharding(mesh, rules=rules))
     return mesh, rules
 
 

@@ -45,7 +45,7 @@ def check_config(config, devices):
 
     validate.check_choices(config)
     validate.check_shapes(config)
-    validate.check_mesh(config, devices)
+    validate.check_mesh(config, devices, loads_data=False)  # compiles the step; feeds no pipeline
 
 
 def compile_check(fv: flags.FlagValues) -> int:
