@@ -34,6 +34,10 @@ test: $(VENV)/.test $(TPU_LIBS)/.installed
 	$(PYTEST) tests
 	$(MAKE) test-tpu
 
+# The edit-test loop: the tests not marked slow (tests/conftest.py's SLOW_FILES), a few minutes on 2 cores.
+test-fast: $(VENV)/.test
+	$(PYTEST) -m "not slow and not tpu" tests
+
 # Regenerate constraints.txt from a .venv that `make test` made (after changing a range in pyproject.toml).
 constraints: $(VENV)/.test
 	head -5 constraints.txt > constraints.new
@@ -55,4 +59,4 @@ test-tpu: $(TPU_LIBS)/.installed
 test-tpu-large: $(TPU_LIBS)/.installed
 	PYTHONPATH=$(TPU_LIBS) $(PYTEST) -m tpu tests
 
-.PHONY: install demo test test-tpu test-tpu-large constraints
+.PHONY: install demo test test-fast test-tpu test-tpu-large constraints

@@ -11,6 +11,8 @@ import uuid
 
 import numpy as np
 
+from bmjax import workdir as workdir_lib
+
 
 def _plain(value):
     """Numbers as plain Python floats/ints so json and the loggers all take them."""
@@ -31,22 +33,6 @@ class JsonlWriter:
 
     def close(self):
         self.file.close()
-
-
-def truncate_jsonl(path: pathlib.Path, last_step: int):
-    """Drop rows logged after `last_step`: a resumed run logs those steps again, so they must not repeat.
-
-    Atomic: the kept rows go to a new file that replaces the old one, so a kill midway leaves one or the other.
-    """
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    partial = path.with_name(path.name + ".tmp")
-    with open(partial, "w") as f:
-        f.write("".join(line + "\n" for line in kept))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
 
 
 class WandbWriter:
@@ -102,7 +88,7 @@ class MetricWriters:
         self.closed = False
         if not is_primary:
             return
-        self.writers.append(JsonlWriter(workdir / "metrics.jsonl"))
+        self.writers.append(JsonlWriter(workdir_lib.metrics_file(workdir)))
         if config.wandb.mode != "disabled":
             os.environ.setdefault("WANDB_SILENT", "true")
             self.writers.append(WandbWriter(config.wandb, config.to_dict(), workdir))

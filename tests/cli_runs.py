@@ -5,7 +5,6 @@ Every run of a session shares one jax compilation cache, so only the first run o
 killed and resumed runs of the same config load the same executables. Reference (uninterrupted) runs are kept
 per session under a name, so several test files compare against one run.
 """
-import json
 import os
 import pathlib
 import re
@@ -13,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+from helpers.metrics import read_rows  # noqa: F401  (the fault-tolerance tests import it from here)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -87,20 +88,6 @@ def kill_seed() -> int:
     seed = int(os.environ.get("BMJAX_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
     print(f"kill step seed {seed} (rerun this step with BMJAX_TEST_SEED={seed})", flush=True)
     return seed
-
-
-def read_rows(workdir) -> list[dict]:
-    path = pathlib.Path(workdir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    # The last line may be half-written while the run is alive.
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
 
 
 def losses(workdir) -> list[tuple]:

@@ -1,13 +1,12 @@
 """Every console script answers --help with its own usage and flags (exit 0), --helpfull adds absl's, and flags are
 spelt in snake_case, the older dashed spellings of bmjax-scaling still accepted."""
 import re
-import subprocess
-import sys
 import tomllib
 
 import pytest
 
 from conftest import REPO_ROOT
+from helpers import commands
 
 SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 # One flag each command defines itself.
@@ -16,10 +15,8 @@ OWN_FLAG = {"bmjax-train": "--workdir", "bmjax-sample": "--max_new_tokens", "bmj
             "bmjax-prepare-data": "--num_shards", "bmjax-train-tokenizer": "--vocab_size"}
 
 
-def command(script: str, *args) -> subprocess.CompletedProcess:
-    module = SCRIPTS[script].split(":")[0]
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120)
+def command(script: str, *args):
+    return commands.run("-m", SCRIPTS[script].split(":")[0], *args, timeout=120)
 
 
 def test_every_console_script_is_named_here():

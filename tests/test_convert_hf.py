@@ -1,6 +1,5 @@
 """bmjax-convert --to_hf: a training run's newest checkpoint becomes a Hugging Face directory that transformers
 loads with the bmjax model's outputs (GPT-2 and BERT); bad input is one line and exit status 2."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,19 +12,17 @@ transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
 
-from bmjax import runs  # noqa: E402
+from bmjax import workdir as workdir_lib  # noqa: E402
 from bmjax.cli.convert import main  # noqa: E402
 from bmjax.train.loop import train_and_evaluate  # noqa: E402
 from conftest import REPO_ROOT  # noqa: E402
+from helpers.configs import load_config  # noqa: E402
 
 TOL = 1e-4
 
 
 def _config(relpath: str):
-    spec = importlib.util.spec_from_file_location("cfg", REPO_ROOT / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("runlocal")
+    c = load_config(f"{relpath}:runlocal")
     c.mesh.cpu_devices = 0  # keep the tests' 8 fake devices
     c.model.d_model, c.model.num_layers, c.model.max_len = 32, 2, 32
     c.data.seq_len, c.data.batch_size = 32, 8
@@ -58,8 +55,8 @@ def test_exported_run_loads_in_transformers_with_equal_outputs(run_dir, tmp_path
     kind, workdir = run_dir
     main(["--to_hf", str(workdir), "--out", str(tmp_path / "hf")])
     assert capsys.readouterr().out.strip().endswith(str(workdir.resolve() / "checkpoints" / "4"))
-    config = runs.read_config(workdir)
-    model = runs.load_model(workdir, config)
+    config = workdir_lib.read_config(workdir)
+    model = workdir_lib.load_model(workdir, config)
     ids, types, mask = _inputs(config.model.vocab_size)
     arch = json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"]
     hf_model, info = getattr(transformers, arch[0]).from_pretrained(tmp_path / "hf", output_loading_info=True)

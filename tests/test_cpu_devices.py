@@ -90,10 +90,10 @@ FINETUNE_ON_3_CORES = """
 import atexit, os, sys
 os.cpu_count = lambda: 3  # as on a 3-core machine: batch 16 cannot be split 3 ways
 import jax
-from bmjax import main
+from bmjax.cli import train
 atexit.register(lambda: print("devices", jax.local_device_count()))
 sys.argv = ["bmjax-train", *sys.argv[1:]]
-main.run_main()
+sys.exit(train.main())
 """
 
 

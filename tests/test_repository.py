@@ -58,3 +58,9 @@ def test_the_guard_sees_a_sibling_folder_but_not_a_link_inside_the_tree():
     assert not leaves_repository(f"see [the README]({up}/{up}/README.md)", depth=2)
     assert not leaves_repository("python -m pytest tests", depth=0)
     assert leaves_repository("pathlib.Path(__file__).parents" + "[2] / 'x'", depth=1)
+
+
+def test_the_slow_marker_names_test_files_that_exist(repo_root):
+    from conftest import SLOW_FILES
+
+    assert SLOW_FILES <= {p.name for p in (repo_root / "tests").glob("test_*.py")}

@@ -150,7 +150,7 @@ def test_each_mesh_axis_shards_one_dimension_and_uneven_dimensions_stay_whole(me
 @pytest.mark.parametrize("setting,key", [
     (dict(data=3), "mesh"),
     (dict(data=-1, fsdp=-1), "mesh.fsdp"),
-    (dict(data=-1, tensor=3), "mesh.data"),
+    (dict(data=-1, tensor=3), "mesh.tensor"),  # the axis set, not the -1 that takes the rest
     (dict(data=0), "mesh.data"),
     (dict(data=8, dcn_data=3), "mesh.dcn_data"),
     (dict(data=4, fsdp=2, dcn_fsdp=2), "mesh.dcn_fsdp"),  # one process: no second slice to cross to

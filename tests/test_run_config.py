@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bmjax import workdir as workdir_lib
 from bmjax.defaults import base_config
 from bmjax.errors import ConfigError
 from bmjax.train import run_config
@@ -88,7 +89,7 @@ def test_allowed_changes_resume_and_every_config_is_kept(tmp_path, two_step_run)
     resumed = json.loads((workdir / "config.step000002.json").read_text())
     assert resumed["optim"]["lr"] == 1e-2 and resumed["train"]["steps"] == 4
     # The newest saved config is the one a further resume is compared with.
-    assert run_config.newest_saved(workdir).name == "config.step000002.json"
+    assert workdir_lib.newest_config(workdir).name == "config.step000002.json"
     train_and_evaluate(longer, str(workdir))  # the same config again: nothing to allow
 
 

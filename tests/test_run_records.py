@@ -13,6 +13,7 @@ from bmjax.models import flops, model_config
 from bmjax.train import faults
 from bmjax.train import loop as loop_lib
 from bmjax.train.loop import train_and_evaluate
+from helpers.metrics import read_rows
 
 STEPS, BATCH, SEQ = 8, 8, 16
 
@@ -39,10 +40,6 @@ def tiny_config(text_file, **changes):
         section, name = key.split(".")
         c[section][name] = value
     return c
-
-
-def read_rows(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_full_pass_scores_every_eval_token_once_in_order_and_splits_rows_over_processes():

@@ -1,6 +1,5 @@
 """bmjax-sample: samples from a tiny trained run, one prompt or a file of them in batches; bad input is one line
 and exit status 2."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,13 +14,11 @@ from bmjax.cli.sample import load_run, main
 from bmjax.train.loop import train_and_evaluate
 
 from conftest import REPO_ROOT
+from helpers.configs import load_config
 
 
 def _shakespeare_char_config(text_path):
-    spec = importlib.util.spec_from_file_location("cfg", REPO_ROOT / "configs/gpt/shakespeare_char.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("")
+    c = load_config("configs/gpt/shakespeare_char.py")
     c.data.path = str(text_path)
     c.mesh.cpu_devices = 0  # keep the 8 fake devices jax already runs with (unset: one device per core)
     c.model.num_layers, c.model.d_model, c.model.max_len = 2, 32, 32

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from helpers.configs import load_config
+
 pytestmark = [
     pytest.mark.tpu,
     pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
@@ -40,14 +42,6 @@ PLANS = {
     "configs/bert/base.py": ("v5e:2x2", {"model.dropout": 0.0}),
     "configs/bert/finetune.py:data=train.csv,labels=2": ("v5e:2x2", {"model.dropout": 0.0}),
 }
-
-
-def load_config(name: str):
-    path, _, arg = name.partition(":")
-    spec = importlib.util.spec_from_file_location("shipped_config", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 def tpu_devices(topology: str):

@@ -34,15 +34,15 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
 
 def to_hf(workdir, out) -> pathlib.Path:
     """Write the newest checkpoint of `workdir` as a Hugging Face directory `out`; returns the step folder read."""
-    from bmjax import runs
+    from bmjax import workdir as workdir_lib
     from bmjax.models import save_pretrained
 
     out = pathlib.Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError("--out", f"{out} exists and is not an empty directory")
-    config = runs.read_config(workdir, "--to_hf")
-    step_dir = runs.newest_checkpoint(workdir, "--to_hf")
-    model = runs.load_model(workdir, config, "--to_hf")
+    config = workdir_lib.read_config(workdir, "--to_hf")
+    step_dir = workdir_lib.newest_checkpoint(workdir, "--to_hf")
+    model = workdir_lib.load_model(workdir, config, "--to_hf")
     save_pretrained(model, out)
     return step_dir
 

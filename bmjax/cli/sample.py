@@ -44,15 +44,15 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
 
 def load_run(workdir):
     """(config, tokenizer, model) of a GPT run: its config.json, tokenizer and newest checkpoint's parameters."""
-    from bmjax import runs
+    from bmjax import workdir as workdir_lib
     from bmjax.data import build_tokenizer
 
-    config = runs.read_config(workdir)
+    config = workdir_lib.read_config(workdir)
     if config.model.name != "gpt":
         raise ConfigError("--workdir", f"{workdir} holds a {config.model.name!r} model; sampling needs a gpt")
-    runs.newest_checkpoint(workdir)  # before the tokenizer: a run without a checkpoint is the likelier mistake
+    workdir_lib.newest_checkpoint(workdir)  # before the tokenizer: a run without a checkpoint is the likelier mistake
     tokenizer = build_tokenizer(config, str(workdir))
-    return config, tokenizer, runs.load_model(workdir, config)
+    return config, tokenizer, workdir_lib.load_model(workdir, config)
 
 
 def _sampling(temperature: float, top_k: int, top_p: float):

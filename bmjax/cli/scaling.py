@@ -103,7 +103,7 @@ def _load(fv) -> tuple[points_lib.Points, str]:
         if columns[option] is None:
             raise ConfigError("--" + option.replace("_", "-"), "required with --csv")
     if columns["tokens_col"] is None and columns["flops_col"] is None:
-        raise ConfigError("--tokens-col", "with --csv, give --tokens-col, --flops-col or both")
+        raise ConfigError("--tokens_col", "with --csv, give --tokens_col, --flops_col or both")
     return points_lib.read_csv(fv.csv, **columns), "--csv"
 
 

@@ -25,6 +25,7 @@ import sys
 
 from absl import flags
 
+from bmjax import workdir as workdir_lib
 from bmjax.cli import common
 from bmjax.errors import ConfigError
 from bmjax.scaling import sweep as sweep_lib
@@ -57,11 +58,11 @@ def train_args(sweep, run, workdir: pathlib.Path) -> list[str]:
 def run_local(fv, sweep, runs, workdir: pathlib.Path) -> int:
     failed = []
     for run in runs:
-        summary = sweep_lib.read_summary(workdir / run.name)
+        summary = workdir_lib.read_summary(workdir / run.name)
         if summary is not None and summary.get("status") == "finished":
             print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: finished, skipped", flush=True)
             continue
-        state = "resuming" if (workdir / run.name / "checkpoints").exists() else "starting"
+        state = "resuming" if workdir_lib.checkpoint_dir(workdir / run.name).exists() else "starting"
         print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: {state}", flush=True)
         code = _run_child([sys.executable, "-m", "bmjax.cli.train", *train_args(sweep, run, workdir)])
         sweep_lib.write_results(sweep, workdir)

@@ -23,9 +23,9 @@ import numpy as np
 from bmjax.data import sources
 from bmjax.data.tokenizer_files import is_tokenizer_file, load_tokenizer_file
 from bmjax.errors import ConfigError
+from bmjax.workdir import VOCAB_FILE  # a run saves its char vocabulary in its workdir
 
 TOKENIZERS = ("byte", "char")
-VOCAB_FILE = "vocab.json"
 
 
 class Tokenizer(Protocol):

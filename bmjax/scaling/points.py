@@ -100,11 +100,11 @@ def read_csv(path: str, params_col: str, loss_col: str, *, tokens_col: str | Non
             raise ConfigError(flag, f"{path!r} holds no finished runs yet ({counts}); nothing to fit")
     if not rows:
         raise ConfigError(flag, f"{path!r} has no rows")
-    named = {"--params-col": params_col, "--loss-col": loss_col}
+    named = {"--params_col": params_col, "--loss_col": loss_col}
     if tokens_col is not None:
-        named["--tokens-col"] = tokens_col
+        named["--tokens_col"] = tokens_col
     if flops_col is not None:
-        named["--flops-col"] = flops_col
+        named["--flops_col"] = flops_col
     for option, name in named.items():
         if name not in header:
             raise ConfigError(option, f"column {name!r} is not in {path!r} (columns: {', '.join(header)})")
@@ -127,8 +127,8 @@ def read_csv(path: str, params_col: str, loss_col: str, *, tokens_col: str | Non
             levels = budget_col
     described = {"N": params_col, "D": tokens_col or f"{flops_col} / (6 {params_col})",
                  "C": flops_col or f"6 {params_col} {tokens_col}", "levels": levels}
-    return make_points(columns["--params-col"], columns["--loss-col"], tokens=columns.get("--tokens-col"),
-                       flops=columns.get("--flops-col"), budget=budget, columns=described)
+    return make_points(columns["--params_col"], columns["--loss_col"], tokens=columns.get("--tokens_col"),
+                       flops=columns.get("--flops_col"), budget=budget, columns=described)
 
 
 def read_runs(directory: str, law: str, *, params_col: str | None = None, tokens_col: str | None = None,

@@ -31,6 +31,7 @@ import math
 import pathlib
 import re
 
+from bmjax import workdir as workdir_lib
 from bmjax.errors import ConfigError
 
 BUDGET_KEYS = ("budget.tokens", "budget.flops")
@@ -202,20 +203,12 @@ def run_names(overrides: list[dict]) -> list[str]:
     return names
 
 
-def read_summary(run_dir: pathlib.Path) -> dict | None:
-    path = run_dir / "summary.json"
-    try:
-        return json.loads(path.read_text()) if path.exists() else None
-    except json.JSONDecodeError:
-        return None
-
-
 def write_results(sweep: Sweep, workdir: pathlib.Path) -> int:
     """(Re)builds workdir/results.csv from the runs' summary.json files (runs without one are left out);
     returns the number of rows."""
     rows = []
     for run in sweep.runs:
-        summary = read_summary(workdir / run.name)
+        summary = workdir_lib.read_summary(workdir / run.name)
         if summary is None:
             continue
         row = {column: summary.get(column) for column in RESULT_COLUMNS}

@@ -15,11 +15,12 @@ Parameters are matched by name. Where this model and the source disagree, the ru
   this model lacks (MLM and NSP when fine-tuning) are left out. Both are reported in one line.
 Only used for a fresh run: a workdir that already has checkpoints resumes from them instead.
 """
-import json
 import pathlib
 
 import jax
 import numpy as np
+
+from bmjax import workdir as workdir_lib
 from bmjax.checkpoint import RestoreError, path_name, read_arrays
 from bmjax.errors import ConfigError
 
@@ -31,23 +32,13 @@ STRUCTURE_KEYS = ("name", "vocab_size", "d_model", "num_layers", "num_heads", "n
 
 
 def _is_workdir(path: pathlib.Path) -> bool:
-    return (path / "checkpoints").is_dir()
-
-
-def _workdir_config(path: pathlib.Path) -> dict:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(KEY, f"cannot read the config of workdir {path} ({e})") from None
-    if not isinstance(config, dict) or "model" not in config:
-        raise ConfigError(KEY, f"{path}/config.json has no model section")
-    return config
+    return workdir_lib.checkpoint_dir(path).is_dir()
 
 
 def source_model_keys(path: pathlib.Path) -> dict:
     """The source's model config: from a workdir's config.json, or converted from a Hugging Face config."""
     if _is_workdir(path):
-        return _workdir_config(path)["model"]
+        return workdir_lib.read_config(path, KEY)["model"].to_dict()
     if (path / "config.json").is_file():
         from bmjax.models import config_from_hf
 
@@ -74,14 +65,14 @@ def check_init_from(config) -> None:
         if ours is not None and theirs is not None and ours != theirs:
             raise ConfigError(KEY, f"{path} holds a model with model.{key}={theirs!r}; this config has {ours!r}")
     if _is_workdir(path):  # embeddings learnt for one tokenizer's ids mean nothing under another's
-        theirs = _workdir_config(path).get("data", {}).get("tokenizer")
+        theirs = workdir_lib.read_config(path, KEY).to_dict().get("data", {}).get("tokenizer")
         if theirs is not None and theirs != config.data.tokenizer:
             raise ConfigError(KEY, f"{path} was trained with data.tokenizer={theirs!r}; this config has "
                                    f"{config.data.tokenizer!r}")
 
 
 def _newest_step(workdir: pathlib.Path) -> int | None:
-    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit() and p.is_dir()]
+    steps = [int(p.name) for p in workdir_lib.checkpoint_dir(workdir).iterdir() if p.name.isdigit() and p.is_dir()]
     return max(steps) if steps else None
 
 
@@ -100,7 +91,7 @@ def flat_params(tree) -> dict:
 
 def workdir_params(workdir: pathlib.Path) -> tuple[dict, str]:
     """{name: np.ndarray} of the newest checkpoint's params (read alone: optimizer state stays on disk)."""
-    step_dir = workdir / "checkpoints" / str(_newest_step(workdir))
+    step_dir = workdir_lib.checkpoint_dir(workdir) / str(_newest_step(workdir))
     try:
         saved = read_arrays(step_dir, "params/")
     except Exception as e:  # noqa: BLE001  a damaged or unreadable checkpoint: one line naming it

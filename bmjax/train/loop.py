@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from bmjax import checkpoint as ckpt_lib
 from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
+from bmjax import workdir as workdir_lib
 from bmjax.models import flops
 from bmjax.parallel.batches import to_global
 from bmjax.train import faults
@@ -97,7 +98,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         abstract = ckpt_lib.abstract_like(training.abstract_state, training.state_shardings)
         start_step, state = checkpointer.restore_latest(abstract, data.train_iter,
                                                         log=lambda line: print(line, flush=True))
-        finished = summary_lib.read_summary(workdir) or {}
+        finished = workdir_lib.read_summary(workdir) or {}
         if start_step is not None and start_step >= total_steps and finished.get("status") == "finished":
             checkpointer.close()  # restored and read only: the run's files stay as they were
             if is_primary:
@@ -121,7 +122,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         for line in optim_lib.schedule_warnings(config.optim, total_steps):
             print(f"warning: {line}", file=sys.stderr, flush=True)
     if is_primary:  # rows a killed run logged after its last complete checkpoint are logged again from here
-        metrics_lib.truncate_jsonl(workdir / "metrics.jsonl", start_step)
+        workdir_lib.truncate_metrics(workdir, start_step)
     writers = metrics_lib.MetricWriters(config, workdir, is_primary)
 
     k = int(config.train.steps_per_call)
@@ -226,7 +227,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     if config.model.name == "gpt" and int(config.train.sample_tokens) > 0:
         text = sample.sample_text(training.graphdef, state.params, state.rest, data.tokenizer, config)
         if is_primary:
-            (workdir / "sample.txt").write_text(text)
+            workdir_lib.sample_file(workdir).write_text(text)
             print("--- sample ---\n" + text + "\n--------------", flush=True)
     record.close(step, "finished")
     writers.close()

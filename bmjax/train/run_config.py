@@ -16,8 +16,8 @@ directory the command started in, and the saved config records where they pointe
 import json
 import os
 import pathlib
-import re
 
+from bmjax import workdir as workdir_lib
 from bmjax.errors import ConfigError
 
 # Keys that change how a run is run or watched, not what it computes: run length (its effect on the schedule is
@@ -30,8 +30,6 @@ HARMLESS = frozenset({
     "train.sample_prompt", "train.sample_temperature", "model.attention", "model.remat", "tensorboard",
 })
 HARMLESS_SECTIONS = ("mesh.", "wandb.")
-
-_RESUME_FILE = re.compile(r"config\.step(\d+)\.json")
 
 
 # Keys whose value is a file, a glob of files or a directory (data.path only where it names a file, not a TFDS
@@ -141,20 +139,10 @@ def check_allowed_keys(config, allowed) -> None:
             raise ConfigError("--allow_config_change", f"unknown config key {key!r}")
 
 
-def newest_saved(workdir: pathlib.Path) -> pathlib.Path | None:
-    """The newest config file of the workdir's run: the last resume's, else config.json; None if neither."""
-    resumes = [(int(m.group(1)), p) for p in workdir.glob("config.step*.json")
-               if (m := _RESUME_FILE.fullmatch(p.name))]
-    if resumes:
-        return max(resumes)[1]
-    first = workdir / "config.json"
-    return first if first.is_file() else None
-
-
 def check_resume(workdir: pathlib.Path, config, allowed=()) -> None:
     """Raise a ConfigError listing the maths-changing keys in which `config` differs from the run's newest saved
     config and that `allowed` does not name. Nothing to compare (no saved config) passes."""
-    path = newest_saved(workdir)
+    path = workdir_lib.newest_config(workdir)
     if path is None:
         return
     try:
@@ -176,8 +164,6 @@ def check_resume(workdir: pathlib.Path, config, allowed=()) -> None:
 def record(workdir: pathlib.Path, config, resumed_step: int | None) -> pathlib.Path:
     """Write the config this run trains with: config.json for a fresh start, config.stepNNNNNN.json for a resume
     at that step. Returns the file written."""
-    path = workdir / ("config.json" if resumed_step is None else f"config.step{resumed_step:06d}.json")
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
-    partial.replace(path)
+    path = workdir_lib.config_file(workdir, resumed_step)
+    workdir_lib.write_atomic(path, json.dumps(config.to_dict(), indent=2, default=str) + "\n")
     return path

@@ -20,16 +20,11 @@ summary.json keys:
 The summary is written when the run starts (or resumes), after every eval and when it ends; only process 0
 writes it.
 """
-import json
 import pathlib
 import time
 
+from bmjax import workdir as workdir_lib
 from bmjax.models import flops, model_config
-
-
-def read_summary(workdir) -> dict | None:
-    path = pathlib.Path(workdir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 class RunRecord:
@@ -49,13 +44,12 @@ class RunRecord:
         self.n, self.n_total = counts["non_embedding"], counts["total"]
         self.step, self.tokens = start_step, self._tokens(start_step)
         self.started = time.monotonic()
-        previous = read_summary(self.workdir) if is_primary else None
+        previous = workdir_lib.read_summary(self.workdir) if is_primary else None
         self.earlier_wall_time = float(previous["wall_time"]) if previous and start_step > 0 else 0.0
         # Evals up to the restored step, read back from metrics.jsonl (rows after it were dropped on resume).
         self.eval_losses, self.final = [], {}
-        if is_primary and start_step > 0 and (self.workdir / "metrics.jsonl").exists():
-            for line in (self.workdir / "metrics.jsonl").read_text().splitlines():
-                row = json.loads(line)
+        if is_primary and start_step > 0:
+            for row in workdir_lib.read_metrics(self.workdir):
                 if row["split"] == "eval":
                     self.eval_losses.append(row["loss"])
                     self.final = row
@@ -93,10 +87,7 @@ class RunRecord:
         if not self.is_primary:
             return
         values = self.summary(status)
-        path = self.workdir / "summary.json"
-        tmp = path.with_suffix(".json.tmp")  # a kill mid-write leaves the previous summary whole
-        tmp.write_text(json.dumps(values, indent=2) + "\n")
-        tmp.replace(path)
+        workdir_lib.write_summary(self.workdir, values)  # a kill mid-write leaves the previous summary whole
         self.writers.summary(values)
 
     def close(self, step: int, status: str, reopen=None):
