@@ -31,12 +31,12 @@ LINKED = ("configs", "data", "tools")  # the README's relative paths into the re
 
 SHORT_RUN = ["--config.train.steps=2", "--config.train.steps_per_call=1", "--config.train.eval_every=2", "--config.train.eval_steps=1",
              "--config.train.log_every=1", "--config.train.ckpt_every=2", "--config.train.sample_tokens=8",
-             "--config.optim.warmup_steps=1"]
+             "--config.optim.warmup_steps=1", "--config.train.epochs=0"]  # epochs=0: steps decide (fine-tuning)
 SHORTEN = {
     "bmjax-train": SHORT_RUN,
     "bmjax-sample": ["--max_new_tokens=8"],
-    "tools/bench_step.py": ["--steps=2", "--warmup=1", "--window=1"],
-    "tools/bench_compare.py": ["--rounds=1", "--jax_steps=2", "--torch_steps=2"],
+    "tools/bench_step.py": ["--steps=2", "--warmup=1", "--window=1", "--config.train.steps_per_call=1"],
+    "tools/bench_compare.py": ["--rounds=1", "--jax_steps=2", "--torch_steps=2", "--jax_arg=--config.train.steps_per_call=1"],
     "tools/bench_ckpt.py": ["--rounds=1", "--window=2", "--ckpt_every=1", "--warmup=1"],
 }
 REWRITE = {
