@@ -36,7 +36,8 @@ SHORTEN = {
     "bmjax-train": SHORT_RUN,
     "bmjax-sample": ["--max_new_tokens=8"],
     "tools/bench_step.py": ["--steps=2", "--warmup=1", "--window=1", "--config.train.steps_per_call=1"],
-    "tools/bench_compare.py": ["--rounds=1", "--jax_steps=2", "--torch_steps=2", "--jax_arg=--config.train.steps_per_call=1"],
+    "tools/bench_compare.py": ["--rounds=1", "--jax_steps=2", "--torch_steps=2", "--jax_arg=--config.train.steps_per_call=1",
+                               "--jax_arg=--warmup=1", "--jax_arg=--window=1"],
     "tools/bench_ckpt.py": ["--rounds=1", "--window=2", "--ckpt_every=1", "--warmup=1"],
 }
 REWRITE = {
