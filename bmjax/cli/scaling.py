@@ -156,12 +156,7 @@ def _predict(fv) -> int:
     if given["flops"] is None and fv.law == "chinchilla" and options.approach != 3:
         raise ConfigError("--approach", "approaches 1 and 2 fit no loss law: --n/--d needs approach 3 (or "
                                         "--law kaplan); --flops works with any")
-    points, source = _load(fv)
-    points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
-    try:
-        result = fit_lib.run_fit(points, options)
-    except points_lib.NotEnoughPoints as e:
-        raise ConfigError(source, str(e)) from None
+    points, result = _load_and_fit(fv, options)
     out = fit_lib.predict(result, n=given["n"], d=given["d"], c=given["flops"])
     out.update(law=fv.law, approach=result.report.get("approach"), inputs=result.report["inputs"],
                compute=result.report["compute"])
@@ -178,14 +173,19 @@ def _predict(fv) -> int:
     return 0
 
 
-def _fit(fv) -> int:
-    options = _options(fv)
+def _load_and_fit(fv, options: fit_lib.FitOptions):
+    """The points (less the --drop_highest_loss runs) and the fit to them; data too thin to fit is one line."""
     points, source = _load(fv)
     points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
     try:
-        result = fit_lib.run_fit(points, options)
+        return points, fit_lib.run_fit(points, options)
     except points_lib.NotEnoughPoints as e:
         raise ConfigError(source, str(e)) from None
+
+
+def _fit(fv) -> int:
+    options = _options(fv)
+    points, result = _load_and_fit(fv, options)
     report = result.report
     if fv.plot:
         from bmjax.scaling.plots import write_plots  # matplotlib only when plots are asked for
