@@ -1,7 +1,7 @@
 # The two set-up commands of the README: `make demo` and `make test` (the whole suite: CPU tests, then the
 # TPU-compilation tests, `make test-tpu`).
 # Both install the exact versions in constraints.txt into .venv: `make demo` bmjax alone, `make test` also the
-# test and Hugging Face extras (torch from PyTorch's CPU index: TORCH_INDEX).
+# test, Hugging Face and lm-eval extras (torch from PyTorch's CPU index: TORCH_INDEX).
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PIP := $(VENV)/bin/pip
@@ -22,7 +22,7 @@ $(VENV)/.demo: pyproject.toml constraints.txt
 
 $(VENV)/.test: $(VENV)/.demo
 	$(PIP) install -q -c constraints.txt --no-deps --index-url $(TORCH_INDEX) torch
-	$(PIP) install -q -c constraints.txt -e ".[test,hf]"
+	$(PIP) install -q -c constraints.txt -e ".[test,hf,eval]"
 	touch $@
 
 install: $(VENV)/.demo
