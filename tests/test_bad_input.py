@@ -48,6 +48,8 @@ CASES = [
     ("bench_step: config", ["tools/bench_step.py", "--config", "configs/gpt/missing.py"], "--config", ""),
     ("bench_step: key", ["tools/bench_step.py", "--config", "configs/gpt/tiny.py", "--config.optim.not_a_key=1"],
      "not_a_key", ""),
+    ("bench_step: no window", ["tools/bench_step.py", "--config", "configs/gpt/tiny.py", "--steps", "4", "--window",
+                               "10"], "--steps", "--window"),
     ("bench_ckpt", ["tools/bench_ckpt.py", "--config", "configs/gpt/missing.py"], "--config", ""),
     ("tpu_vm: no command", ["tools/tpu_vm.py", "--name", "bm", "--zone", "z"], "command", ""),
     ("tpu_vm: unknown command", ["tools/tpu_vm.py", "start", "--name", "bm", "--zone", "z"], "command", ""),
