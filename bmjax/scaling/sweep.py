@@ -155,11 +155,12 @@ def budget_steps(config, key: str, value) -> int:
 
 def counted_flops_per_token(config) -> float:
     """The training FLOPs per token the trainer counts for this config (its summary's C is D times this)."""
+    from bmjax.data.mlm import max_predictions
     from bmjax.models import flops, model_config
-    from bmjax.train import tasks
 
-    return flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len),
-                                       tasks.output_fraction(config))
+    seq_len = int(config.data.seq_len)
+    return flops.train_flops_per_token(model_config(config.model), seq_len,
+                                       flops.output_fraction(config.data.task, seq_len, max_predictions(seq_len)))
 
 
 def set_key(config, dotted: str, value):
