@@ -27,6 +27,8 @@ CASES = [
     ("train: vocab", [*TRAIN, *TINY, "--config.model.vocab_size=100", "--workdir", "RUN"], "model.vocab_size", ""),
     ("train: unknown enum", [*TRAIN, "--config", "configs/gpt/tiny.py", "--config.train.on_nonfinite=ignore",
                              "--workdir", "RUN"], "train.on_nonfinite", "allowed: halt, skip"),
+    ("train: cooldown fraction", [*TRAIN, *TINY, "--config.optim.schedule=wsd", "--config.optim.cooldown_fraction=1.5",
+                                  "--workdir", "RUN"], "optim.cooldown_fraction", "(0, 1]"),
     ("train: misspelt key in a config file", [*TRAIN, "--config", "TYPO", "--workdir", "RUN"], "ckpt_evry",
      "did you mean 'ckpt_every'?"),
     ("train: unwritable workdir", [*TRAIN, "--config", "configs/gpt/tiny.py", "--workdir=/sys/bmjax-run"],
