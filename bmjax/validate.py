@@ -38,7 +38,8 @@ CHOICES = {
     "model.mlp": ("gelu", "swiglu"),
     "model.position": ("learned", "rotary"),
     "data.task": ("lm", "mlm", "classification"),
-    "optim.schedule": ("cosine", "linear", "constant"),
+    "optim.schedule": ("cosine", "linear", "constant", "wsd"),
+    "optim.cooldown_shape": ("linear", "sqrt", "cosine"),
     "wandb.mode": ("disabled", "offline", "online"),
     "train.on_nonfinite": ("halt", "skip"),
 }
@@ -91,6 +92,8 @@ def check_ranges(config):
     _require(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 turns clipping off), got {o.grad_clip}")
     _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1" if not 0 <= o.b1 < 1 else "optim.b2",
              f"Adam betas must be in [0, 1), got ({o.b1}, {o.b2})")
+    _require(isinstance(o.cooldown_fraction, (int, float)) and 0 < o.cooldown_fraction <= 1, "optim.cooldown_fraction",
+             f"must be in (0, 1], got {o.cooldown_fraction!r}")
     if o.decay_steps is not None:
         _require(o.decay_steps > 0, "optim.decay_steps", f"must be positive, got {o.decay_steps}")
     _require(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {d.eval_fraction}")
