@@ -174,3 +174,26 @@ def test_a_bad_ladder_is_one_line_and_exit_2(tmp_path, capsys, kwargs, message):
     code, out, err = cli(capsys, f"--config={path}", f"--workdir={tmp_path / 'sweep'}", "--dry_run")
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+
+
+
+@pytest.mark.parametrize("scale, sizes", [("full", 6), ("session", 5)])
+def test_the_shipped_ladder_spans_30x_in_compute_with_five_budgets_per_size_and_two_seeds(scale, sizes):
+    sweep = sweep_lib.load_sweep(str(REPO / f"configs/sweeps/ladder.py:scale={scale}"))
+    ladders = {}
+    for run in sweep.runs:
+        key = (run.overrides["model.num_layers"], run.overrides["model.d_model"], run.overrides["train.seed"])
+        ladders.setdefault(key, []).append(run)
+    assert len({(layers, width) for layers, width, _ in ladders}) == sizes
+    assert {seed for _, _, seed in ladders} == {0, 1}
+    for runs in ladders.values():
+        parent, *branches = runs
+        budgets = sorted(r.overrides["budget.flops"] for r in runs)
+        assert len(budgets) >= 5 and budgets[-1] / budgets[0] >= 30
+        assert parent.parent is None and parent.overrides["budget.flops"] == budgets[-1]
+        assert all(b.parent == parent.name for b in branches)
+        for run in runs:  # every budget met in counted FLOPs to within half a step
+            assert abs(run.steps * run.flops_per_step - run.overrides["budget.flops"]) <= run.flops_per_step / 2
+    cost = sweep_lib.cost(sweep)
+    assert cost["independent_flops"] / cost["flops"] > 1.4
+

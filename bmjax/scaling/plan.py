@@ -4,8 +4,10 @@ The fit's allocation gives the compute-optimal N_opt, D_opt at the budget C (bmj
 plan turns them into a GPT of the base config's vocabulary and context:
 
 - the shape rule: depth from the aspect ratio R = d_model / num_layers (at N_opt a block holds 12 d^2
-  parameters, so L = (N_opt / (12 R^2))^(1/3)); then, over that depth and one layer either side, the width (a
-  multiple of the head size H, num_heads = d_model / H) whose parameter count is nearest N_opt (in log);
+  parameters, so L = (N_opt / (12 R^2))^(1/3), rounded); over that depth and one layer either side, and widths
+  that are multiples of the head size H (num_heads = d_model / H): of the shapes whose parameter count lies
+  within 10% of N_opt the one whose d_model / num_layers is nearest R (in log), or, where none does, the shape
+  whose count is nearest N_opt;
 - the parameters are counted as the fit counted them (bmjax.models.flops.param_counts of the built config):
   total for Chinchilla's law (as `fit --runs` reads N_total), non-embedding for Kaplan's;
 - train.steps = D_opt / (batch_size x seq_len), rounded to the nearest step (at least one);
@@ -26,6 +28,9 @@ from bmjax.scaling import sweep as sweep_lib
 DEFAULT_CONFIG = "configs/gpt/gpt2.py"
 
 CONVENTION = {"chinchilla": "total", "kaplan": "non_embedding"}
+
+
+COUNT_TOLERANCE = 0.1  # a shape within this relative distance of N_opt counts as hitting it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +78,9 @@ def nearest_shape(base_config, n_target: float, convention: str, rule: ShapeRule
             n = count_params(with_overrides(base_config, overrides), convention)
             distance = abs(math.log(n / n_target))
             aspect = abs(math.log(multiple * rule.head_dim / layers / rule.aspect_ratio))
-            if best is None or (distance, aspect) < best[0]:
-                best = ((distance, aspect), overrides, n)
+            key = (0.0, aspect) if distance <= math.log1p(COUNT_TOLERANCE) else (1.0, distance)
+            if best is None or key < best[0]:
+                best = (key, overrides, n)
             if n > n_target:  # counts grow with width: the next one is only farther
                 break
             multiple += 1
