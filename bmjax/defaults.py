@@ -63,6 +63,10 @@ def base_config() -> config_dict.ConfigDict:
     c.model.norm_eps = 1e-5
     c.model.init_std = 0.02
     c.model.scan_layers = False  # one lax.scan over stacked layers: compile time flat in depth
+    # standard | mup: μP (bmjax/models/mup.py) rescales hidden init and learning rates, the readout and attention
+    # logits by width, so optim.lr and model.init_std tuned at d_model = mup_base_width hold at every width.
+    c.model.parametrization = "standard"
+    c.model.mup_base_width = config_dict.placeholder(int)  # mup: the width where it equals standard (required)
     # BERT only:
     c.model.type_vocab_size = 2  # token types (segments A and B)
     c.model.heads = "pretraining"  # pretraining (MLM + NSP) | mlm | classification | none
@@ -97,7 +101,12 @@ def base_config() -> config_dict.ConfigDict:
     c.optim = config_dict.ConfigDict()
     c.optim.lr = 3e-4
     c.optim.min_lr = 3e-5
-    c.optim.schedule = "cosine"  # cosine | linear | constant (all after linear warmup)
+    c.optim.schedule = "cosine"  # cosine | linear | constant | wsd (all after linear warmup)
+    # wsd (warmup-stable-decay): optim.lr until the last cooldown_fraction (in (0, 1]) of the schedule's steps
+    # (optim.decay_steps, unset: train.steps), then down to optim.min_lr shaped linear | sqrt | cosine
+    # (sqrt: 1 - sqrt(t), Hägele et al. 2024; formulas in bmjax/train/optim.py's `schedule`).
+    c.optim.cooldown_fraction = 0.2
+    c.optim.cooldown_shape = "sqrt"
     c.optim.warmup_steps = 100
     c.optim.decay_steps = config_dict.placeholder(int)  # unset: train.steps
     c.optim.weight_decay = 0.1
