@@ -23,6 +23,7 @@ from bmjax import checkpoint as ckpt_lib
 from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
 from bmjax import workdir as workdir_lib
+from bmjax.data.mlm import max_predictions
 from bmjax.errors import ConfigError
 from bmjax.models import flops
 from bmjax.parallel.batches import to_global
@@ -118,8 +119,9 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     k = int(config.train.steps_per_call)
 
     model_cfg = build_model_config(config)
-    flops_per_token = flops.train_flops_per_token(model_cfg, int(config.data.seq_len),
-                                                  tasks_lib.output_fraction(config))
+    seq_len = int(config.data.seq_len)
+    flops_per_token = flops.train_flops_per_token(model_cfg, seq_len, flops.output_fraction(
+        config.data.task, seq_len, max_predictions(seq_len)))
     peak = mfu_lib.total_peak_flops(config.model.dtype)  # NaN for an unknown device: mfu is logged as NaN
     if is_primary:
         print(mfu_lib.describe_peak(config.model.dtype), flush=True)
