@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # WSD (warmup-stable-decay, 20% 1-sqrt cooldown) against cosine at the same N and D: three byte-level GPT widths
 # on the builtin corpus, two seeds each, then report.py writes the table and plot into README.md and plots/.
-# 30 minutes on the 2-core CPU shared with other jobs (nice 10, load 20-30); re-running skips finished runs and resumes
-# an interrupted one. See README.md.
+# 30 minutes on the 2-core CPU shared with other jobs (nice 10, load 20-30); re-running skips finished runs and
+# resumes an interrupted one. See README.md.
 #
 #     bash experiments/wsd/run.sh [WORKDIR]        (default runs/wsd)
 set -euo pipefail
