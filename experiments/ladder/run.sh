@@ -15,6 +15,9 @@ BOOTSTRAP=${BOOTSTRAP:-200}
 OUT=experiments/ladder/$SCALE
 SWEEP=configs/sweeps/ladder.py:scale=$SCALE
 mkdir -p "$OUT"
+# One compilation cache for every run: a branch compiles the same step as its parent.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$WORKDIR/jax-cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 run() { echo "+ $*" >&2; nice -n 10 "$@"; }
 
 start=$(date +%s)
