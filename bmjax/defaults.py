@@ -63,6 +63,10 @@ def base_config() -> config_dict.ConfigDict:
     c.model.norm_eps = 1e-5
     c.model.init_std = 0.02
     c.model.scan_layers = False  # one lax.scan over stacked layers: compile time flat in depth
+    # standard | mup: μP (bmjax/models/mup.py) rescales hidden init and learning rates, the readout and attention
+    # logits by width, so optim.lr and model.init_std tuned at d_model = mup_base_width hold at every width.
+    c.model.parametrization = "standard"
+    c.model.mup_base_width = config_dict.placeholder(int)  # mup: the width where it equals standard (required)
     # BERT only:
     c.model.type_vocab_size = 2  # token types (segments A and B)
     c.model.heads = "pretraining"  # pretraining (MLM + NSP) | mlm | classification | none

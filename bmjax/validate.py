@@ -23,6 +23,7 @@ from absl import logging
 from bmjax import data as data_lib
 from bmjax.errors import ConfigError
 from bmjax.models import attention as attention_lib
+from bmjax.models import mup
 from bmjax.parallel import batches
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
@@ -37,6 +38,7 @@ CHOICES = {
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
     "model.position": ("learned", "rotary"),
+    "model.parametrization": mup.PARAMETRIZATIONS,
     "data.task": ("lm", "mlm", "classification"),
     "optim.schedule": ("cosine", "linear", "constant", "wsd"),
     "optim.cooldown_shape": ("linear", "sqrt", "cosine"),
@@ -150,6 +152,19 @@ def check_shapes(config):
              f"sequence length {d.seq_len} is longer than model.max_len={m.max_len}")
     _require(m.attention != "splash" or m.dropout == 0, "model.dropout",
              f"splash attention has no attention dropout, got {m.dropout}")
+    check_mup(m)
+
+
+def check_mup(m):
+    """model.mup_base_width: a positive width that num_heads divides, set iff model.parametrization=mup."""
+    base = m.mup_base_width
+    if m.parametrization != "mup":
+        _require(base is None, "model.mup_base_width", f"is only read with model.parametrization=mup, got {base}")
+        return
+    _require(isinstance(base, int) and base > 0, "model.mup_base_width",
+             f"must be a positive integer with model.parametrization=mup, got {base!r}")
+    _require(base % m.num_heads == 0, "model.mup_base_width",
+             f"{base} is not divisible by model.num_heads={m.num_heads} (the base head size)")
 
 
 def check_mesh(config, devices=None, *, loads_data=True):

@@ -23,6 +23,7 @@ from ml_collections import config_flags
 from bmjax import runtime, validate
 from bmjax.cli import common
 from bmjax.data.mlm import max_predictions
+from bmjax.errors import ConfigError
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, mfu, setup
@@ -45,6 +46,9 @@ def main(argv):
 def benchmark(workdir: str):
     config = _CONFIG.value
     k = int(config.train.steps_per_call)
+    if _STEPS.value // k < max(_WINDOW.value // k, 1):
+        raise ConfigError("--steps", f"{_STEPS.value} timed steps fill no timing window of --window="
+                          f"{_WINDOW.value} steps (train.steps_per_call={k}): give --steps >= --window")
     runtime.set_process_defaults()  # PJRT_NPROC and malloc, as bmjax-train, before jax starts its backend
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)

@@ -1,9 +1,12 @@
 """AdamW with a weight-decay mask, a warmup-then-decay (or warmup-stable-decay) schedule, and global-norm gradient
-clipping."""
+clipping; under μP (model.parametrization=mup) the hidden weights' updates are scaled by base_width/width
+(bmjax/models/mup.py)."""
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
+from bmjax.models import mup
 
 # Leaves whose names end in one of these are never decayed: biases and norm scales (and, unless
 # optim.decay_embeddings, embedding tables). Decided by name, not rank: with model.scan_layers every leaf gains a
@@ -96,6 +99,19 @@ def schedule_warnings(optim_cfg, total_steps: int) -> list[str]:
     return lines
 
 
+def _leaf_names(path) -> list[str]:
+    """A parameter's path as names: ["blocks", "0", "attn", "query", "kernel"]."""
+    keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return [k for k in keys if k not in ("value", "raw_value")]
+
+
+def _is_weight_matrix(names: list[str], decay_embeddings: bool) -> bool:
+    """A linear layer's kernel (or, with decay_embeddings, an embedding table): not a bias or norm parameter."""
+    no_decay = NO_DECAY_SUFFIXES if decay_embeddings else NO_DECAY_SUFFIXES + (EMBEDDING_SUFFIX,)
+    in_norm = any("norm" in k or k.startswith("ln_") for k in names[:-1])
+    return not (names[-1].endswith(no_decay) or in_norm)
+
+
 def decay_mask(params: nnx.State, decay_embeddings: bool = False):
     """True for the leaves weight decay applies to: the weight matrices of linear layers (kernels), and the
     embedding tables if `decay_embeddings`; never biases or norm parameters.
@@ -103,32 +119,42 @@ def decay_mask(params: nnx.State, decay_embeddings: bool = False):
     minGPT left embeddings out; nanoGPT decays every tensor of 2 or more dimensions and BERT's reference code
     everything but biases and LayerNorms, embeddings included in both (decay_embeddings=True).
     """
-    no_decay = NO_DECAY_SUFFIXES if decay_embeddings else NO_DECAY_SUFFIXES + (EMBEDDING_SUFFIX,)
-
-    def decays(path, _):
-        keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-        keys = [k for k in keys if k not in ("value", "raw_value")]
-        name = keys[-1]
-        in_norm = any("norm" in k or k.startswith("ln_") for k in keys[:-1])
-        return not (name.endswith(no_decay) or in_norm)
-
-    return jax.tree_util.tree_map_with_path(decays, params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: _is_weight_matrix(_leaf_names(path), decay_embeddings),
+                                            params)
 
 
-def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """clip_by_global_norm(grad_clip) (if > 0), then AdamW with `decay_mask`; returns (optimizer, schedule)."""
+def mup_hidden_mask(params: nnx.State):
+    """True for μP's hidden weights: the kernels `decay_mask` selects, less the readouts' (mup.READOUTS)."""
+
+    def hidden(path, _):
+        names = _leaf_names(path)
+        return _is_weight_matrix(names, decay_embeddings=False) and not any(n in mup.READOUTS for n in names)
+
+    return jax.tree_util.tree_map_with_path(hidden, params)
+
+
+def make_optimizer(optim_cfg, total_steps: int,
+                   model_cfg=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """clip_by_global_norm(grad_clip) (if > 0), then AdamW with `decay_mask`; returns (optimizer, schedule).
+
+    With a μP `model_cfg` (model.parametrization=mup): Adam's direction of the hidden weights (`mup_hidden_mask`)
+    is multiplied by base_width/width before the decoupled weight decay is added and the learning rate applied,
+    so the decay's per-step shrink lr·weight_decay is the same at every width (bmjax/models/mup.py says why).
+    """
     lr = schedule(optim_cfg, total_steps)
     decay_embeddings = bool(optim_cfg.decay_embeddings)
     parts = []
     if optim_cfg.grad_clip:
         parts.append(optax.clip_by_global_norm(float(optim_cfg.grad_clip)))
-    parts.append(
-        optax.adamw(
-            lr,
-            b1=float(optim_cfg.b1),
-            b2=float(optim_cfg.b2),
-            eps=float(optim_cfg.eps),
-            weight_decay=float(optim_cfg.weight_decay),
-            mask=lambda params: decay_mask(params, decay_embeddings),
-        ))
+    adam = dict(b1=float(optim_cfg.b1), b2=float(optim_cfg.b2), eps=float(optim_cfg.eps))
+    weight_decay = float(optim_cfg.weight_decay)
+    mask = lambda params: decay_mask(params, decay_embeddings)  # noqa: E731
+    if model_cfg is not None and mup.is_mup(model_cfg):
+        # optax.adamw's own chain, with μP's per-parameter learning-rate factor after scale_by_adam.
+        parts += [optax.scale_by_adam(**adam),
+                  optax.masked(optax.scale(mup.hidden_lr_mult(model_cfg)), mup_hidden_mask),
+                  optax.add_decayed_weights(weight_decay, mask),
+                  optax.scale_by_learning_rate(lr)]
+    else:
+        parts.append(optax.adamw(lr, **adam, weight_decay=weight_decay, mask=mask))
     return optax.chain(*parts), lr
