@@ -155,6 +155,11 @@ def base_config() -> config_dict.ConfigDict:
     c.train.eval_steps = 20  # 0: one pass over the whole held-out set (task lm; what sweeps use)
     c.train.ckpt_every = 500
     c.train.keep_ckpts = 3
+    # Steps whose checkpoint is kept whatever keep_ckpts says (saved there too): the points branches start from.
+    c.train.ckpt_steps = ()
+    # "WORKDIR@STEP": start from that run's checkpoint at STEP (params, optimizer, data position, step) and train on
+    # with this config, which may change only run/schedule lengths and cadences (bmjax/train/branch.py).
+    c.train.branch_from = ""
     # A step whose loss or gradient norm is NaN/inf: "halt" stops the run there (the last checkpoint stays as
     # it was); "skip" drops that update and counts it in the train metrics as "skipped".
     c.train.on_nonfinite = "halt"
