@@ -1,12 +1,18 @@
 """The ladder's tables from what run.sh wrote into OUT (experiments/ladder/SCALE/): the sweep's results.csv, the
-fits, predict's and plan's JSON, the forecast runs' results and the law's predictions for them. Markdown on stdout.
+fits, predict's and plan's JSON, the forecast runs' results and the law's predictions for them. Writes them as
+Markdown to OUT.md and into README.md between the markers `<!-- SCALE tables -->` and `<!-- end SCALE tables -->`.
 
-    python experiments/ladder/report.py experiments/ladder/session > experiments/ladder/session.md
+    python experiments/ladder/report.py experiments/ladder/session
 """
+import contextlib
 import csv
+import io
 import json
 import pathlib
+import re
 import sys
+
+README = pathlib.Path(__file__).parent / "README.md"
 
 
 def read_csv(path):
@@ -119,5 +125,20 @@ def main(out: pathlib.Path):
               f"N_total = {best_predicted[1]:,} lowest, training ranks N_total = {best_actual[1]:,} lowest.")
 
 
+def write(out: pathlib.Path):
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        main(out)
+    tables = text.getvalue().strip() + "\n"
+    out.with_suffix(".md").write_text(tables)
+    readme = README.read_text()
+    begin, end = f"<!-- {out.name} tables -->", f"<!-- end {out.name} tables -->"
+    if begin in readme:
+        readme = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: f"{begin}\n{tables}{end}", readme,
+                        flags=re.S)
+        README.write_text(readme)
+    print(f"wrote {out.with_suffix('.md')}" + (f" and {README}" if begin in readme else ""))
+
+
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1]))
+    write(pathlib.Path(sys.argv[1]))
