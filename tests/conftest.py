@@ -29,7 +29,7 @@ SLOW_FILES = {
     "test_mixture_metrics.py", "test_multihost.py", "test_nonfinite.py", "test_preemption.py", "test_resume.py",
     "test_run_config.py", "test_run_length.py", "test_run_records.py", "test_sample_cli.py",
     "test_sample_multiprocess.py", "test_sweep.py", "test_tpu_compile.py", "test_trace_summary.py", "test_train.py",
-    "test_validate.py",
+    "test_validate.py", "test_mup_train.py",
     "test_scaling_plan.py", "test_sweep_branching.py",
 }
 
