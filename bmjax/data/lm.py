@@ -16,8 +16,9 @@ Eval: the first eval_steps * batch_size windows of a shuffle of the eval stream 
 needs): non-overlapping windows from its start, in order, so every token but the first is scored exactly
 once; the last partial window is padded and masked (`weights` 0), as are the rows that fill the last batch.
 Eval batches carry "target_bytes", each target's UTF-8 bytes, where the tokenizer's ids stand for fixed bytes
-(byte, char: tokenizers.token_byte_lengths): the lm task sums them over the scored targets, so bits per byte
-(which compares across tokenizers) is exact for whatever the eval scores. Tokenizer files report none.
+(byte, char, byte-level BPE: tokenizers.token_byte_lengths): the lm task sums them over the scored targets, so
+bits per byte (which compares across tokenizers) is exact for whatever the eval scores. WordPiece and
+SentencePiece files report none.
 `eval_sets()`: the named sets of `data.eval_sets`, packed and scored as packed_lm.py scores its held-out split
 (eval_sets.py).
 """

@@ -22,7 +22,7 @@ batches of each component (all of a component with fewer): a fixed subset, the s
 `eval_parts()` gives the batches component by component (`eval/<source>/...` figures); `eval_batches()` all
 of them, component after component; `eval_sets()` the named sets of `data.eval_sets` (eval_sets.py) the same
 way. Batches carry "target_bytes" (each target's UTF-8 bytes) where the
-tokenizer's ids stand for fixed bytes (byte, char), for exact bits per byte.
+tokenizer's ids stand for fixed bytes (byte, char, byte-level BPE), for exact bits per byte.
 """
 import dataclasses
 import logging
