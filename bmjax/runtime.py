@@ -36,10 +36,10 @@ def keep_freed_memory_in_process():
     """Stop glibc handing XLA:CPU's per-call buffers back to the kernel after every call.
 
     glibc serves allocations above its mmap threshold (at most 32 MiB by default) with fresh mmaps and returns
-    freed memory at the top of the heap to the kernel, so a jitted step whose temporaries exceed that (~45 MiB
-    for the 4-layer shakespeare_char GPT) page-faults all of them in again on every call: measured 11k faults
-    and ~45 ms of kernel time per step, a third of the step. Allocations up to 256 MiB now come from the heap
-    and up to 512 MiB of freed memory stays in the process for the next call.
+    freed memory at the top of the heap to the kernel, so a jitted step whose temporaries exceed that
+    page-faults all of them in again on every call (the measured cost: experiments/shakespeare_char/README.md).
+    Allocations up to 256 MiB now come from the heap and up to 512 MiB of freed memory stays in the process for
+    the next call.
     """
     if not sys.platform.startswith("linux"):
         return

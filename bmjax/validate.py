@@ -272,6 +272,16 @@ class Validated:
     rules: tuple  # the logical-axis rules (bmjax/parallel/rules.py)
 
 
+def validate_compile_target(config, devices) -> Validated:
+    """The checks a compile-only run needs (bmjax-compile-check, `bmjax-scaling plan --compile`): choices,
+    shapes, the mesh over `devices` (a TPU topology's, say) and the parameters' layout on it; no files or data."""
+    check_choices(config)
+    check_shapes(config)
+    mesh, rules = check_mesh(config, devices, loads_data=False)  # feeds no pipeline
+    check_parameter_layout(config, mesh, rules)
+    return Validated(mesh=mesh, rules=rules)
+
+
 def validate_config(config, workdir: pathlib.Path) -> Validated:
     """Everything checkable before data is tokenized or anything compiles; raises the first ConfigError."""
     check_choices(config)

@@ -1,22 +1,10 @@
 """BERT configs through the CLI: bad tokenizer files, labels and columns are one line naming the culprit (exit 2);
 the configs themselves resolve and validate."""
-import importlib.util
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
 from bmjax import validate
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args, timeout=300):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    return subprocess.run([sys.executable, "-m", "bmjax.cli.train", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+from helpers import commands
+from helpers.configs import load_config
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +38,10 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_bert_input_is_one_line_naming_it(files, tmp_path, case):
     make_args, culprit, words = CASES[case]
-    result = run_cli(*make_args(files), "--workdir", str(tmp_path / "run"))
+    result = commands.train(*make_args(files), "--workdir", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {culprit}: ") and words in lines[0], lines
-
-
-def load_config(relpath, arg=""):
-    spec = importlib.util.spec_from_file_location("cfg", REPO / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 def test_bert_configs_resolve_and_validate(files, tmp_path):

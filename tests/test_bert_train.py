@@ -1,7 +1,6 @@
 """BERT end to end through the trainer: pretraining (MLM + NSP) on the builtin corpus beats the unigram baseline,
 fine-tuning from that workdir (train.init_from) separates a generated classification task, and init_from
 takes Hugging Face directories and refuses a source of another shape."""
-import importlib.util
 import json
 import pathlib
 
@@ -14,22 +13,12 @@ from bmjax.errors import ConfigError
 from bmjax.models import build_model, save_pretrained
 from bmjax.train import init_from
 from bmjax.train.loop import train_and_evaluate
+from helpers.configs import load_config
+from helpers.metrics import read_rows
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # Small enough for a few hundred CPU steps. A larger init than BERT's 0.02 and short sequences let a
 # 64-wide model learn positional attention (and leave the unigram plateau) within that budget.
 SHAPE = dict(d_model=64, num_layers=2, num_heads=4, d_ff=256, max_len=32, init_std=0.1)
-
-
-def load_config(relpath: str, arg: str = ""):
-    spec = importlib.util.spec_from_file_location("cfg", REPO / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
-def read_metrics(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 def pretrain_config():
@@ -76,7 +65,7 @@ def test_pretraining_beats_the_unigram_baseline(pretrained):
     print(f"MLM accuracy {final['mlm_accuracy']:.3f} vs unigram baseline {baseline:.3f}; "
           f"NSP accuracy {final['nsp_accuracy']:.3f}")
     assert final["mlm_accuracy"] > baseline + 0.08  # measured: 0.32 against 0.09
-    train = [r for r in read_metrics(workdir) if r["split"] == "train"]
+    train = [r for r in read_rows(workdir) if r["split"] == "train"]
     assert train[-1]["mlm_loss"] < train[0]["mlm_loss"] - 0.5  # the first row is step 50, already past 3.7
     assert {"mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "loss"} <= set(final)
     assert (workdir / "checkpoints" / "300").is_dir()
@@ -116,7 +105,7 @@ def test_finetuning_from_the_pretraining_workdir_separates_the_classes(pretraine
     assert f"from {pretrain_dir}/checkpoints/300" in out and "fresh: classifier; not used: mlm, nsp" in out
     print(f"fine-tuned: eval accuracy {final['accuracy']:.3f}, F1 {final['f1']:.3f}")
     assert final["accuracy"] >= 0.95 and final["f1"] >= 0.95
-    rows = read_metrics(workdir)
+    rows = read_rows(workdir)
     assert max(r["step"] for r in rows) == 30  # 3 epochs of 320 training rows in batches of 32
     assert {"accuracy", "f1", "loss"} <= set(r for row in rows if row["split"] == "eval" for r in row)
 

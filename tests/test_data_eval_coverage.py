@@ -9,25 +9,18 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bmjax.data import ByteTokenizer, documents, make_data, prepare
+from bmjax.data import ByteTokenizer, documents, make_data
+from helpers.documents import self_naming, write_shards
 
 SIZES = {"A": 300, "B": 300, "C": 60}  # documents; eval_fraction 0.1 holds out 30, 30 and 6
 NAME = re.compile(rb"([A-Z]\d+):")
 
 
-def self_naming(tag, count):
-    rng = np.random.default_rng(ord(tag))
-    return [f"~{tag}{i}:" + "".join(rng.choice(list("abcdefgh "), size=int(rng.integers(5, 90)))) + "\n"
-            for i in range(count)]
-
-
 @pytest.fixture(scope="module")
 def shard_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("named")
-    for tag, count in SIZES.items():
-        prepare.prepare_shards(self_naming(tag, count), str(root / tag), ByteTokenizer(), num_shards=2,
-                               progress=False)
-    return {tag: str(root / tag) for tag in SIZES}
+    return {tag: write_shards(self_naming("~{tag}{i}:", tag, count, seed=ord(tag), length=(5, 90)), root / tag,
+                              ByteTokenizer(), num_shards=2) for tag, count in SIZES.items()}
 
 
 def make_config(mixture, packing, batch_size, seq_len, eval_steps=0):

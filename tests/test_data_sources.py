@@ -11,6 +11,7 @@ import pytest
 
 from bmjax.data import ByteTokenizer, CharTokenizer, check_data_config, documents, make_data, packed_lm, prepare
 from bmjax.errors import ConfigError
+from helpers.documents import self_naming, write_shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_DOCS = 240
@@ -18,9 +19,7 @@ NUM_DOCS = 240
 
 def lines(count, tag):
     """Distinct short documents: "tag 17: ...\\n" (each one names itself)."""
-    rng = np.random.default_rng(len(tag))
-    return [f"{tag} {i}: " + "".join(rng.choice(list("abcdefgh "), size=int(rng.integers(3, 40)))) + "\n"
-            for i in range(count)]
+    return self_naming("{tag} {i}: ", tag, count, seed=len(tag), length=(3, 40))
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +28,9 @@ def shard_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     out = {}
     for tag in ("alpha", "beta"):
-        prepare.prepare_shards(lines(NUM_DOCS, tag), str(root / tag), ByteTokenizer(), num_shards=3, progress=False)
-        out[tag] = str(root / tag)
+        out[tag] = write_shards(lines(NUM_DOCS, tag), root / tag, ByteTokenizer(), num_shards=3)
     docs = lines(NUM_DOCS, "alpha")
-    prepare.prepare_shards(docs, str(root / "char"), CharTokenizer.from_texts(docs), num_shards=2, progress=False)
-    out["char"] = str(root / "char")
+    out["char"] = write_shards(docs, root / "char", CharTokenizer.from_texts(docs), num_shards=2)
     return out
 
 

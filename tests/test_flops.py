@@ -4,6 +4,7 @@ from flax import nnx
 
 from bmjax.models import GPT, GPTConfig
 from bmjax.models.flops import count_params, param_counts, train_flops_per_token
+from helpers.configs import load_config
 
 
 def test_gpt2_124m_counts():
@@ -55,16 +56,6 @@ SHIPPED_CONFIGS = [
     ("configs/bert/tiny.py", ""),
     ("configs/bert/finetune.py", "data=x.csv,labels=2"), ("configs/bert/finetune.py", "data=x.csv,labels=5,model=tiny"),
 ]
-
-
-def load_config(relpath: str, arg: str):
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location("cfg", pathlib.Path(__file__).parent.parent / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 def built_parameters(model_cfg) -> dict[str, int]:

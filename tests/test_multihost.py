@@ -7,7 +7,6 @@ its half of every batch, only process 0 writes metrics, and both write their che
 processes then resume that checkpoint on a tensor-parallel mesh and must continue the single-process run's
 curve.
 """
-import json
 import os
 import socket
 import subprocess
@@ -17,6 +16,8 @@ import numpy as np
 import pytest
 
 from bmjax.train.loop import train_and_evaluate
+from helpers.configs import load_config
+from helpers.metrics import read_rows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, HALF = 16, 8
@@ -32,12 +33,7 @@ WORKER_TIMEOUT = 300
 
 
 def config_with(**changes):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tiny", os.path.join(REPO, "configs/gpt/tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("")
+    config = load_config("configs/gpt/tiny.py")
     for key, value in {**OVERRIDES, **changes}.items():
         *sections, name = key.split(".")
         node = config
@@ -48,7 +44,7 @@ def config_with(**changes):
 
 
 def train_losses(workdir):
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(workdir)
     steps = [r["step"] for r in rows if r["split"] == "train"]
     assert len(steps) == len(set(steps)), "metrics written by more than one process"
     return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}

@@ -84,8 +84,8 @@ def test_shipped_config_compiles_for_its_tpu_and_fits(name):
 
     topology, config = splash_plan(name)
     devices = tpu_devices(topology)
-    check_config(config, devices)
-    report = compile_step(config, devices)
+    checked = check_config(config, devices)
+    report = compile_step(config, devices, checked=checked)
     assert report["platform"] == "tpu" and report["devices"] == len(devices)
     hbm = HBM_GIB[topology.split(":")[0]] * GIB
     assert 0 < report["peak_bytes"] < hbm, format_report(config, report)

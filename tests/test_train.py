@@ -1,27 +1,12 @@
 """The trainer end to end, in process: the loss falls, and a finished run resumes at the right step."""
-import json
 import math
 import time
 
 import pytest
 
 from bmjax.train.loop import train_and_evaluate
-
-import importlib.util
-import pathlib
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_config(relpath: str, arg: str = ""):
-    spec = importlib.util.spec_from_file_location("cfg", REPO / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
-def read_metrics(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+from helpers.configs import load_config
+from helpers.metrics import read_rows
 
 
 @pytest.fixture
@@ -69,7 +54,7 @@ def test_tiny_run_loss_falls(tmp_path, text_file):
     started = time.perf_counter()
     final = train_and_evaluate(small_char_config(text_file), str(workdir))
     wall = time.perf_counter() - started
-    rows = read_metrics(workdir)
+    rows = read_rows(workdir)
     train = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train] == list(range(10, 101, 10))
     assert train[-1]["loss"] < train[0]["loss"] - 0.5
@@ -107,7 +92,7 @@ def test_finished_run_resumes_at_its_last_step(tmp_path, text_file, capsys):
     longer.train.ckpt_every = 10
     train_and_evaluate(longer, str(workdir))
     assert "resuming from" in capsys.readouterr().out
-    rows = read_metrics(workdir)
+    rows = read_rows(workdir)
     assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
     assert [r["step"] for r in rows if r["split"] == "eval"] == [10, 20, 30, 40]
 
@@ -120,5 +105,5 @@ def test_steps_per_call_matches_one_step_per_call(tmp_path, text_file):
         config.train.steps_per_call = k
         workdir = tmp_path / f"k{k}"
         train_and_evaluate(config, str(workdir))
-        losses[k] = [r["loss"] for r in read_metrics(workdir)]
+        losses[k] = [r["loss"] for r in read_rows(workdir)]
     assert losses[1] == pytest.approx(losses[5], rel=1e-5)

@@ -4,7 +4,6 @@ The table runs `validate.validate_config` in process (what the CLI runs first, o
 8 fake devices of conftest); a few cases go through the real CLI to check exit code 2, one line, no traceback.
 """
 import ast
-import importlib.util
 import pathlib
 import re
 import subprocess
@@ -14,15 +13,9 @@ import pytest
 
 from bmjax import validate
 from bmjax.errors import ConfigError
+from helpers.configs import load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_config(relpath: str, arg: str = ""):
-    spec = importlib.util.spec_from_file_location("cfg", REPO / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 @pytest.fixture

@@ -40,12 +40,11 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
 
 
 def check_config(config, devices):
-    """The config checks that need no files or data: choices, shapes, and the mesh against the target devices."""
+    """The config checks that need no files or data (bmjax.validate.validate_compile_target); returns the mesh
+    and rules they built, for compile_step."""
     from bmjax import validate
 
-    validate.check_choices(config)
-    validate.check_shapes(config)
-    validate.check_mesh(config, devices, loads_data=False)  # compiles the step; feeds no pipeline
+    return validate.validate_compile_target(config, devices)
 
 
 def compile_check(fv: flags.FlagValues) -> int:
@@ -58,9 +57,9 @@ def compile_check(fv: flags.FlagValues) -> int:
     if config is None:
         raise ConfigError("--config", "required")
     devices = compile_report.topology_devices(fv.topology) if fv.topology else jax.devices()
-    check_config(config, devices)
+    checked = check_config(config, devices)
     try:
-        report = compile_report.compile_step(config, devices)
+        report = compile_report.compile_step(config, devices, checked=checked)
     except compile_report.DoesNotFit as e:
         hbm = compile_report.HBM_GIB.get(fv.topology.split(":")[0]) if fv.topology else None
         where = f" ({hbm} GiB of HBM per chip)" if hbm else ""

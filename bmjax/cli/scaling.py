@@ -256,9 +256,9 @@ def _compile_plan(fv, base, out) -> dict:
         if len(devices) < fv.devices:
             raise ConfigError("--devices", f"{fv.devices} devices asked for; jax has {len(jax.devices())}")
     config = plan_lib.with_overrides(base, out["overrides"])
-    compile_check.check_config(config, devices)
+    checked = compile_check.check_config(config, devices)
     try:
-        return compile_report.compile_step(config, devices)
+        return compile_report.compile_step(config, devices, checked=checked)
     except compile_report.DoesNotFit as e:
         return {"does_not_fit": str(e)}
 

@@ -1,7 +1,8 @@
 """Lower and compile the trainer's own step for a mesh without running it, and read the compiler's memory plan:
 what bmjax-compile-check reports (bmjax/cli/compile_check.py).
 
-    report = compile_report.compile_step(config, devices)     # sizes in bytes, timings in seconds
+    checked = validate.validate_compile_target(config, devices)   # the mesh and rules, checked
+    report = compile_report.compile_step(config, devices, checked=checked)  # sizes in bytes, timings in seconds
     print(compile_report.format_report(config, report))
 
 The state and the batch are abstract (ShapeDtypeStructs with the trainer's shardings): nothing is allocated. A
@@ -40,20 +41,22 @@ def batch_shapes(config) -> dict:
     raise ValueError(f"data.task={task!r} has no batch layout here")
 
 
-def compile_step(config, devices, compiler_options=None) -> dict:
-    """Lower and compile the trainer's own step for a mesh over `devices`; returns sizes (bytes) and timings."""
+def compile_step(config, devices, compiler_options=None, checked=None) -> dict:
+    """Lower and compile the trainer's own step for a mesh over `devices`; returns sizes (bytes) and timings.
+
+    `checked`: what `validate.validate_compile_target(config, devices)` returned (the mesh and rules, checked);
+    when None it runs here."""
     import jax
     import numpy as np
 
     from bmjax import validate
     from bmjax.parallel import batches
-    from bmjax.parallel import mesh as mesh_lib
     from bmjax.parallel import rules as rules_lib
     from bmjax.train import setup
 
-    mesh = mesh_lib.make_mesh(config.mesh, devices)
-    validate.check_parameter_layout(config, mesh)  # a dimension the mesh does not divide: an error, as in training
-    training = setup.build_training(config, mesh, max(int(config.train.steps), 1))
+    checked = validate.validate_compile_target(config, devices) if checked is None else checked
+    mesh, rules = checked.mesh, checked.rules
+    training = setup.build_training(config, mesh, max(int(config.train.steps), 1), rules=rules)
     abstract = training.abstract_state
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
                          training.state_shardings)
@@ -77,8 +80,7 @@ def compile_step(config, devices, compiler_options=None) -> dict:
         mesh=dict(mesh.shape), devices=len(devices), platform=devices[0].platform,
         params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)),
         params_bytes=shard_bytes(state.params), opt_state_bytes=shard_bytes(state.opt_state),
-        lower_s=lowered_s, compile_s=compiled_s, table=rules_lib.spec_table(
-            abstract.params, mesh, rules_lib.rules_from_config(config.mesh)))
+        lower_s=lowered_s, compile_s=compiled_s, table=rules_lib.spec_table(abstract.params, mesh, rules))
     if memory is not None:  # some backends plan no memory up front
         report.update(argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
                       alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,

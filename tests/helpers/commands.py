@@ -16,3 +16,8 @@ def run(*args, devices: int | None = None, env: dict | None = None, timeout: flo
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def train(*args, timeout: float = 300):
+    """`bmjax-train ARGS...` on 8 fake CPU devices."""
+    return run("-m", "bmjax.cli.train", *args, devices=8, timeout=timeout)

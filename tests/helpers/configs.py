@@ -4,10 +4,11 @@ import importlib.util
 from conftest import REPO_ROOT
 
 
-def load_config(name: str):
-    """The config of `name`, "PATH[:ARG]" relative to the repository (e.g. "configs/gpt/tiny.py:runlocal")."""
-    path, _, arg = name.partition(":")
+def load_config(name: str, arg: str | None = None):
+    """The config of `name`, "PATH[:ARG]" relative to the repository (e.g. "configs/gpt/tiny.py:runlocal"), or
+    of PATH with the argument given apart (`load_config("configs/bert/finetune.py", "data=x.csv,labels=2")`)."""
+    path, _, inline_arg = name.partition(":")
     spec = importlib.util.spec_from_file_location("shipped_config", REPO_ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return module.get_config(inline_arg if arg is None else arg)
