@@ -50,7 +50,7 @@ def base_config() -> config_dict.ConfigDict:
     c.model.d_ff = config_dict.placeholder(int)  # unset: 4 * d_model (gelu), 8/3 * d_model (swiglu)
     c.model.max_len = 1024
     c.model.dropout = 0.0
-    c.model.attention = "xla"  # xla | cudnn | splash | ring | reference (bmjax/models/attention.py)
+    c.model.attention = "xla"  # xla | cudnn | splash | ring | reference (bmjax/models/attention/)
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.model.param_dtype = "float32"
     c.model.remat = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | save_attention_out
