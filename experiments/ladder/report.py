@@ -102,7 +102,9 @@ def main(out: pathlib.Path):
     print(f"`bmjax-scaling plan`: {o['model.num_layers']} layers x {o['model.d_model']} wide "
           f"({o['model.num_heads']} heads), N_total = {plan['N']:,} ({100 * (plan['N'] / plan['N_opt'] - 1):+.1f}% "
           f"from N_opt), {plan['steps']} steps = D {plan['D']:,} tokens, counted C {plan['counted_C']:.4g}.\n")
-    print("Error = (predicted - actual) / actual; inside = the actual loss lies in the law's 95% interval.\n")
+    forecast_wall = int((out / "forecast_wall_s.txt").read_text())
+    print(f"The {len(forecast)} forecast runs trained in {forecast_wall / 60:.1f} min. Error = (predicted - actual) / "
+          "actual; inside = the actual loss lies in the law's 95% interval.\n")
     print("| run (layers x width) | N_total | D | counted C | predicted loss [95%] | actual final eval loss | error | "
           "inside? |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
