@@ -95,6 +95,7 @@ def base_config() -> config_dict.ConfigDict:
     # with segment_ids and positions; no token attends to or predicts across a document)
     c.data.tfds_name = ""  # source tfds (task lm): the TFDS dataset, text in data.text_column, data.train_split
     c.data.mixture = ""  # "SPEC=WEIGHT;..." with SPEC arrayrecord:GLOB | tfds:NAME | text:PATH | builtin
+    c.data.eval_sets = ""  # "NAME=SPEC;...": held-out domains scored at every eval as eval/NAME/... (data/eval_sets.py)
     c.data.prepare_from = ""  # source arrayrecord: a text file tokenised into WORKDIR/prepared_shards on first use
     c.data.workers = 0  # grain worker processes reading and packing (0: threads in the training process)
 

@@ -28,6 +28,8 @@ CASES = [
     ("train: empty data file", [*TRAIN, *CHAR, "--config.data.path=EMPTY", "--workdir", "RUN"], "data.path", ""),
     ("train: heads", [*TRAIN, *TINY, "--config.model.num_heads=3", "--workdir", "RUN"], "model.num_heads", ""),
     ("train: seq_len", [*TRAIN, *TINY, "--config.data.seq_len=512", "--workdir", "RUN"], "data.seq_len", ""),
+    ("train: eval set source missing", [*TRAIN, *TINY, "--config.data.eval_sets=prose=text:/no/such/file.txt",
+                                        "--workdir", "RUN"], "data.eval_sets", "no such file"),
     ("train: vocab", [*TRAIN, *TINY, "--config.model.vocab_size=100", "--workdir", "RUN"], "model.vocab_size", ""),
     ("train: unknown enum", [*TRAIN, "--config", "configs/gpt/tiny.py", "--config.train.on_nonfinite=ignore",
                              "--workdir", "RUN"], "train.on_nonfinite", "allowed: halt, skip"),

@@ -45,20 +45,31 @@ def stack_batches(batches: list[dict]) -> dict:
 def evaluate(eval_step, state, data, batch_sharding, seq_len, finalize=tasks_lib.finalize) -> dict:
     """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's). Data made of
     several sources (`eval_parts`, a mixture) is scored source by source: the metrics are over all of them, and
-    each source's own are added as `<source>/<metric>` (eval/<source>/loss in W&B and TensorBoard)."""
+    each source's own are added as `<source>/<metric>` (eval/<source>/loss in W&B and TensorBoard). Each named
+    eval set (`eval_sets`, data.eval_sets) is scored on its own and adds `<name>/<metric>`, outside the totals."""
     parts = data.eval_parts() if hasattr(data, "eval_parts") else [("", data.eval_batches())]
     totals, by_source = None, {}
     for name, batches in parts:
-        part = None
-        for batch in batches:
-            metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
-            part = metrics if part is None else jax.tree.map(jnp.add, part, metrics)
+        part = _summed_metrics(eval_step, state, batches, batch_sharding, seq_len)
         if part is None:
             continue
         totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
         if len(parts) > 1:
             by_source.update({f"{name}/{k}": v for k, v in finalize(jax.device_get(part)).items()})
+    for name, batches in data.eval_sets() if hasattr(data, "eval_sets") else ():
+        part = _summed_metrics(eval_step, state, batches, batch_sharding, seq_len)
+        if part is not None:
+            by_source.update({f"{name}/{k}": v for k, v in finalize(jax.device_get(part)).items()})
     return dict(finalize(jax.device_get(totals)), **by_source)
+
+
+def _summed_metrics(eval_step, state, batches, batch_sharding, seq_len):
+    """The eval step's metrics summed over `batches` (None for no batch)."""
+    total = None
+    for batch in batches:
+        metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
+        total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+    return total
 
 
 def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:

@@ -11,6 +11,8 @@ summary.json keys:
                  PaLM convention of bmjax.models.flops)
     C_6ND        the 6 * N * D approximation beside it
     final_eval_loss, best_eval_loss, bits_per_byte (of the final eval)
+    eval/NAME/METRIC  the final eval's figures of each eval set (data.eval_sets) and each source of a mixture,
+                 e.g. eval/shakespeare/loss, eval/shakespeare/bits_per_byte
     steps        train steps done
     wall_time    seconds from the end of set-up (data loaded, state restored or initialised) to this summary,
                  summed over the attempts of a resumed run (an attempt killed without warning counts up to its
@@ -87,6 +89,7 @@ class RunRecord:
             "wall_time": self.earlier_wall_time + time.monotonic() - self.started,
             "status": status,
             "branch_from": self.branch_from,
+            **{f"eval/{k}": v for k, v in self.final.items() if "/" in k and not k.startswith("tokens/")},
         }
 
     def write(self, status: str):
