@@ -60,6 +60,9 @@ CASES = [
      "workdir", "not writable"),
     ("train: missing config file, named", [*TRAIN, "--config", "configs/gpt/no_such_config.py", "--workdir", "RUN"],
      "--config", "does not exist"),
+    ("train: fine-tune init without config.json", [*TRAIN, "--config", "configs/bert/finetune.py:data=train.csv,"
+                                                   "labels=2,init=data", "--workdir", "RUN"], "train.init_from",
+     "no config.json"),
     ("sample", ["-m", "bmjax.cli.sample", "--workdir", MISSING], "--workdir", ""),
     ("convert", ["-m", "bmjax.cli.convert", "--to_hf", MISSING, "--out", MISSING + "-out"], "--to_hf", ""),
     ("prepare-data", ["-m", "bmjax.cli.prepare_data", "--input", MISSING + ".txt", "--out", MISSING], "--input", ""),
