@@ -23,6 +23,7 @@ from absl import logging
 from bmjax import data as data_lib
 from bmjax.errors import ConfigError
 from bmjax.models import attention as attention_lib
+from bmjax.models import mup
 from bmjax.parallel import batches
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
@@ -37,8 +38,10 @@ CHOICES = {
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
     "model.position": ("learned", "rotary"),
+    "model.parametrization": mup.PARAMETRIZATIONS,
     "data.task": ("lm", "mlm", "classification"),
-    "optim.schedule": ("cosine", "linear", "constant"),
+    "optim.schedule": ("cosine", "linear", "constant", "wsd"),
+    "optim.cooldown_shape": ("linear", "sqrt", "cosine"),
     "wandb.mode": ("disabled", "offline", "online"),
     "train.on_nonfinite": ("halt", "skip"),
 }
@@ -91,6 +94,8 @@ def check_ranges(config):
     _require(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 turns clipping off), got {o.grad_clip}")
     _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1" if not 0 <= o.b1 < 1 else "optim.b2",
              f"Adam betas must be in [0, 1), got ({o.b1}, {o.b2})")
+    _require(isinstance(o.cooldown_fraction, (int, float)) and 0 < o.cooldown_fraction <= 1, "optim.cooldown_fraction",
+             f"must be in (0, 1], got {o.cooldown_fraction!r}")
     if o.decay_steps is not None:
         _require(o.decay_steps > 0, "optim.decay_steps", f"must be positive, got {o.decay_steps}")
     _require(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {d.eval_fraction}")
@@ -98,6 +103,11 @@ def check_ranges(config):
     k = t.steps_per_call
     for key in ("train.log_every", "train.eval_every", "train.ckpt_every"):
         _require(_get(config, key) % k == 0, key, f"must be a multiple of train.steps_per_call={k}")
+    steps = tuple(t.ckpt_steps) if isinstance(t.ckpt_steps, (tuple, list)) else None
+    _require(steps is not None and all(isinstance(n, int) and 0 < n and n % k == 0 and (not t.steps or n <= t.steps)
+                                       for n in steps), "train.ckpt_steps",
+             f"must be a list of steps in [1, train.steps={t.steps}], multiples of train.steps_per_call={k}; "
+             f"got {t.ckpt_steps!r}")
 
 
 def check_steps(config):
@@ -147,6 +157,19 @@ def check_shapes(config):
              f"sequence length {d.seq_len} is longer than model.max_len={m.max_len}")
     _require(m.attention != "splash" or m.dropout == 0, "model.dropout",
              f"splash attention has no attention dropout, got {m.dropout}")
+    check_mup(m)
+
+
+def check_mup(m):
+    """model.mup_base_width: a positive width that num_heads divides, set iff model.parametrization=mup."""
+    base = m.mup_base_width
+    if m.parametrization != "mup":
+        _require(base is None, "model.mup_base_width", f"is only read with model.parametrization=mup, got {base}")
+        return
+    _require(isinstance(base, int) and base > 0, "model.mup_base_width",
+             f"must be a positive integer with model.parametrization=mup, got {base!r}")
+    _require(base % m.num_heads == 0, "model.mup_base_width",
+             f"{base} is not divisible by model.num_heads={m.num_heads} (the base head size)")
 
 
 def check_mesh(config, devices=None, *, loads_data=True):

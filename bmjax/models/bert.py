@@ -10,6 +10,7 @@ the exact (erf) GELU. The pooler is tanh(dense(h[CLS])). Heads (`BertConfig.head
   "none"            encoder + pooler     (BertModel)
 The MLM head is dense + GELU + LayerNorm, then a decoder that reuses the word
 embedding matrix (tied) plus its own bias.
+parametrization="mup" rescales hidden init, readouts and attention logits by width (bmjax/models/mup.py).
 
 One dropout rate (`dropout`, as in GPT and bmjax's shared model.* config) serves every
 place Hugging Face drops: after the embeddings, on the attention probabilities, after each
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bmjax.errors import ConfigError
-from bmjax.models import layers
+from bmjax.models import layers, mup
 from bmjax.models.attention import Attention
 
 HEADS = ("pretraining", "mlm", "classification", "none")
@@ -60,6 +61,8 @@ class BertConfig:
     scan_layers: bool = False  # one lax.scan over stacked blocks
     heads: str = "pretraining"  # one of HEADS
     num_labels: int = 0  # classes of the "classification" head
+    parametrization: str = "standard"  # "standard" | "mup" (bmjax/models/mup.py)
+    mup_base_width: int | None = None  # μP: the d_model at which it equals the standard model
     name: str = "bert"
 
     def __post_init__(self):
@@ -107,8 +110,10 @@ class BertOutput:
     logits: jax.Array | None = None  # [B, num_labels] float32
 
 
-def _dense(cfg: BertConfig, d_in: int, d_out: int, out_axes, rngs: nnx.Rngs) -> nnx.LinearGeneral:
-    return layers.linear(d_in, d_out, ("embed",), out_axes, use_bias=True, init_std=cfg.init_std,
+def _dense(cfg: BertConfig, d_in: int, d_out: int, out_axes, rngs: nnx.Rngs, *, hidden: bool) -> nnx.LinearGeneral:
+    """hidden: width to width (μP's hidden init); otherwise a readout to a finite size (init_std)."""
+    init_std = mup.hidden_init_std(cfg) if hidden else cfg.init_std
+    return layers.linear(d_in, d_out, ("embed",), out_axes, use_bias=True, init_std=init_std,
                          dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
 
 
@@ -123,14 +128,16 @@ class Block(nnx.Module):
 
     def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        init_std = mup.hidden_init_std(cfg)
         self.attn = Attention(
             d_model=cfg.d_model, num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
             head_dim=cfg.head_dim, use_bias=True, dropout=cfg.dropout,
             implementation=cfg.attention, rotary=False, rope_theta=10000.0, dtype=dtype,
-            param_dtype=param_dtype, causal=False, rngs=rngs, init_std=cfg.init_std)
+            param_dtype=param_dtype, causal=False, rngs=rngs, init_std=init_std,
+            logit_scale=mup.attention_scale(cfg))
         self.ln_attn = _norm(cfg, rngs)
-        self.mlp = layers.MLP(cfg.d_model, cfg.ff_dim, use_bias=True, init_std=cfg.init_std,
-                              out_init_std=cfg.init_std, dtype=dtype, param_dtype=param_dtype,
+        self.mlp = layers.MLP(cfg.d_model, cfg.ff_dim, use_bias=True, init_std=init_std,
+                              out_init_std=init_std, dtype=dtype, param_dtype=param_dtype,
                               rngs=rngs, approximate_gelu=False)
         self.ln_mlp = _norm(cfg, rngs)
         self.dropout = cfg.dropout
@@ -158,18 +165,25 @@ def _stacked_blocks(cfg: BertConfig, rngs: nnx.Rngs) -> Block:
     return make(rngs)
 
 
+def _readout_input(h, multiplier: float | None):
+    """A readout's input, times μP's base_width/width multiplier (bmjax/models/mup.py) when there is one."""
+    return h if multiplier is None else h * jnp.asarray(multiplier, h.dtype)
+
+
 class MLMHead(nnx.Module):
     """dense + GELU + LayerNorm; the decoder matrix is the word embedding (passed in), plus a bias."""
 
     def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
-        self.dense = _dense(cfg, cfg.d_model, cfg.d_model, (None,), rngs)
+        self.dense = _dense(cfg, cfg.d_model, cfg.d_model, (None,), rngs, hidden=True)
         self.ln = _norm(cfg, rngs)
         self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.dtype(cfg.param_dtype)),
                               out_sharding=("vocab",))
         self.dtype = jnp.dtype(cfg.dtype)
+        self.multiplier = mup.readout_multiplier(cfg)
 
     def __call__(self, h, embedding):
         h = self.ln(jax.nn.gelu(self.dense(h), approximate=False))
+        h = _readout_input(h, self.multiplier)
         logits = layers.output_logits("bld,vd->blv", h.astype(self.dtype), embedding.astype(self.dtype))
         return logits + self.bias[...].astype(jnp.float32)
 
@@ -198,13 +212,13 @@ class Bert(nnx.Module):
         else:
             self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         if cfg.has_pooler:
-            self.pooler = _dense(cfg, cfg.d_model, cfg.d_model, (None,), rngs)
+            self.pooler = _dense(cfg, cfg.d_model, cfg.d_model, (None,), rngs, hidden=True)
         if cfg.heads in ("pretraining", "mlm"):
             self.mlm = MLMHead(cfg, rngs=rngs)
         if cfg.heads == "pretraining":
-            self.nsp = _dense(cfg, cfg.d_model, 2, (None,), rngs)
+            self.nsp = _dense(cfg, cfg.d_model, 2, (None,), rngs, hidden=False)
         if cfg.heads == "classification":
-            self.classifier = _dense(cfg, cfg.d_model, cfg.num_labels, (None,), rngs)
+            self.classifier = _dense(cfg, cfg.d_model, cfg.num_labels, (None,), rngs, hidden=False)
 
     def encode(self, input_ids, token_type_ids=None, attention_mask=None, *, positions=None, segment_ids=None,
                rngs: nnx.Rngs | None = None):
@@ -246,14 +260,15 @@ class Bert(nnx.Module):
         h = self.encode(input_ids, token_type_ids, attention_mask, positions=positions, segment_ids=segment_ids,
                         rngs=rngs)
         out = {}
+        multiplier = mup.readout_multiplier(cfg)  # on the NSP and classifier inputs (the MLM head applies its own)
         if cfg.has_pooler:
             out["pooled"] = jnp.tanh(self.pooler(h[:, 0]))
         if cfg.heads in ("pretraining", "mlm"):
             picked = h if mlm_positions is None else jnp.take_along_axis(h, mlm_positions[..., None], axis=1)
             out["mlm_logits"] = self.mlm(picked, self.wte.embedding[...])
         if cfg.heads == "pretraining":
-            out["nsp_logits"] = self.nsp(out["pooled"]).astype(jnp.float32)
+            out["nsp_logits"] = self.nsp(_readout_input(out["pooled"], multiplier)).astype(jnp.float32)
         if cfg.heads == "classification":
             pooled = layers.dropout(out["pooled"], cfg.dropout, rngs)
-            out["logits"] = self.classifier(pooled).astype(jnp.float32)
+            out["logits"] = self.classifier(_readout_input(pooled, multiplier)).astype(jnp.float32)
         return BertOutput(hidden_states=h, **out)

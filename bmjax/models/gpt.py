@@ -4,7 +4,8 @@ GPT-2: pre-LayerNorm blocks, learned positions, GELU (tanh), biases everywhere,
 token embedding tied to the output layer, final LayerNorm, init N(0, 0.02) with
 the residual output projections scaled by 1/sqrt(2 * num_layers). Options swap in
 RMSNorm, SwiGLU, rotary positions, no biases, untied embeddings, grouped-query
-attention, bfloat16 compute, rematerialisation.
+attention, bfloat16 compute, rematerialisation, and the μP parametrisation
+(parametrization="mup": hidden init, readout multiplier and attention scale by width, bmjax/models/mup.py).
 
 Parameter names (what a Hugging Face converter maps onto):
   wte, wpe (learned positions), blocks[i].{ln_1, attn.{query,key,value,out}, ln_2,
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bmjax.models import layers
+from bmjax.models import layers, mup
 from bmjax.models.attention import Attention, KVCache
 
 
@@ -53,6 +54,8 @@ class GPTConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     scan_layers: bool = False
+    parametrization: str = "standard"  # "standard" | "mup" (bmjax/models/mup.py)
+    mup_base_width: int | None = None  # μP: the d_model at which it equals the standard model
     name: str = "gpt"
 
     @classmethod
@@ -88,8 +91,9 @@ class Block(nnx.Module):
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         # GPT-2: the projections that write into the residual stream start smaller, so the
-        # stream's variance does not grow with depth.
-        out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
+        # stream's variance does not grow with depth. μP: hidden weights' std also ∝ 1/sqrt(width).
+        init_std = mup.hidden_init_std(cfg)
+        out_std = init_std / math.sqrt(2 * cfg.num_layers)
         norm = dict(eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=dtype, param_dtype=param_dtype,
                     rngs=rngs)
         self.ln_1 = layers.make_norm(cfg.norm, cfg.d_model, **norm)
@@ -98,10 +102,10 @@ class Block(nnx.Module):
             head_dim=cfg.head_dim, use_bias=cfg.use_bias, dropout=cfg.dropout,
             implementation=cfg.attention, rotary=cfg.position == "rotary",
             rope_theta=cfg.rope_theta, dtype=dtype, param_dtype=param_dtype, causal=True,
-            rngs=rngs, init_std=cfg.init_std, out_init_std=out_std)
+            rngs=rngs, init_std=init_std, out_init_std=out_std, logit_scale=mup.attention_scale(cfg))
         self.ln_2 = layers.make_norm(cfg.norm, cfg.d_model, **norm)
         self.mlp = layers.make_mlp(cfg.mlp, cfg.d_model, cfg.ff_dim, use_bias=cfg.use_bias,
-                                   init_std=cfg.init_std, out_init_std=out_std, dtype=dtype,
+                                   init_std=init_std, out_init_std=out_std, dtype=dtype,
                                    param_dtype=param_dtype, rngs=rngs)
         self.dropout = cfg.dropout
 
@@ -230,8 +234,12 @@ class GPT(nnx.Module):
         return x, tuple(new_cache)
 
     def logits_from_hidden(self, h):
-        """h [B, L, d_model] -> logits float32 [B, L, vocab] (matmul in compute dtype, f32 accumulate)."""
+        """h [B, L, d_model] -> logits float32 [B, L, vocab] (matmul in compute dtype, f32 accumulate); under μP
+        h is first multiplied by base_width/width (the readout multiplier, bmjax/models/mup.py)."""
         dtype = jnp.dtype(self.cfg.dtype)
+        multiplier = mup.readout_multiplier(self.cfg)
+        if multiplier is not None:
+            h = h * jnp.asarray(multiplier, h.dtype)
         if self.cfg.tie_embeddings:
             return layers.output_logits("bld,vd->blv", h.astype(dtype), self.wte.embedding[...].astype(dtype))
         return layers.output_logits("bld,dv->blv", h.astype(dtype), self.lm_head.kernel[...].astype(dtype))

@@ -10,7 +10,8 @@ GPT-2's `Conv1D` stores [in, out] (as bmjax does) and fuses q, k, v into one `c_
 tensor (split on load, fused on save); bmjax's attention kernels keep heads as their own
 axes ([embed, heads, head_dim], out [heads, head_dim, embed]), flattened in HF order
 (head-major). Tied matrices (BERT's MLM decoder, GPT-2's lm_head) are not stored, as
-transformers itself writes them.
+transformers itself writes them. A μP model (bmjax/models/mup.py) is written as the standard model with the same
+function: its multipliers are folded into the weights (`_fold_mup`), so it reads back as parametrization=standard.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import safetensors.numpy
 from flax import nnx
 
 from bmjax.errors import ConfigError
+from bmjax.models import mup
 from bmjax.models.bert import Bert, BertConfig
 from bmjax.models.gpt import GPT, GPTConfig
 
@@ -455,8 +457,30 @@ def _as_gpt2_params(params: dict, table: list, cfg: GPTConfig) -> dict:
     return out
 
 
+def _fold_mup(params: dict, cfg: BertConfig | GPTConfig) -> dict:
+    """A μP model's parameters as the standard model with the same function holds them (transformers knows no
+    multipliers). The readout multiplier scales the readout's input: for GPT (tied or not) that input is ln_f's
+    output, for BERT's MLM decoder mlm.ln's, so their scale and bias take it; NSP's and a classifier's input is the
+    pooled vector, so their kernels take it (W(r·p) + b = (rW)p + b). The attention scale is linear in the
+    queries, so each layer's query kernel and bias take its ratio to transformers' 1/sqrt(head_dim)."""
+    if not mup.is_mup(cfg):
+        return params
+    readout = np.float32(mup.readout_multiplier(cfg))
+    scale = mup.attention_scale(cfg)
+    query = np.float32(1.0 if scale is None else scale * math.sqrt(cfg.head_dim))
+    out = {}
+    for path, x in params.items():
+        if path.startswith(("ln_f.", "mlm.ln.")) or path in ("nsp.kernel", "classifier.kernel"):
+            x = x * readout
+        elif ".attn.query." in path:
+            x = x * query
+        out[path] = x
+    return out
+
+
 def save_pretrained(model: nnx.Module, out_dir) -> pathlib.Path:
-    """Write model (a bmjax GPT or Bert) as config.json + model.safetensors (float32) into out_dir."""
+    """Write model (a bmjax GPT or Bert, standard or μP) as config.json + model.safetensors (float32) into
+    out_dir."""
     cfg = model.cfg
     if isinstance(cfg, GPTConfig):
         hf_config, table, prefix = _hf_gpt2_config(cfg), _gpt2_table(cfg), "transformer."
@@ -465,7 +489,7 @@ def save_pretrained(model: nnx.Module, out_dir) -> pathlib.Path:
         prefix = "" if cfg.heads == "none" else "bert."  # BertModel's tensors carry no prefix
     else:
         raise ConfigError("model", f"cannot write {type(model).__name__} in Hugging Face format")
-    params = _param_arrays(model)
+    params = _fold_mup(_param_arrays(model), cfg)
     _check_table(table, params, scanned=False)
     if isinstance(cfg, GPTConfig):
         params = _as_gpt2_params(params, table, cfg)

@@ -28,7 +28,8 @@ KEY = "train.init_from"
 HEADS = ("mlm", "nsp", "classifier")  # top-level parameter groups that belong to a task, not the encoder
 # Model keys that change parameter shapes or meaning: they must agree with the source.
 STRUCTURE_KEYS = ("name", "vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "d_ff", "max_len",
-                  "type_vocab_size", "norm", "mlp", "position", "use_bias", "tie_embeddings")
+                  "type_vocab_size", "norm", "mlp", "position", "use_bias", "tie_embeddings", "parametrization",
+                  "mup_base_width")
 
 
 def _is_workdir(path: pathlib.Path) -> bool:

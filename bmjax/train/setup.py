@@ -102,7 +102,7 @@ class Training:
 def build_training(config, mesh, total_steps: int, rules=None) -> Training:
     """Optimizer (its schedule over `total_steps`), abstract state, shardings and jitted steps; compiles nothing."""
     rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
-    tx, lr_schedule = optim.make_optimizer(config.optim, total_steps)
+    tx, lr_schedule = optim.make_optimizer(config.optim, total_steps, config.model)
     graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx, rules)
     step_fn, eval_step, batch_sharding, feed_sharding = make_step_fns(
         config, mesh, graphdef, state_shardings, tx, lr_schedule, rules=rules)

@@ -65,7 +65,7 @@ class KVCache:
                             index=self.index + k.shape[1])
 
 
-def attend_cached(q, cache: KVCache):
+def attend_cached(q, cache: KVCache, scale=None):
     """The last q_len written positions of `cache` attend causally to all its written positions.
 
     q [B, T, heads, head_dim] are the queries of positions index-T .. index-1 (their keys are already in
@@ -78,7 +78,7 @@ def attend_cached(q, cache: KVCache):
     real = kv_slot[None] >= cache.start[:, None, None]  # [B, 1, S]
     mask = (q_slot >= kv_slot)[None] & (real | (q_slot == kv_slot)[None])  # [B, T, S]
     return jax.nn.dot_product_attention(q, cache.k.astype(q.dtype), cache.v.astype(q.dtype),
-                                        mask=mask[:, None], implementation="xla")
+                                        mask=mask[:, None], scale=scale, implementation="xla")
 
 
 class Attention(nnx.Module):
@@ -92,7 +92,7 @@ class Attention(nnx.Module):
     def __init__(self, *, d_model: int, num_heads: int, num_kv_heads: int, head_dim: int,
                  use_bias: bool, dropout: float, implementation: str, rotary: bool,
                  rope_theta: float, dtype, param_dtype, causal: bool, rngs: nnx.Rngs,
-                 init_std: float = 0.02, out_init_std: float | None = None):
+                 init_std: float = 0.02, out_init_std: float | None = None, logit_scale: float | None = None):
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
@@ -101,6 +101,7 @@ class Attention(nnx.Module):
         self.rotary = rotary
         self.rope_theta = rope_theta
         self.causal = causal
+        self.logit_scale = logit_scale  # None: 1/sqrt(head_dim); μP's otherwise (bmjax/models/mup.py)
         common = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.query = layers.linear(d_model, (num_heads, head_dim), ("embed",), ("heads", "head_dim"),
                                    init_std=init_std, **common)
@@ -128,7 +129,7 @@ class Attention(nnx.Module):
         return attend(q, k, v, causal=self.causal, segment_ids=segment_ids, padding_mask=padding_mask,
                       implementation=self.implementation,
                       dropout_rate=self.dropout if use_dropout else 0.0,
-                      dropout_rng=rngs.dropout() if use_dropout else None)
+                      dropout_rng=rngs.dropout() if use_dropout else None, scale=self.logit_scale)
 
     def project_out(self, o):
         """o [B, L, heads, head_dim] -> [B, L, embed]."""
@@ -146,7 +147,7 @@ class Attention(nnx.Module):
             if segment_ids is not None or padding_mask is not None:
                 raise ValueError("decoding with a cache takes no segment_ids or padding_mask")
             cache = cache.append(k, v)
-            return self.project_out(attend_cached(q, cache)), cache
+            return self.project_out(attend_cached(q, cache, self.logit_scale)), cache
         o = self.attend(q, k, v, segment_ids=segment_ids, padding_mask=padding_mask, rngs=rngs)
         # Named so the remat policy "save_attention_out" can keep it and recompute the cheap rest.
         o = checkpoint_name(o, "attention_out")

@@ -1,4 +1,4 @@
-"""The reference attention: softmax(q k^T / sqrt(d)) v with masks, in plain einsums, the ground truth every
+"""The reference attention: softmax(q k^T / sqrt(d)) v (or another logit scale) with masks, in plain einsums, the ground truth every
 other implementation is tested against; and the masks and mask value the kernels share.
 
 Shapes: q [batch, q_len, heads, head_dim]; k, v [batch, kv_len, kv_heads, head_dim] with heads % kv_heads == 0
@@ -34,8 +34,9 @@ def make_mask(q_len: int, kv_len: int, *, causal=False, segment_ids=None, paddin
 
 
 def attention_reference(q, k, v, *, causal=False, segment_ids=None, padding_mask=None,
-                        dropout_rate=0.0, dropout_rng=None):
-    """Softmax(q k^T / sqrt(d)) v with masks, in plain einsums; softmax in float32.
+                        dropout_rate=0.0, dropout_rng=None, scale=None):
+    """Softmax(q k^T * scale) v with masks, in plain einsums; softmax in float32. `scale` None: 1/sqrt(d)
+    (μP passes its own, bmjax/models/mup.py).
 
     A query row whose keys are all masked returns zeros. Dropout (on the
     attention probabilities, scaled by 1/(1-rate)) runs iff dropout_rate > 0 and
@@ -47,7 +48,7 @@ def attention_reference(q, k, v, *, causal=False, segment_ids=None, padding_mask
     # Group query heads by the kv head that serves them: [B, Lq, K, G, D].
     qg = q.reshape(batch, q_len, kv_heads, groups, head_dim)
     logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32)
-    logits = logits * (head_dim ** -0.5)
+    logits = logits * (head_dim ** -0.5 if scale is None else scale)
 
     mask = make_mask(q_len, kv_len, causal=causal, segment_ids=segment_ids, padding_mask=padding_mask)
     if mask is not None:

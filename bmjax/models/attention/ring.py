@@ -38,11 +38,12 @@ def _block_mask(q_pos, k_pos, q_seg, k_seg, k_pad, causal):
     return None if mask is None else mask[:, None, None]
 
 
-def _ring_shard(q, k, v, q_seg, k_seg, k_pad, key, *, causal, axis, n, rate, device_axes=None):
+def _ring_shard(q, k, v, q_seg, k_seg, k_pad, key, *, causal, axis, n, rate, scale, device_axes=None):
     """One device's share: its queries against all n key/value blocks, the blocks arriving round the ring."""
     batch, q_len, heads, head_dim = q.shape
     kv_len, kv_heads = k.shape[1], k.shape[2]
     groups = heads // kv_heads
+    scale = head_dim ** -0.5 if scale is None else scale
     me = jax.lax.axis_index(axis) if n > 1 else 0
     qg = q.reshape(batch, q_len, kv_heads, groups, head_dim)
     q_pos = me * q_len + jnp.arange(q_len)
@@ -56,7 +57,7 @@ def _ring_shard(q, k, v, q_seg, k_seg, k_pad, key, *, causal, axis, n, rate, dev
     perm = [(j, (j + 1) % n) for j in range(n)]
     for i in range(n):
         src = (me - i) % n  # the device whose block we hold at step i
-        logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32) * head_dim ** -0.5
+        logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32) * scale
         mask = _block_mask(q_pos, src * kv_len + jnp.arange(kv_len), q_seg, k_seg, k_pad, causal)
         if mask is not None:
             logits = jnp.where(mask, logits, MASK_VALUE)
@@ -97,14 +98,14 @@ def _specs(layout, q, k):
 
 
 def ring_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=None, dropout_rate=0.0,
-                   dropout_rng=None):
+                   dropout_rng=None, scale=None):
     """Attention by the ring over the `length` rule's mesh axes; the signature of `attention_reference`."""
     layout = sharding.current()
     key = dropout_rng if dropout_rate > 0.0 and dropout_rng is not None else None
     padding_mask = None if padding_mask is None else padding_mask.astype(bool)
     if layout is None:
         return _ring_shard(q, k, v, segment_ids, segment_ids, padding_mask, key, causal=causal, axis=None, n=1,
-                           rate=dropout_rate)
+                           rate=dropout_rate, scale=scale)
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"ring attention needs as many queries as keys, got {q.shape[1]} and {k.shape[1]}")
     q_spec, kv_spec = _specs(layout, q, k)
@@ -127,7 +128,7 @@ def ring_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=None
         seg = got.get("seg")
         return _ring_shard(q, k, v, seg, seg, got.get("pad"), got.get("key"), causal=causal,
                            axis=ring_axes if len(ring_axes) > 1 else (ring_axes[0] if ring_axes else None),
-                           n=n, rate=dropout_rate, device_axes=sharded_axes)
+                           n=n, rate=dropout_rate, scale=scale, device_axes=sharded_axes)
 
     fn = jax.shard_map(shard, mesh=layout.mesh, in_specs=tuple(specs), out_specs=q_spec)
     return fn(*args)

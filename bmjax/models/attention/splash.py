@@ -2,7 +2,7 @@
 segment ids (jax.experimental.pallas.ops.tpu.splash_attention).
 
 The kernel works on one example and takes [heads, length, head_dim]; this wrapper transposes, scales the
-queries (the kernel does not), and maps it over the batch. A Mosaic kernel cannot be partitioned by XLA, so
+queries by 1/sqrt(head_dim) or the given scale (the kernel does not), and maps it over the batch. A Mosaic kernel cannot be partitioned by XLA, so
 under a layout (bmjax/models/sharding.py) it runs inside `shard_map`: each device gets its batch rows and,
 when the `heads` rule shards them, its heads; the length must stay whole on every device (use `ring` for sequence
 parallelism). Off a TPU the kernel runs in Pallas interpret mode (slow; for tests).
@@ -45,11 +45,11 @@ def _kernel(heads: int, length: int, causal: bool, interpret: bool):
                                   q_seq_shards=1, interpret=interpret)
 
 
-def _attend_local(q, k, v, q_seg, kv_seg, *, causal, interpret):
+def _attend_local(q, k, v, q_seg, kv_seg, *, causal, interpret, scale):
     """q [B, L, H, D], k/v [B, L, K, D], q_seg/kv_seg int [B, L] or None -> [B, L, H, D] on one device."""
     batch, length, heads, head_dim = q.shape
     kernel = _kernel(heads, length, causal, interpret)
-    q = jnp.swapaxes(q * jnp.asarray(head_dim ** -0.5, q.dtype), 1, 2)  # [B, H, L, D]
+    q = jnp.swapaxes(q * jnp.asarray(head_dim ** -0.5 if scale is None else scale, q.dtype), 1, 2)  # [B, H, L, D]
     k, v = jnp.swapaxes(k.astype(q.dtype), 1, 2), jnp.swapaxes(v.astype(q.dtype), 1, 2)
     if q_seg is None:
         out = jax.vmap(kernel)(q, k, v)
@@ -69,7 +69,7 @@ def _segments(segment_ids, padding_mask, batch_length):
 
 
 def splash_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=None, dropout_rate=0.0,
-                     dropout_rng=None):
+                     dropout_rng=None, scale=None):
     """Attention by the splash kernel; the signature of `attention_reference`."""
     if dropout_rate > 0.0 and dropout_rng is not None:
         raise ValueError("splash attention has no attention dropout; set model.dropout=0 or use another "
@@ -86,18 +86,18 @@ def splash_attention(q, k, v, *, causal=False, segment_ids=None, padding_mask=No
         q_seg = jnp.pad(q_seg, ((0, 0), (0, extra)))  # the padded queries see their own position at least
         kv_seg = jnp.pad(kv_seg, ((0, 0), (0, extra)), constant_values=-2)  # no real query has -2
         q_seg = q_seg.at[:, length:].set(-2)
-    out = _attend(q, k, v, q_seg, kv_seg, causal=causal, layout=sharding.current())[:, :length]
+    out = _attend(q, k, v, q_seg, kv_seg, causal=causal, layout=sharding.current(), scale=scale)[:, :length]
     if padding_mask is not None:
         # A row whose keys are all padding gets a finite average from the kernel; the reference gives zeros.
         out = jnp.where(jnp.any(padding_mask.astype(bool), axis=1)[:, None, None, None], out, 0).astype(out.dtype)
     return out
 
 
-def _attend(q, k, v, q_seg, kv_seg, *, causal, layout):
+def _attend(q, k, v, q_seg, kv_seg, *, causal, layout, scale):
     """The kernel on this device, or inside shard_map over the mesh of the layout in force."""
     if layout is None:
         interpret = jax.default_backend() != "tpu"
-        return _attend_local(q, k, v, q_seg, kv_seg, causal=causal, interpret=interpret)
+        return _attend_local(q, k, v, q_seg, kv_seg, causal=causal, interpret=interpret, scale=scale)
 
     interpret = layout.platform != "tpu"
     q_spec = layout.spec(("batch", "length", "heads", "head_dim"), q.shape)
@@ -116,7 +116,7 @@ def _attend(q, k, v, q_seg, kv_seg, *, causal, layout):
 
     def shard(q, k, v, *segs):
         q_seg, kv_seg = segs if segs else (None, None)
-        return _attend_local(q, k, v, q_seg, kv_seg, causal=causal, interpret=interpret)
+        return _attend_local(q, k, v, q_seg, kv_seg, causal=causal, interpret=interpret, scale=scale)
 
     return jax.shard_map(shard, mesh=layout.mesh, in_specs=tuple(specs), out_specs=q_spec,
                          check_vma=False)(*args)
