@@ -136,3 +136,33 @@ def test_an_unknown_task_is_one_line_and_exit_2(workdir):
     result = commands.run("-m", "bmjax.cli.eval", "--workdir", str(workdir), "--tasks", "bmjax_choice,no_such_task")
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert result.stderr.startswith("error: --tasks") and "no_such_task" in result.stderr
+
+
+def test_a_local_sweep_evaluates_each_run_once_it_finishes(tmp_path, repo_data):
+    sweep = tmp_path / "one_run.py"
+    sweep.write_text(f'''
+from bmjax.defaults import base_config
+from bmjax.scaling.sweep import axis
+
+
+def get_config(arg=""):
+    c = base_config()
+    c.model.vocab_size, c.model.d_model, c.model.num_layers, c.model.num_heads, c.model.max_len = 320, 32, 1, 2, 32
+    c.data.source, c.data.path, c.data.tokenizer = "text", {str(repo_data / "tinyshakespeare.txt")!r}, "byte"
+    c.data.seq_len, c.data.batch_size = 32, 8
+    c.train.steps, c.train.eval_every, c.train.sample_tokens, c.train.progress = 4, 4, 0, False
+    return c
+
+
+def get_sweep():
+    return axis("optim.lr", [1e-3])
+''')
+    result = commands.run("-m", "bmjax.cli.sweep", "--config", str(sweep), "--workdir", str(tmp_path / "sweep"),
+                          "--eval_tasks", "bmjax_choice")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and 0 <= summary["lm_eval"]["bmjax_choice"]["acc"] <= 1
+    refused = commands.run("-m", "bmjax.cli.sweep", "--config", str(sweep), "--workdir", str(tmp_path / "sweep"),
+                           "--eval_tasks", "bmjax_choice", "--launcher", "print")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: --eval_tasks"), refused.stderr
