@@ -8,6 +8,8 @@
     DIR/checkpoints/             orbax steps                           checkpoint_dir(DIR), newest_checkpoint(DIR),
                                                                        checkpoint_steps(DIR)
     DIR/vocab.json, sample.txt   char vocabulary; GPT's final sample   VOCAB_FILE, sample_file(DIR)
+    DIR/lm_eval.json             bmjax-eval's lm-evaluation-harness results (summary.json's `lm_eval` holds
+                                 their scores)                          LM_EVAL_FILE, update_summary(DIR, ...)
 
     config = workdir.read_config(DIR)
     model = workdir.load_model(DIR, config)   # the newest checkpoint's parameters, on one device
@@ -31,6 +33,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 VOCAB_FILE = "vocab.json"
 SAMPLE_FILE = "sample.txt"
+LM_EVAL_FILE = "lm_eval.json"
 _RESUME_CONFIG = re.compile(r"config\.step(\d+)\.json")
 
 
@@ -98,6 +101,11 @@ def read_summary(workdir) -> dict | None:
 
 def write_summary(workdir, values: dict):
     write_atomic(pathlib.Path(workdir) / SUMMARY_FILE, json.dumps(values, indent=2) + "\n")
+
+
+def update_summary(workdir, values: dict):
+    """summary.json with `values` set (the rest kept): for figures computed after the run, such as bmjax-eval's."""
+    write_summary(workdir, dict(read_summary(workdir) or {}, **values))
 
 
 def metrics_file(workdir) -> pathlib.Path:

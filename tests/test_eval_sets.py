@@ -202,3 +202,17 @@ def test_a_run_logs_each_set_at_every_eval_and_summarises_the_last(tmp_path, rep
     summary = json.loads((workdir / "summary.json").read_text())
     for key in ("stdlib/loss", "stdlib/bits_per_byte", "shakespeare/loss", "shakespeare/bits_per_byte"):
         assert summary[f"eval/{key}"] == evals[-1][key]
+
+
+def test_a_runs_sets_are_recorded_with_absolute_paths_and_a_resume_may_change_them(tmp_path, monkeypatch):
+    from bmjax.train import run_config
+
+    monkeypatch.chdir(tmp_path)
+    config = run_config.resolve_paths(tiny_config(eval_sets="verse=text:verse.txt;stdlib=builtin"))
+    assert config.data.eval_sets == f"verse=text:{tmp_path / 'verse.txt'};stdlib=builtin"
+    run_config.record(tmp_path, config, None)
+    config.data.eval_sets = "stdlib=builtin"  # scored, never trained on: not a change of the run's maths
+    run_config.check_resume(tmp_path, config)
+    config.data.seq_len = 32
+    with pytest.raises(ConfigError):
+        run_config.check_resume(tmp_path, config)

@@ -157,14 +157,19 @@ class TfdsDocuments:
 
 
 class MemoryDocuments:
-    def __init__(self, token_lists: list[np.ndarray], source: int):
-        self.docs, self.source = token_lists, source
+    """Tokenised documents in memory; with `byte_lists`, each token's bytes of text too (token_bytes.py)."""
+
+    def __init__(self, token_lists: list[np.ndarray], source: int, byte_lists: list[np.ndarray] | None = None):
+        self.docs, self.source, self.byte_lists = token_lists, source, byte_lists
 
     def __len__(self) -> int:
         return len(self.docs)
 
     def __getitem__(self, index: int) -> dict:
-        return {"tokens": self.docs[index], "source": self.source}
+        doc = {"tokens": self.docs[index], "source": self.source}
+        if self.byte_lists is not None:
+            doc["bytes"] = self.byte_lists[index]
+        return doc
 
 
 def with_eos(tokenizer, ids: np.ndarray) -> np.ndarray:
@@ -204,8 +209,25 @@ def open_component(config, c: Component, index: int, tokenizer, shard_glob: str 
 
     if c.kind == "text":  # a text file's documents are its paragraphs (prepare.paragraphs)
         corpus = dataclasses.replace(corpus, train=_paragraphs(corpus.train), eval=_paragraphs(corpus.eval))
+    held_out = encode_counting_bytes(tokenizer, corpus.eval, index)  # bits per byte without fixed bytes per id
     return (MemoryDocuments(encode(corpus.train, corpus.train_key), index),
-            MemoryDocuments(encode(corpus.eval, corpus.eval_key), index))
+            held_out or MemoryDocuments(encode(corpus.eval, corpus.eval_key), index))
+
+
+def encode_counting_bytes(tokenizer, texts, source: int) -> MemoryDocuments | None:
+    """`texts` tokenised with each token's bytes of text (the end-of-document id none), where the tokenizer's ids
+    have no fixed bytes but it reports offsets (WordPiece, SentencePiece: token_bytes.py); else None."""
+    from bmjax.data.token_bytes import encode_with_bytes
+    from bmjax.data.tokenizers import token_byte_lengths
+
+    if token_byte_lengths(tokenizer) is not None or encode_with_bytes(tokenizer, "a") is None:
+        return None
+    tokens, counts = [], []
+    for text in texts:
+        ids, covered = encode_with_bytes(tokenizer, text)
+        tokens.append(with_eos(tokenizer, ids))
+        counts.append(np.pad(covered, (0, len(tokens[-1]) - len(ids))))
+    return MemoryDocuments(tokens, source, counts)
 
 
 def _paragraphs(texts: tuple[str, ...]) -> tuple[str, ...]:

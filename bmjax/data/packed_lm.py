@@ -22,7 +22,8 @@ batches of each component (all of a component with fewer): a fixed subset, the s
 `eval_parts()` gives the batches component by component (`eval/<source>/...` figures); `eval_batches()` all
 of them, component after component; `eval_sets()` the named sets of `data.eval_sets` (eval_sets.py) the same
 way. Batches carry "target_bytes" (each target's UTF-8 bytes) where the
-tokenizer's ids stand for fixed bytes (byte, char, byte-level BPE), for exact bits per byte.
+tokenizer's ids stand for fixed bytes (byte, char, byte-level BPE), for exact bits per byte, and where held-out
+text documents count the bytes each token covers (WordPiece, SentencePiece: documents.encode_counting_bytes).
 """
 import dataclasses
 import logging
@@ -166,7 +167,9 @@ def eval_component_batches(part, mode: str, seq_len: int, batch_size: int, eval_
     nothing; all of them (eval_steps 0) or the first eval_steps. With fixed bytes per token
     (token_byte_lengths), "target_bytes" float32 [b, L]: each target's UTF-8 bytes, for exact bits per byte."""
     docs = grain.MapDataset.source(part).to_iter_dataset(_READ_OPTIONS)
-    batches = packing.pack(docs, mode, seq_len, batch_size, pad_tail=True).batch(batch_size, drop_remainder=False)
+    counted = getattr(part, "byte_lists", None) is not None  # documents.encode_counting_bytes: each token's bytes
+    batches = packing.pack(docs, mode, seq_len, batch_size, pad_tail=True, target_bytes=counted)
+    batches = batches.batch(batch_size, drop_remainder=False)
     for step, batch in enumerate(batches):
         if eval_steps and step >= eval_steps:
             break
@@ -178,7 +181,7 @@ def eval_component_batches(part, mode: str, seq_len: int, batch_size: int, eval_
 def with_target_bytes(batch: dict[str, np.ndarray], byte_lengths: np.ndarray | None) -> dict[str, np.ndarray]:
     """`batch` plus "target_bytes" float32: each target's UTF-8 bytes (tokenizers.token_byte_lengths; an EOS
     none), which the lm task sums over the scored targets for bits per byte. Unchanged without fixed bytes."""
-    if byte_lengths is None:
+    if byte_lengths is None:  # unchanged: packing gave "target_bytes" where the documents count their bytes
         return batch
     return dict(batch, target_bytes=byte_lengths[batch["targets"]].astype(np.float32))
 

@@ -138,7 +138,7 @@ def token_byte_lengths(tokenizer) -> np.ndarray | None:
     """UTF-8 bytes of text each token id stands for, where every id stands for fixed bytes: the byte
     tokenizer's ids one byte each (its specials none), a char vocabulary's ids their character's bytes, a
     byte-level BPE's ids the bytes they spell (token_bytes.py). None for WordPiece and SentencePiece (pieces
-    change with their neighbours and case): bits per byte are then not reported."""
+    change with their neighbours and case): their evals count the bytes of text each target covers instead."""
     if isinstance(tokenizer, ByteTokenizer):
         lengths = np.zeros(tokenizer.vocab_size, np.int64)
         lengths[:256] = 1

@@ -28,7 +28,7 @@ HARMLESS = frozenset({
     "train.steps", "train.epochs", "train.log_every", "train.eval_every", "train.ckpt_every",
     "train.keep_ckpts", "train.progress", "train.steps_per_call", "train.init_from", "train.sample_tokens",
     "train.sample_prompt", "train.sample_temperature", "train.ckpt_steps", "model.attention", "model.remat",
-    "tensorboard",
+    "tensorboard", "data.eval_sets",  # eval sets are scored, never trained on
 })
 HARMLESS_SECTIONS = ("mesh.", "wandb.")
 
@@ -61,6 +61,16 @@ def _absolute_mixture(mixture: str) -> str:
     return ";".join(parts)
 
 
+def _absolute_eval_sets(eval_sets: str) -> str:
+    """data.eval_sets with the path of each NAME=arrayrecord:/text: set absolute (a malformed one left as it is)."""
+    parts = []
+    for part in eval_sets.split(";"):
+        name, eq, spec = part.strip().partition("=")
+        kind, colon, arg = spec.partition(":")
+        parts.append(f"{name}={kind}:{absolute(arg)}" if eq and colon and kind in _MIXTURE_FILES and arg else part)
+    return ";".join(parts)
+
+
 def _resolved_paths(flat: dict) -> dict:
     """{key: absolute value} of every path-valued key of a flattened config whose value changes."""
     out = {}
@@ -73,6 +83,8 @@ def _resolved_paths(flat: dict) -> dict:
         out[key] = absolute(value)
     if isinstance(flat.get("data.mixture"), str) and flat["data.mixture"]:
         out["data.mixture"] = _absolute_mixture(flat["data.mixture"])
+    if isinstance(flat.get("data.eval_sets"), str) and flat["data.eval_sets"]:
+        out["data.eval_sets"] = _absolute_eval_sets(flat["data.eval_sets"])
     branch, at, step = str(flat.get("train.branch_from") or "").rpartition("@")
     if branch and at:  # WORKDIR@STEP; a malformed value is left for bmjax.train.branch to report
         out["train.branch_from"] = f"{absolute(branch)}@{step}"
