@@ -50,7 +50,7 @@ def base_config() -> config_dict.ConfigDict:
     c.model.d_ff = config_dict.placeholder(int)  # unset: 4 * d_model (gelu), 8/3 * d_model (swiglu)
     c.model.max_len = 1024
     c.model.dropout = 0.0
-    c.model.attention = "xla"  # xla | cudnn | splash | ring | reference (bmjax/models/attention.py)
+    c.model.attention = "xla"  # xla | cudnn | splash | ring | reference (bmjax/models/attention/)
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.model.param_dtype = "float32"
     c.model.remat = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable | save_attention_out
@@ -95,13 +95,19 @@ def base_config() -> config_dict.ConfigDict:
     # with segment_ids and positions; no token attends to or predicts across a document)
     c.data.tfds_name = ""  # source tfds (task lm): the TFDS dataset, text in data.text_column, data.train_split
     c.data.mixture = ""  # "SPEC=WEIGHT;..." with SPEC arrayrecord:GLOB | tfds:NAME | text:PATH | builtin
+    c.data.eval_sets = ""  # "NAME=SPEC;...": held-out domains scored at every eval as eval/NAME/... (data/eval_sets.py)
     c.data.prepare_from = ""  # source arrayrecord: a text file tokenised into WORKDIR/prepared_shards on first use
     c.data.workers = 0  # grain worker processes reading and packing (0: threads in the training process)
 
     c.optim = config_dict.ConfigDict()
     c.optim.lr = 3e-4
     c.optim.min_lr = 3e-5
-    c.optim.schedule = "cosine"  # cosine | linear | constant (all after linear warmup)
+    c.optim.schedule = "cosine"  # cosine | linear | constant | wsd (all after linear warmup)
+    # wsd (warmup-stable-decay): optim.lr until the last cooldown_fraction (in (0, 1]) of the schedule's steps
+    # (optim.decay_steps, unset: train.steps), then down to optim.min_lr shaped linear | sqrt | cosine
+    # (sqrt: 1 - sqrt(t), Hägele et al. 2024; formulas in bmjax/train/optim.py's `schedule`).
+    c.optim.cooldown_fraction = 0.2
+    c.optim.cooldown_shape = "sqrt"
     c.optim.warmup_steps = 100
     c.optim.decay_steps = config_dict.placeholder(int)  # unset: train.steps
     c.optim.weight_decay = 0.1
@@ -150,6 +156,11 @@ def base_config() -> config_dict.ConfigDict:
     c.train.eval_steps = 20  # 0: one pass over the whole held-out set (task lm; what sweeps use)
     c.train.ckpt_every = 500
     c.train.keep_ckpts = 3
+    # Steps whose checkpoint is kept whatever keep_ckpts says (saved there too): the points branches start from.
+    c.train.ckpt_steps = ()
+    # "WORKDIR@STEP": start from that run's checkpoint at STEP (params, optimizer, data position, step) and train on
+    # with this config, which may change only run/schedule lengths and cadences (bmjax/train/branch.py).
+    c.train.branch_from = ""
     # A step whose loss or gradient norm is NaN/inf: "halt" stops the run there (the last checkpoint stays as
     # it was); "skip" drops that update and counts it in the train metrics as "skipped".
     c.train.on_nonfinite = "halt"

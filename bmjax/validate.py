@@ -40,7 +40,8 @@ CHOICES = {
     "model.position": ("learned", "rotary"),
     "model.parametrization": mup.PARAMETRIZATIONS,
     "data.task": ("lm", "mlm", "classification"),
-    "optim.schedule": ("cosine", "linear", "constant"),
+    "optim.schedule": ("cosine", "linear", "constant", "wsd"),
+    "optim.cooldown_shape": ("linear", "sqrt", "cosine"),
     "wandb.mode": ("disabled", "offline", "online"),
     "train.on_nonfinite": ("halt", "skip"),
 }
@@ -93,6 +94,8 @@ def check_ranges(config):
     _require(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 turns clipping off), got {o.grad_clip}")
     _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1" if not 0 <= o.b1 < 1 else "optim.b2",
              f"Adam betas must be in [0, 1), got ({o.b1}, {o.b2})")
+    _require(isinstance(o.cooldown_fraction, (int, float)) and 0 < o.cooldown_fraction <= 1, "optim.cooldown_fraction",
+             f"must be in (0, 1], got {o.cooldown_fraction!r}")
     if o.decay_steps is not None:
         _require(o.decay_steps > 0, "optim.decay_steps", f"must be positive, got {o.decay_steps}")
     _require(0.0 < d.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {d.eval_fraction}")
@@ -100,6 +103,11 @@ def check_ranges(config):
     k = t.steps_per_call
     for key in ("train.log_every", "train.eval_every", "train.ckpt_every"):
         _require(_get(config, key) % k == 0, key, f"must be a multiple of train.steps_per_call={k}")
+    steps = tuple(t.ckpt_steps) if isinstance(t.ckpt_steps, (tuple, list)) else None
+    _require(steps is not None and all(isinstance(n, int) and 0 < n and n % k == 0 and (not t.steps or n <= t.steps)
+                                       for n in steps), "train.ckpt_steps",
+             f"must be a list of steps in [1, train.steps={t.steps}], multiples of train.steps_per_call={k}; "
+             f"got {t.ckpt_steps!r}")
 
 
 def check_steps(config):

@@ -158,12 +158,13 @@ def test_mlm_positions_score_the_same_logits_as_the_full_head():
 
 def test_flop_counts_charge_the_vocabulary_projection_only_where_it_runs():
     from bmjax.models import flops, model_config
-    from bmjax.train import tasks
 
     pretrain = load_config("configs/bert/base.py")  # seq_len 128: 19 of 128 positions scored
     finetune = load_config("configs/bert/finetune.py", "data=x.csv,labels=2")
-    assert tasks.output_fraction(pretrain) == pytest.approx(19 / 128)
-    assert tasks.output_fraction(finetune) == 0.0
+    from bmjax.data.mlm import max_predictions
+
+    assert flops.output_fraction(pretrain.data.task, 128, max_predictions(128)) == pytest.approx(19 / 128)
+    assert flops.output_fraction(finetune.data.task, 128, max_predictions(128)) == 0.0
     cfg = model_config(pretrain.model)
     full, scored = flops.train_flops_per_token(cfg, 128), flops.train_flops_per_token(cfg, 128, 19 / 128)
     # The MLM decoder (tied matrix + bias) and its transform (dense + LayerNorm) run on the scored positions only.

@@ -143,7 +143,7 @@ def test_slurm_launcher_submits_one_array_whose_tasks_train_their_runs(tmp_path,
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sbatch.log").read_text().split() == [
-        "--array=0,1", "--job-name=tiny_sweep", f"--output={workdir}/slurm/%x-%A_%a.out", "--nodes=1",
+        "--parsable", "--array=0,1", "--job-name=tiny_sweep", f"--output={workdir}/slurm/%x-%A_%a.out", "--nodes=1",
         "--time=1:00:00", "tools/slurm/train.sbatch", "--runs", str(workdir / "slurm_runs.txt")]
     sruns = [line for line in result.stdout.splitlines() if line.startswith("srun ")]
     assert len(sruns) == 2

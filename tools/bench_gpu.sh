@@ -119,8 +119,9 @@ import sys
 
 import jax
 
+from bmjax.data.mlm import max_predictions
 from bmjax.models import flops, model_config
-from bmjax.train import mfu, tasks
+from bmjax.train import mfu
 
 out, rehearse = pathlib.Path(sys.argv[1]), bool(sys.argv[2])
 batches = {"350m": int(sys.argv[3]), "124m": int(sys.argv[4])}
@@ -138,8 +139,8 @@ for size in ("350m", "124m"):
     if record["status"] == 0 and lines:
         record.update(json.loads(lines[-1]))
         tokens = record["batch_size"] * record["seq_len"]
-        per_token = flops.train_flops_per_token(model_config(config.model), record["seq_len"],
-                                                tasks.output_fraction(config))
+        per_token = flops.train_flops_per_token(model_config(config.model), record["seq_len"], flops.output_fraction(
+            config.data.task, record["seq_len"], max_predictions(record["seq_len"])))
         peak = mfu.total_peak_flops("bfloat16" if not rehearse else config.model.dtype)
         record["tokens_per_s"] = tokens / (record["ms_per_step"] / 1e3)
         record["tflop_per_step"] = per_token * tokens / 1e12

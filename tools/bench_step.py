@@ -22,9 +22,11 @@ from ml_collections import config_flags
 
 from bmjax import runtime, validate
 from bmjax.cli import common
+from bmjax.data.mlm import max_predictions
+from bmjax.errors import ConfigError
 from bmjax.models import flops, model_config
 from bmjax.parallel import mesh as mesh_lib
-from bmjax.train import loop, mfu, setup, tasks
+from bmjax.train import loop, mfu, setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed train steps.")
@@ -44,6 +46,9 @@ def main(argv):
 def benchmark(workdir: str):
     config = _CONFIG.value
     k = int(config.train.steps_per_call)
+    if _STEPS.value // k < max(_WINDOW.value // k, 1):
+        raise ConfigError("--steps", f"{_STEPS.value} timed steps fill no timing window of --window="
+                          f"{_WINDOW.value} steps (train.steps_per_call={k}): give --steps >= --window")
     runtime.set_process_defaults()  # PJRT_NPROC and malloc, as bmjax-train, before jax starts its backend
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
     validate.validate_config(config, workdir)
@@ -91,8 +96,9 @@ def benchmark(workdir: str):
     ms = statistics.median(times) * 1e3
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     tokens_per_sec = tokens_per_step / (ms / 1e3)
-    flops_per_token = flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len),
-                                                  tasks.output_fraction(config))
+    seq_len = int(config.data.seq_len)
+    flops_per_token = flops.train_flops_per_token(model_config(config.model), seq_len, flops.output_fraction(
+        config.data.task, seq_len, max_predictions(seq_len)))
     peak = mfu.total_peak_flops(config.model.dtype, refresh=True)  # a quiet moment raises the cached peak
     loss = float(np.asarray(out["loss"]).reshape(-1)[-1])
     if _JSON.value:

@@ -5,6 +5,9 @@
                       [--isoflop_window DECADES] [--objective huber|lad] [--huber_delta D] [--budgets C,...]
                       [--bootstrap B] [--json] [--plot DIR]
     bmjax-scaling predict (the data and fit flags of fit) (--n N --d D | --flops C) [--bootstrap B] [--json]
+    bmjax-scaling plan (the data and fit flags of fit) --flops C [--config BASE.py[:ARG]] [--batch_size B]
+                       [--seq_len T] [--aspect_ratio R] [--head_dim H] [--workdir DIR]
+                       [--devices N | --topology v5e:4x4] [--bootstrap B] [--json]
     bmjax-scaling fit --runs runs/small --law chinchilla --approach 3 --bootstrap 200 --json
     bmjax-scaling fit --csv data/chinchilla_svg_extracted_data.csv --params_col "Model Size" \
         --flops_col "Training FLOP" --loss_col loss --law chinchilla --drop_highest_loss 5
@@ -15,6 +18,15 @@ The dashed spellings of earlier versions (--params-col, --tokens-col, --flops-co
 
 `predict` fits as `fit` does, then prints the fitted law's loss at N, D (approach 3 or Kaplan), or the
 compute-optimal N_opt, D_opt (and loss, where there is a law) at C, with 95% intervals when bootstrapped.
+
+`plan` turns the compute-optimal N_opt, D_opt at --flops C into the run to launch (bmjax/scaling/plan.py): a GPT
+of the base config's vocabulary (--config, default configs/gpt/gpt2.py), its depth from the aspect ratio
+d_model / num_layers (--aspect_ratio, default 64), its width the multiple of the head size (--head_dim, default
+64; num_heads = d_model / head_dim) whose parameter count, counted as the fit counts N (total for chinchilla,
+non-embedding for kaplan), is nearest N_opt; train.steps = D_opt / (batch x seq_len); the law's loss for that
+run with its interval; and the bmjax-train command line. With --devices N (fake CPU devices) or --topology (a
+TPU topology, needs libtpu) it also compiles the run's train step there, as bmjax-compile-check does, and
+prints the per-device memory (exit 1 when the compiler refuses the plan).
 
 `--runs DIR` reads DIR/results.csv of `bmjax-sweep` (finished runs only): N_total (chinchilla: all parameters,
 as Hoffmann et al. counted) or N (kaplan: non-embedding) for the parameters, D for the tokens, C (the counted
@@ -30,6 +42,7 @@ L(C) where the data identify them. The allocation table's budgets default to the
 Bad input prints one line, `error: FLAG: what is wrong`, and exits with status 2.
 """
 import json
+import shlex
 import sys
 
 import numpy as np
@@ -38,9 +51,9 @@ from absl import flags
 from bmjax.cli import common
 from bmjax.errors import ConfigError
 from bmjax.scaling import allocation as allocation_lib
-from bmjax.scaling import chinchilla, fit as fit_lib, points as points_lib
+from bmjax.scaling import chinchilla, fit as fit_lib, plan as plan_lib, points as points_lib
 
-COMMANDS = ("fit", "predict")
+COMMANDS = ("fit", "predict", "plan")
 
 # The spellings of earlier versions, still accepted.
 ALIASES = {f"--{name.replace('_', '-')}": f"--{name}" for name in (
@@ -77,6 +90,20 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_float("d", None, "predict: training tokens D (with --n).", flag_values=fv)
     flags.DEFINE_float("flops", None, "predict: a FLOP budget C: the compute-optimal N, D and loss there.",
                        flag_values=fv)
+    flags.DEFINE_string("config", plan_lib.DEFAULT_CONFIG, "plan: the base config (path.py[:arg]) the run "
+                        "takes its vocabulary, context, data and optimizer from.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", None, "plan: data.batch_size (default: the base config's).", flag_values=fv)
+    flags.DEFINE_integer("seq_len", None, "plan: data.seq_len (default: the base config's).", flag_values=fv)
+    flags.DEFINE_float("aspect_ratio", plan_lib.ShapeRule.aspect_ratio, "plan: d_model / num_layers of the shape.",
+                       flag_values=fv)
+    flags.DEFINE_integer("head_dim", plan_lib.ShapeRule.head_dim, "plan: the head size; d_model is a multiple "
+                         "of it and num_heads = d_model / head_dim.", flag_values=fv)
+    flags.DEFINE_string("workdir", "runs/plan", "plan: the workdir of the printed bmjax-train command.",
+                        flag_values=fv)
+    flags.DEFINE_integer("devices", None, "plan: compile the run's step for this many fake CPU devices and print "
+                         "its per-device memory.", flag_values=fv)
+    flags.DEFINE_string("topology", None, "plan: compile it for this TPU topology (e.g. v5e:4x4; needs libtpu).",
+                        flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print one JSON object instead of text.", flag_values=fv)
     flags.DEFINE_string("plot", None, "Write the PNG plots into this directory.", flag_values=fv)
     return fv
@@ -84,11 +111,17 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
 
 def dispatch(fv: flags.FlagValues, commands: list[str]) -> int:
     if len(commands) != 1 or commands[0] not in COMMANDS:
-        raise ConfigError("command", f"expected one command, fit or predict; got {commands or 'none'}")
-    return _fit(fv) if commands[0] == "fit" else _predict(fv)
+        raise ConfigError("command", f"expected one command, fit, predict or plan; got {commands or 'none'}")
+    return {"fit": _fit, "predict": _predict, "plan": _plan}[commands[0]](fv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and any(arg.startswith(("--devices", "--topology")) for arg in sys.argv[1:]):
+        # The command's own process: fake CPU devices must be asked for before jax starts. A caller that passes
+        # argv (a test, a script) has its jax already and keeps its environment.
+        from bmjax.cli import compile_check
+
+        compile_check._force_cpu_devices(sys.argv[1:])
     return common.run(define_flags, dispatch, argv, usage=__doc__, positional=True, aliases=ALIASES)
 
 
@@ -171,6 +204,87 @@ def _predict(fv) -> int:
     print(f"{'fitted on':>17}: N = {out['inputs']['N']}, D = {out['inputs']['D']}, C = {out['inputs']['C']}; "
           f"{out['compute']}")
     return 0
+
+
+def _plan(fv) -> int:
+    if fv.flops is None or not (np.isfinite(fv.flops) and fv.flops > 0):
+        raise ConfigError("--flops", f"plan needs a positive FLOP budget --flops C; got {fv.flops}")
+    for name in ("n", "d"):
+        if fv[name].value is not None:
+            raise ConfigError(f"--{name}", "applies to predict only (plan finds N and D from --flops)")
+    for name in ("batch_size", "seq_len", "head_dim", "devices"):
+        if fv[name].value is not None and fv[name].value < 1:
+            raise ConfigError(f"--{name}", f"must be a positive integer; got {fv[name].value}")
+    if not (np.isfinite(fv.aspect_ratio) and fv.aspect_ratio > 0):
+        raise ConfigError("--aspect_ratio", f"must be a positive number; got {fv.aspect_ratio}")
+    if fv.devices is not None and fv.topology is not None:
+        raise ConfigError("--devices", "give --devices or --topology, not both")
+    base = plan_lib.load_base_config(fv.config)
+    options = _options(fv)
+    _, result = _load_and_fit(fv, options)
+    rule = plan_lib.ShapeRule(aspect_ratio=fv.aspect_ratio, head_dim=fv.head_dim)
+    out = plan_lib.plan_run(result, fv.law, fv.flops, base, rule, batch_size=fv.batch_size, seq_len=fv.seq_len)
+    out["command"] = plan_lib.train_command(fv.config, fv.workdir, out["overrides"])
+    out.update(law=fv.law, approach=result.report.get("approach"), inputs=result.report["inputs"])
+    compiled = _compile_plan(fv, base, out) if fv.devices is not None or fv.topology is not None else None
+    if compiled is not None:
+        out["compile"] = {k: v for k, v in compiled.items() if k != "table"}
+    if fv.json:
+        print(json.dumps(out))
+    else:
+        _print_plan(out)
+        if compiled is not None:
+            from bmjax.train import compile_report
+
+            print(compile_report.format_report(plan_lib.with_overrides(base, out["overrides"]), compiled))
+    if compiled is not None and "does_not_fit" in compiled:
+        return common.FAILED
+    return 0
+
+
+def _compile_plan(fv, base, out) -> dict:
+    """bmjax-compile-check's report for the planned run on --devices fake CPU devices or a --topology."""
+    import jax
+
+    from bmjax.cli import compile_check
+    from bmjax.train import compile_report
+
+    if fv.topology is not None:
+        devices = compile_report.topology_devices(fv.topology)
+    else:
+        devices = jax.devices()[:fv.devices]
+        if len(devices) < fv.devices:
+            raise ConfigError("--devices", f"{fv.devices} devices asked for; jax has {len(jax.devices())}")
+    config = plan_lib.with_overrides(base, out["overrides"])
+    compile_check.check_config(config, devices)
+    try:
+        return compile_report.compile_step(config, devices)
+    except compile_report.DoesNotFit as e:
+        return {"does_not_fit": str(e)}
+
+
+def _print_plan(out: dict):
+    ci = out.get("ci", {})
+
+    def interval(key, fmt=".4g"):
+        return f"   95% CI [{ci[key][0]:{fmt}}, {ci[key][1]:{fmt}}]" if key in ci else ""
+
+    past = f"{out['decades_past_data']:.1f} decades past the data" if out["decades_past_data"] > 0 else "in the data"
+    overrides, rule = out["overrides"], out["shape_rule"]
+    print(f"{'budget C':>17}: {out['C']:.4g} FLOPs ({past}; {out['compute']})")
+    print(f"{'N_opt':>17}: {out['N_opt']:.4g}{interval('N_opt')}")
+    print(f"{'D_opt':>17}: {out['D_opt']:.4g}{interval('D_opt')}")
+    print(f"{'shape':>17}: {overrides['model.num_layers']} layers x {overrides['model.d_model']} wide, "
+          f"{overrides['model.num_heads']} heads (aspect ratio {rule['aspect_ratio']:g}, head size "
+          f"{rule['head_dim']})")
+    print(f"{'N':>17}: {out['N']} ({out['N_convention']} parameters; {100 * (out['N'] / out['N_opt'] - 1):+.1f}% "
+          f"from N_opt)")
+    print(f"{'D':>17}: {out['D']} tokens ({out['steps']} steps; counted C {out['counted_C']:.4g})")
+    if "loss" in out:
+        print(f"{'predicted loss':>17}: {out['loss']:.6g}{interval('loss', '.6g')}   (at N_opt, D_opt: "
+              f"{out['loss_at_optimum']:.6g})")
+    print(f"{'fitted on':>17}: N = {out['inputs']['N']}, D = {out['inputs']['D']}, C = {out['inputs']['C']}")
+    print(shlex.join(out["command"]))
 
 
 def _load_and_fit(fv, options: fit_lib.FitOptions):

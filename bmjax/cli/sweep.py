@@ -14,10 +14,18 @@ Each run trains in W/<name>, its name made from its overrides (bmjax/scaling/swe
   arguments go to W/slurm_runs.txt, one line per run.
 Every launcher (re)builds W/results.csv from the summaries found, so `--launcher print` also collects the
 results of runs a scheduler ran. --dry_run lists the runs (resolved steps included) and launches nothing.
+
+A branching sweep (`ladder.flops` / `ladder.tokens`, bmjax/scaling/sweep.py) lists each parent before its
+branches, and every launcher keeps that order: local trains a parent, then its branches (a branch whose parent
+did not finish is not started: exit 1), and resumes either after a kill; print prints them in that order; slurm
+submits the runs without a parent as one array and each parent's branches as a second array held until the
+parent's task has succeeded (`--dependency=afterok:JOBID_TASK`). local and --dry_run also print the steps and
+counted FLOPs trained against the same grid trained as independent runs.
 A bad sweep (an unknown key, a value of the wrong type) prints one line and exits 2 before any run starts.
 """
 import os
 import pathlib
+import re
 import shlex
 import signal
 import subprocess
@@ -46,21 +54,35 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
     return fv
 
 
-def config_overrides(run) -> list[str]:
-    return [f"--config.{k}={sweep_lib.format_value(v)}" for k, v in run.args.items()]
+def config_overrides(run, workdir: pathlib.Path) -> list[str]:
+    args = dict(run.args)
+    if run.parent is not None:
+        args["train.branch_from"] = f"{(workdir / run.parent).absolute()}@{run.branch_step}"
+    return [f"--config.{k}={sweep_lib.format_value(v)}" for k, v in args.items()]
 
 
 def train_args(sweep, run, workdir: pathlib.Path) -> list[str]:
     """bmjax-train's arguments for one run."""
-    return ["--config", sweep.config_arg, "--workdir", str(workdir / run.name), *config_overrides(run)]
+    return ["--config", sweep.config_arg, "--workdir", str(workdir / run.name), *config_overrides(run, workdir)]
+
+
+def finished(workdir: pathlib.Path) -> bool:
+    summary = workdir_lib.read_summary(workdir)
+    return summary is not None and summary.get("status") == "finished"
 
 
 def run_local(fv, sweep, runs, workdir: pathlib.Path) -> int:
+    if any(run.parent is not None for run in sweep.runs):
+        print(f"branching: {sweep_lib.describe_cost(sweep)}", flush=True)
     failed = []
     for run in runs:
-        summary = workdir_lib.read_summary(workdir / run.name)
-        if summary is not None and summary.get("status") == "finished":
+        if finished(workdir / run.name):
             print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: finished, skipped", flush=True)
+            continue
+        if run.parent is not None and not finished(workdir / run.parent):
+            print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: not started, its parent {run.parent} has not "
+                  "finished", file=sys.stderr, flush=True)
+            failed.append(run.name)
             continue
         state = "resuming" if workdir_lib.checkpoint_dir(workdir / run.name).exists() else "starting"
         print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: {state}", flush=True)
@@ -94,23 +116,52 @@ def run_print(fv, sweep, runs, workdir: pathlib.Path) -> int:
 
 
 def run_slurm(fv, sweep, runs, workdir: pathlib.Path) -> int:
-    """One array job; task i reads line i of W/slurm_runs.txt (all the sweep's runs, so indices match)."""
+    """One array job of the runs without a parent; task i reads line i of W/slurm_runs.txt (all the sweep's runs,
+    so indices match). A branching sweep adds, per parent, the array of its branches, held until the parent's task
+    has succeeded (or, when the parent is not among the runs submitted, not held: it is taken to be done)."""
     script = fv.sbatch_script
     if not os.path.isfile(script):
         raise ConfigError("--sbatch_script", f"{script!r} does not exist (submit from the repository root)")
     runs_file = workdir / "slurm_runs.txt"
-    runs_file.write_text("".join(shlex.join([sweep.config_arg, str(workdir / run.name), *config_overrides(run)]) + "\n"
+    runs_file.write_text("".join(shlex.join([sweep.config_arg, str(workdir / run.name),
+                                             *config_overrides(run, workdir)]) + "\n"
                                  for run in sweep.runs))  # train.sbatch's CONFIG WORKDIR [--config.KEY=VALUE ...]
-    indices = ",".join(str(run.index) for run in runs)
     (workdir / "slurm").mkdir(exist_ok=True)
-    command = ["sbatch", f"--array={indices}", f"--job-name={sweep.name}",
-               f"--output={workdir / 'slurm' / '%x-%A_%a.out'}", *shlex.split(fv.slurm_args),
+    submitted = {run.name for run in runs}
+    first = [run for run in runs if run.parent is None or run.parent not in submitted]
+    branches = {}
+    for run in runs:
+        if run not in first:
+            branches.setdefault(run.parent, []).append(run)
+    code, job = submit(fv, sweep, script, runs_file, workdir, first, None)
+    if code or not branches:
+        return code
+    if not job:
+        return common.error("--launcher=slurm: sbatch --parsable printed no job id; the branches were not "
+                            "submitted", common.FAILED)
+    index = {run.name: run.index for run in sweep.runs}
+    for parent, held in branches.items():
+        code, _ = submit(fv, sweep, script, runs_file, workdir, held, f"afterok:{job}_{index[parent]}")
+        if code:
+            return code
+    return common.OK
+
+
+def submit(fv, sweep, script, runs_file, workdir, runs, dependency) -> tuple[int, str]:
+    """sbatch of one array (task i trains run i), held by `dependency` when given: (exit code, job id)."""
+    command = ["sbatch", "--parsable", f"--array={','.join(str(run.index) for run in runs)}",
+               f"--job-name={sweep.name}", f"--output={workdir / 'slurm' / '%x-%A_%a.out'}",
+               *([f"--dependency={dependency}"] if dependency else []), *shlex.split(fv.slurm_args),
                script, "--runs", str(runs_file)]
     print(shlex.join(command), flush=True)
     try:
-        return subprocess.run(command).returncode
+        result = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise ConfigError("--launcher=slurm", "sbatch is not on PATH") from None
+    print(result.stdout, end="", flush=True)
+    lines = result.stdout.strip().splitlines()
+    parsable = re.fullmatch(r"(\d+)(;\S+)?", lines[-1].strip()) if lines else None  # --parsable: JOBID[;CLUSTER]
+    return result.returncode, parsable.group(1) if parsable else ""
 
 
 LAUNCHERS = {"local": run_local, "print": run_print, "slurm": run_slurm}
@@ -130,7 +181,10 @@ def run_sweep(fv: flags.FlagValues) -> int:
     workdir = pathlib.Path(fv.workdir)
     if fv.dry_run:
         for run in runs:
-            print(f"{run.index}\t{run.name}\tsteps={run.steps}", flush=True)
+            branch = f"\tbranch of {run.parent} at step {run.branch_step}" if run.parent is not None else ""
+            print(f"{run.index}\t{run.name}\tsteps={run.steps}{branch}", flush=True)
+        if any(run.parent is not None for run in sweep.runs):
+            print(f"branching: {sweep_lib.describe_cost(sweep)}", flush=True)
         return common.OK
     workdir.mkdir(parents=True, exist_ok=True)
     code = LAUNCHERS[fv.launcher](fv, sweep, runs, workdir)

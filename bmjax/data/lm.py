@@ -16,8 +16,11 @@ Eval: the first eval_steps * batch_size windows of a shuffle of the eval stream 
 needs): non-overlapping windows from its start, in order, so every token but the first is scored exactly
 once; the last partial window is padded and masked (`weights` 0), as are the rows that fill the last batch.
 Eval batches carry "target_bytes", each target's UTF-8 bytes, where the tokenizer's ids stand for fixed bytes
-(byte, char: tokenizers.token_byte_lengths): the lm task sums them over the scored targets, so bits per byte
-(which compares across tokenizers) is exact for whatever the eval scores. Tokenizer files report none.
+(byte, char, byte-level BPE: tokenizers.token_byte_lengths): the lm task sums them over the scored targets, so
+bits per byte (which compares across tokenizers) is exact for whatever the eval scores. WordPiece and
+SentencePiece files report none.
+`eval_sets()`: the named sets of `data.eval_sets`, packed and scored as packed_lm.py scores its held-out split
+(eval_sets.py).
 """
 import dataclasses
 import functools
@@ -28,7 +31,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import order, packed_lm, sources
+from bmjax.data import eval_sets, order, packed_lm, sources
 from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config, token_byte_lengths
 from bmjax.errors import ConfigError
 
@@ -45,6 +48,7 @@ class LMData:
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]  # a fresh pass over eval_steps batches
     train_tokens: int
     eval_tokens: int
+    eval_sets: Callable[[], list[tuple[str, Iterator[dict[str, np.ndarray]]]]] = list  # data.eval_sets (eval_sets.py)
 
 
 class _Windows:
@@ -94,6 +98,7 @@ def check_data_config(config) -> None:
         return packed_lm.check_packed_config(config)
     sources.check_source_config(config)
     check_tokenizer_config(config)
+    eval_sets.check_eval_sets(config)
     data = config.data
     for key in ("seq_len", "batch_size"):
         if data[key] < 1:
@@ -134,13 +139,17 @@ def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process
         eval_ds = grain.MapDataset.source(full_pass_batches(eval_ids, data.seq_len, data.batch_size, **shard))
     else:
         eval_ds = window_batches(eval_ids, data.seq_len, data.batch_size, EVAL_SEED, **shard)[: train.eval_steps]
-    eval_ds = eval_ds.map(functools.partial(packed_lm.with_target_bytes, byte_lengths=token_byte_lengths(tokenizer)))
+    byte_lengths = token_byte_lengths(tokenizer)
+    eval_ds = eval_ds.map(functools.partial(packed_lm.with_target_bytes, byte_lengths=byte_lengths))
+    local = data.batch_size // process_count
+    my_rows = slice(process_index * local, (process_index + 1) * local)
     return LMData(
         tokenizer=tokenizer,
         train_iter=iter(train_ds.to_iter_dataset(_READ_OPTIONS)),
         eval_batches=lambda: iter(eval_ds.to_iter_dataset(_READ_OPTIONS)),
         train_tokens=len(train_ids),
         eval_tokens=len(eval_ids),
+        eval_sets=eval_sets.open_eval_sets(config, tokenizer, packed_lm.eval_batcher(config, byte_lengths, my_rows)),
     )
 
 

@@ -150,6 +150,16 @@ def train_flops_per_token(cfg, seq_len: int, output_fraction: float = 1.0) -> fl
     return 6.0 * n + 12.0 * cfg.num_layers * attn_width * seq_len
 
 
+def output_fraction(task: str, seq_len: int, mlm_predictions: int) -> float:
+    """The share of positions a task's loss runs the vocabulary projection on (train_flops_per_token's
+    `output_fraction`): a causal LM scores every position, a classifier none, BERT pretraining its
+    `mlm_predictions` selected positions per sequence (bmjax.data.mlm.max_predictions(seq_len), given by the
+    caller because models/ does not import data/)."""
+    if task == "mlm":
+        return mlm_predictions / seq_len
+    return 0.0 if task == "classification" else 1.0
+
+
 def count_params(model: nnx.Module) -> int:
     """The number of scalars in a model's nnx.Param leaves (works on nnx.eval_shape models)."""
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))

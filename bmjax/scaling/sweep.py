@@ -19,6 +19,20 @@ the same, so a cosine ends where the run ends. `results.csv` carries each run's 
 
 Every run also gets `train.eval_steps=0` (one pass over the whole held-out set, the same for every run) unless
 its overrides set it, `wandb.group` = the sweep's name and `wandb.tags` = its overrides as "key=value".
+
+Branching sweeps (a ladder: OLMo's and Hägele et al. 2024's cooldowns from one stable run). An override dict that
+holds `ladder.flops` or `ladder.tokens`, a list of budgets, stands for one run per budget trained as one
+warmup-stable-decay parent and cooldown branches (the config's optim.schedule must be "wsd"):
+
+- the parent is the largest budget's run (train.steps = T_max; its cooldown is its own last
+  optim.cooldown_fraction), with `train.ckpt_steps` keeping a checkpoint at every branch point;
+- each smaller budget's run T_k branches from the parent (train.branch_from=PARENT@s_k) at s_k, the step its
+  own cooldown starts, T_k - round(cooldown_fraction T_k) (bmjax.train.optim.cooldown_start; rounded down to a
+  whole train.steps_per_call), and trains to train.steps = T_k: bit for bit the run trained straight to T_k.
+
+`load_sweep` lists parents before their branches (dependency order); results.csv gets one row per budget with
+its `parent` (the parent run's name; empty for a parent or an independent run) and `branch_step`. `cost` gives
+the steps and counted FLOPs trained, against the same grid trained as independent runs.
 """
 import builtins
 import csv
@@ -35,7 +49,8 @@ from bmjax import workdir as workdir_lib
 from bmjax.errors import ConfigError
 
 BUDGET_KEYS = ("budget.tokens", "budget.flops")
-RESULT_COLUMNS = ("run", "overrides", "budget_flops", "budget_tokens", "N", "N_total", "D", "C", "final_eval_loss",
+LADDER_KEYS = {"ladder.tokens": "budget.tokens", "ladder.flops": "budget.flops"}  # -> each budget's own key
+RESULT_COLUMNS = ("run", "overrides", "parent", "branch_step", "budget_flops", "budget_tokens", "N", "N_total", "D", "C", "final_eval_loss",
                   "best_eval_loss", "bits_per_byte", "wall_time", "status")
 
 
@@ -70,6 +85,9 @@ class Run:
     overrides: dict  # as the sweep file gave them (budget keys included)
     args: dict  # the --config.KEY=VALUE overrides bmjax-train gets (budgets resolved, sweep defaults added)
     steps: int  # train.steps the run will train
+    flops_per_step: float = 0.0  # counted training FLOPs of one step
+    parent: str | None = None  # a branch: its parent run's name (train.branch_from is added at launch)
+    branch_step: int | None = None  # a branch: the parent's step it starts from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,17 +117,95 @@ def load_sweep(config_arg: str) -> Sweep:
     if not sweep:
         raise ConfigError("--config", f"{path}: get_sweep() returned no runs")
     name = pathlib.Path(path).stem + (f"-{re.sub(r'[^A-Za-z0-9]+', '-', arg)}" if arg else "")
-    overrides = [{key.removeprefix("config."): value for key, value in run.items()} for run in sweep]
+    overrides, ladders = expand_ladders([{key.removeprefix("config."): value for key, value in run.items()}
+                                         for run in sweep])
     names = run_names(overrides)
     runs = []
-    for i, (run_overrides, run_name) in enumerate(builtins.zip(overrides, names)):
+    for i, (run_overrides, run_name, ladder) in enumerate(builtins.zip(overrides, names, ladders)):
         config = module.get_config(arg)
         try:
             args = resolve(config, run_overrides, name)
+            per_step = counted_flops_per_token(config) * int(config.data.batch_size) * int(config.data.seq_len)
+            runs.append(Run(i, run_name, run_overrides, args, int(config.train.steps), per_step))
+            if ladder is not None:
+                runs[-1] = link_branch(runs, ladder, config)
         except ConfigError as e:
             raise ConfigError(f"run {i} ({run_name}): {e.key}", e.message) from None
-        runs.append(Run(i, run_name, run_overrides, args, int(config.train.steps)))
     return Sweep(name, config_arg, runs)
+
+
+def expand_ladders(overrides: list[dict]) -> tuple[list[dict], list]:
+    """Each override dict with a ladder key becomes one dict per budget, the largest (the parent) first, then the
+    others from the smallest up; returns them with, per dict, None (an independent run) or (its ladder's first
+    index, whether it is the parent)."""
+    expanded, ladders = [], []
+    for run in overrides:
+        keys = [key for key in LADDER_KEYS if key in run]
+        if not keys:
+            expanded.append(run)
+            ladders.append(None)
+            continue
+        if len(keys) > 1 or any(key in run for key in BUDGET_KEYS):
+            raise ConfigError(keys[0], "give one ladder (ladder.tokens or ladder.flops) and no budget.* beside it")
+        budgets = run[keys[0]]
+        if not (isinstance(budgets, (list, tuple)) and budgets):
+            raise ConfigError(keys[0], f"must be a non-empty list of budgets, got {budgets!r}")
+        if len(set(budgets)) < len(budgets):
+            raise ConfigError(keys[0], f"lists a budget twice: {list(budgets)}")
+        rest = {k: v for k, v in run.items() if k != keys[0]}
+        first = len(expanded)
+        ordered = sorted(budgets, reverse=True)
+        for j, budget in enumerate(ordered[:1] + ordered[:0:-1]):
+            expanded.append({**rest, LADDER_KEYS[keys[0]]: budget})
+            ladders.append((first, j == 0))
+    return expanded, ladders
+
+
+def link_branch(runs: list, ladder: tuple, config) -> Run:
+    """The newest run of `runs` as its ladder makes it: the parent keeps a checkpoint at each branch point (set as
+    its branches are linked), a branch starts at its own cooldown's first step."""
+    first, is_parent = ladder
+    run = runs[-1]
+    if config.optim.schedule != "wsd":
+        raise ConfigError("optim.schedule", f"a ladder needs warmup-stable-decay (wsd) runs; got "
+                                            f"{config.optim.schedule!r}")
+    if is_parent:
+        return dataclasses.replace(run, args={**run.args, "train.ckpt_steps": ()})
+    parent = runs[first]
+    step = branch_step(config)
+    if step < 1:
+        raise ConfigError("ladder", f"the budget of {run.name} is {run.steps} steps: its cooldown starts at step 0, "
+                                    "so it has no stable part to branch from")
+    ckpt_steps = tuple(sorted({*parent.args["train.ckpt_steps"], step}))
+    runs[first] = dataclasses.replace(parent, args={**parent.args, "train.ckpt_steps": ckpt_steps})
+    return dataclasses.replace(run, parent=parent.name, branch_step=step)
+
+
+def branch_step(config) -> int:
+    """The branch point of a run of train.steps T: its cooldown's first step (bmjax.train.optim.cooldown_start,
+    which scaling/ may not import: tests/test_sweep_branching.py pins the two together), rounded down to a whole
+    call of train.steps_per_call (the trainer checkpoints between calls)."""
+    steps = int(config.train.steps)
+    end = int(config.optim.decay_steps or steps)
+    start = max(int(config.optim.warmup_steps), end - round(float(config.optim.cooldown_fraction) * end))
+    k = int(config.train.steps_per_call)
+    return k * (min(start, steps - 1) // k)
+
+
+def cost(sweep: Sweep) -> dict:
+    """Steps and counted FLOPs the sweep trains (a branch trains only its steps past the branch point) and the same
+    grid trained as independent runs."""
+    trained = [run.steps - (run.branch_step or 0) for run in sweep.runs]
+    return {"steps": sum(trained), "flops": sum(s * run.flops_per_step for s, run in builtins.zip(trained, sweep.runs)),
+            "independent_steps": sum(run.steps for run in sweep.runs),
+            "independent_flops": sum(run.steps * run.flops_per_step for run in sweep.runs)}
+
+
+def describe_cost(sweep: Sweep) -> str:
+    c = cost(sweep)
+    return (f"{len(sweep.runs)} runs, {c['steps']} steps ({c['flops']:.3g} counted FLOPs) trained; as independent "
+            f"runs {c['independent_steps']} steps ({c['independent_flops']:.3g} FLOPs), "
+            f"{c['independent_flops'] / c['flops']:.2f}x")
 
 
 def resolve(config, overrides: dict, sweep_name: str) -> dict:
@@ -155,11 +251,12 @@ def budget_steps(config, key: str, value) -> int:
 
 def counted_flops_per_token(config) -> float:
     """The training FLOPs per token the trainer counts for this config (its summary's C is D times this)."""
+    from bmjax.data.mlm import max_predictions
     from bmjax.models import flops, model_config
-    from bmjax.train import tasks
 
-    return flops.train_flops_per_token(model_config(config.model), int(config.data.seq_len),
-                                       tasks.output_fraction(config))
+    seq_len = int(config.data.seq_len)
+    return flops.train_flops_per_token(model_config(config.model), seq_len,
+                                       flops.output_fraction(config.data.task, seq_len, max_predictions(seq_len)))
 
 
 def set_key(config, dotted: str, value):
@@ -212,12 +309,15 @@ def write_results(sweep: Sweep, workdir: pathlib.Path) -> int:
         if summary is None:
             continue
         row = {column: summary.get(column) for column in RESULT_COLUMNS}
-        row.update(run=run.name, overrides=json.dumps(run.overrides, default=str),
+        row.update(run=run.name, overrides=json.dumps(run.overrides, default=str), parent=run.parent,
+                   branch_step=run.branch_step,
                    budget_flops=run.overrides.get("budget.flops"), budget_tokens=run.overrides.get("budget.tokens"))
+        row.update({k: v for k, v in summary.items() if k.startswith("eval/")})  # eval sets': fit any of them
         rows.append(row)
+    eval_columns = sorted({k for row in rows for k in row if k.startswith("eval/")})
     tmp = workdir / "results.csv.tmp"
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + tuple(eval_columns))
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(workdir / "results.csv")

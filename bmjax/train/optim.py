@@ -1,6 +1,8 @@
-"""AdamW with a weight-decay mask, a warmup-then-decay schedule, and global-norm gradient clipping; under μP
-(model.parametrization=mup) the hidden weights' updates are scaled by base_width/width (bmjax/models/mup.py)."""
+"""AdamW with a weight-decay mask, a warmup-then-decay (or warmup-stable-decay) schedule, and global-norm gradient
+clipping; under μP (model.parametrization=mup) the hidden weights' updates are scaled by base_width/width
+(bmjax/models/mup.py)."""
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -13,10 +15,27 @@ NO_DECAY_SUFFIXES = ("bias", "scale")
 EMBEDDING_SUFFIX = "embedding"
 
 
-def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to `lr`, then cosine or linear decay to `min_lr` at `decay_steps`, or constant.
+COOLDOWN_SHAPES = {  # g(t) for t in [0, 1] of the cooldown: 1 at its first step, 0 where it reaches min_lr
+    "linear": lambda t: 1.0 - t,
+    "sqrt": lambda t: 1.0 - jnp.sqrt(t),  # Hägele et al. (2024)'s 1-sqrt cooldown
+    "cosine": lambda t: 0.5 * (1.0 + jnp.cos(jnp.pi * t)),
+}
 
-    After `decay_steps` the rate stays at `min_lr` (the floor), never 0 unless min_lr is 0.
+
+def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to `lr` over `warmup_steps`, then one of:
+
+    cosine, linear  decay to `min_lr` at `decay_steps` (unset: the run's `total_steps`);
+    constant        `lr` to the end;
+    wsd             warmup-stable-decay: `lr` (stable) until the cooldown start S, then
+                    lr(s) = min_lr + (lr - min_lr) * g((s - S) / (E - S)) for S <= s <= E, where E = decay_steps
+                    (unset: total_steps), S = max(warmup_steps, E - round(cooldown_fraction * E)) and g is
+                    COOLDOWN_SHAPES[cooldown_shape]: sqrt is g(t) = 1 - sqrt(t), linear 1 - t, cosine
+                    (1 + cos(pi t)) / 2. Step S still trains at `lr`; the last update (step E - 1) at just above
+                    min_lr. Before S nothing depends on the run's length, so a run branched from a stable one
+                    at a step before both cooldowns trains as the straight run would.
+
+    After the decay ends the rate stays at `min_lr` (the floor), never 0 unless min_lr is 0.
     """
     warmup = int(optim_cfg.warmup_steps)
     decay_steps = int(optim_cfg.decay_steps or total_steps)
@@ -25,6 +44,11 @@ def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
         # optax's cosine needs decay_steps > warmup; if not, the rate drops to min_lr one step after the warmup.
         return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(decay_steps, warmup + 1), end_value=min_lr)
     warm = optax.linear_schedule(0.0, lr, max(warmup, 1))
+    if optim_cfg.schedule == "wsd":
+        start = cooldown_start(optim_cfg, total_steps)
+        return optax.join_schedules([warm, optax.constant_schedule(lr),
+                                     _cooldown(lr, min_lr, max(decay_steps - start, 1), optim_cfg.cooldown_shape)],
+                                    [min(warmup, start), start])
     if optim_cfg.schedule == "linear":
         after = optax.linear_schedule(lr, min_lr, max(decay_steps - warmup, 1))
     else:  # constant
@@ -32,9 +56,27 @@ def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warm, after], [warmup])
 
 
+def cooldown_start(optim_cfg, total_steps: int) -> int:
+    """The wsd schedule's first cooldown step S (see `schedule`): the one place the run's length enters it."""
+    end = int(optim_cfg.decay_steps or total_steps)
+    return max(int(optim_cfg.warmup_steps), end - round(float(optim_cfg.cooldown_fraction) * end))
+
+
+def _cooldown(lr: float, min_lr: float, steps: int, shape: str) -> optax.Schedule:
+    """`lr` at count 0 down to `min_lr` at count `steps` along COOLDOWN_SHAPES[shape], then `min_lr`."""
+    g = COOLDOWN_SHAPES[shape]
+
+    def rate(count):
+        t = jnp.clip(jnp.asarray(count, jnp.float32) / steps, 0.0, 1.0)
+        return min_lr + (lr - min_lr) * g(t)
+
+    return rate
+
+
 def schedule_warnings(optim_cfg, total_steps: int) -> list[str]:
     """Start-up lines for a schedule that does not do what the run's length suggests: a warmup that never ends,
-    or a decay that ends before or after the last step (optim.decay_steps set apart from train.steps)."""
+    a decay that ends before or after the last step (optim.decay_steps set apart from train.steps), or a wsd
+    cooldown cut short by the warmup."""
     if optim_cfg.schedule == "constant" and not optim_cfg.warmup_steps:
         return []
     lines = []
@@ -48,6 +90,12 @@ def schedule_warnings(optim_cfg, total_steps: int) -> list[str]:
                 else f"ends the run {int(decay) - total_steps} steps before its decay is done")
         lines.append(f"optim.decay_steps={int(decay)} is set apart from the run's {total_steps} steps "
                      f"(train.steps): the learning rate {ends}; unset optim.decay_steps to follow train.steps")
+    end = int(decay or total_steps)
+    planned = round(float(optim_cfg.cooldown_fraction) * end)
+    if optim_cfg.schedule == "wsd" and warmup < total_steps and cooldown_start(optim_cfg, total_steps) > end - planned:
+        lines.append(f"optim.warmup_steps={warmup} runs into the last optim.cooldown_fraction="
+                     f"{optim_cfg.cooldown_fraction} of the schedule's {end} steps: the cooldown starts when the "
+                     f"warmup ends and lasts {end - warmup} steps instead of {planned}")
     return lines
 
 

@@ -201,13 +201,3 @@ TASKS = {
 
 def get_task(name: str) -> Task:
     return TASKS[name]
-
-
-def output_fraction(config) -> float:
-    """The share of positions a task's loss runs the vocabulary projection on, for FLOP counts (MFU)."""
-    task = config.data.task
-    if task == "mlm":
-        from bmjax.data.mlm import max_predictions
-
-        return max_predictions(int(config.data.seq_len)) / int(config.data.seq_len)
-    return 0.0 if task == "classification" else 1.0

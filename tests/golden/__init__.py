@@ -1,0 +1,1 @@
+"""Golden loss traces of the tiny configs (README.md, "Golden loss traces")."""
