@@ -95,6 +95,7 @@ def base_config() -> config_dict.ConfigDict:
     # with segment_ids and positions; no token attends to or predicts across a document)
     c.data.tfds_name = ""  # source tfds (task lm): the TFDS dataset, text in data.text_column, data.train_split
     c.data.mixture = ""  # "SPEC=WEIGHT;..." with SPEC arrayrecord:GLOB | tfds:NAME | text:PATH | builtin
+    c.data.eval_sets = ""  # "NAME=SPEC;...": held-out domains scored at every eval as eval/NAME/... (data/eval_sets.py)
     c.data.prepare_from = ""  # source arrayrecord: a text file tokenised into WORKDIR/prepared_shards on first use
     c.data.workers = 0  # grain worker processes reading and packing (0: threads in the training process)
 
@@ -155,6 +156,11 @@ def base_config() -> config_dict.ConfigDict:
     c.train.eval_steps = 20  # 0: one pass over the whole held-out set (task lm; what sweeps use)
     c.train.ckpt_every = 500
     c.train.keep_ckpts = 3
+    # Steps whose checkpoint is kept whatever keep_ckpts says (saved there too): the points branches start from.
+    c.train.ckpt_steps = ()
+    # "WORKDIR@STEP": start from that run's checkpoint at STEP (params, optimizer, data position, step) and train on
+    # with this config, which may change only run/schedule lengths and cadences (bmjax/train/branch.py).
+    c.train.branch_from = ""
     # A step whose loss or gradient norm is NaN/inf: "halt" stops the run there (the last checkpoint stays as
     # it was); "skip" drops that update and counts it in the train metrics as "skipped".
     c.train.on_nonfinite = "halt"

@@ -103,6 +103,11 @@ def check_ranges(config):
     k = t.steps_per_call
     for key in ("train.log_every", "train.eval_every", "train.ckpt_every"):
         _require(_get(config, key) % k == 0, key, f"must be a multiple of train.steps_per_call={k}")
+    steps = tuple(t.ckpt_steps) if isinstance(t.ckpt_steps, (tuple, list)) else None
+    _require(steps is not None and all(isinstance(n, int) and 0 < n and n % k == 0 and (not t.steps or n <= t.steps)
+                                       for n in steps), "train.ckpt_steps",
+             f"must be a list of steps in [1, train.steps={t.steps}], multiples of train.steps_per_call={k}; "
+             f"got {t.ckpt_steps!r}")
 
 
 def check_steps(config):

@@ -1,11 +1,15 @@
 """A run directory (workdir): the one module that knows its files.
 
     DIR/config.json              the first run's resolved config       config_file(DIR), read_config(DIR)
-    DIR/config.stepNNNNNN.json   the config of each resume at step N   config_file(DIR, N), newest_config(DIR)
+    DIR/config.stepNNNNNN.json   the config of each resume at step N   config_file(DIR, N), newest_config(DIR),
+                                                                       config_at(DIR, step)
     DIR/summary.json             N, D, C, losses, status               read_summary(DIR), write_summary(DIR, ...)
     DIR/metrics.jsonl            one JSON object per logged row        metrics_file(DIR), truncate_metrics(DIR, step)
-    DIR/checkpoints/             orbax steps                           checkpoint_dir(DIR), newest_checkpoint(DIR)
+    DIR/checkpoints/             orbax steps                           checkpoint_dir(DIR), newest_checkpoint(DIR),
+                                                                       checkpoint_steps(DIR)
     DIR/vocab.json, sample.txt   char vocabulary; GPT's final sample   VOCAB_FILE, sample_file(DIR)
+    DIR/lm_eval.json             bmjax-eval's lm-evaluation-harness results (summary.json's `lm_eval` holds
+                                 their scores)                          LM_EVAL_FILE, update_summary(DIR, ...)
 
     config = workdir.read_config(DIR)
     model = workdir.load_model(DIR, config)   # the newest checkpoint's parameters, on one device
@@ -29,6 +33,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 VOCAB_FILE = "vocab.json"
 SAMPLE_FILE = "sample.txt"
+LM_EVAL_FILE = "lm_eval.json"
 _RESUME_CONFIG = re.compile(r"config\.step(\d+)\.json")
 
 
@@ -58,6 +63,14 @@ def newest_config(workdir) -> pathlib.Path | None:
         return max(resumes)[1]
     first = workdir / CONFIG_FILE
     return first if first.is_file() else None
+
+
+def config_at(workdir, step: int) -> pathlib.Path:
+    """The config that trained the run's step `step`: that of the last resume before it, else config.json."""
+    workdir = pathlib.Path(workdir)
+    resumes = [(int(m.group(1)), p) for p in workdir.glob("config.step*.json")
+               if (m := _RESUME_CONFIG.fullmatch(p.name)) and int(m.group(1)) < step]
+    return max(resumes)[1] if resumes else workdir / CONFIG_FILE
 
 
 def read_config(workdir, flag: str = "--workdir"):
@@ -90,6 +103,11 @@ def write_summary(workdir, values: dict):
     write_atomic(pathlib.Path(workdir) / SUMMARY_FILE, json.dumps(values, indent=2) + "\n")
 
 
+def update_summary(workdir, values: dict):
+    """summary.json with `values` set (the rest kept): for figures computed after the run, such as bmjax-eval's."""
+    write_summary(workdir, dict(read_summary(workdir) or {}, **values))
+
+
 def metrics_file(workdir) -> pathlib.Path:
     return pathlib.Path(workdir) / METRICS_FILE
 
@@ -119,13 +137,20 @@ def checkpoint_dir(workdir) -> pathlib.Path:
     return pathlib.Path(workdir) / CHECKPOINT_DIR
 
 
-def newest_checkpoint(workdir, flag: str = "--workdir") -> pathlib.Path:
-    """The newest finished step folder in workdir/checkpoints (orbax renames a folder once it is complete)."""
+def checkpoint_steps(workdir) -> list[int]:
+    """The steps of the finished step folders in workdir/checkpoints (orbax renames a folder once it is complete),
+    in order."""
     directory = checkpoint_dir(workdir).resolve()
-    steps = [int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()] if directory.is_dir() else []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()) \
+        if directory.is_dir() else []
+
+
+def newest_checkpoint(workdir, flag: str = "--workdir") -> pathlib.Path:
+    """The newest finished step folder in workdir/checkpoints."""
+    steps = checkpoint_steps(workdir)
     if not steps:
-        raise ConfigError(flag, f"no checkpoint in {directory}")
-    return directory / str(max(steps))
+        raise ConfigError(flag, f"no checkpoint in {checkpoint_dir(workdir).resolve()}")
+    return checkpoint_dir(workdir).resolve() / str(steps[-1])
 
 
 def load_model(workdir, config, flag: str = "--workdir"):

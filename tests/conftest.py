@@ -23,12 +23,14 @@ import pytest  # noqa: E402
 # Files whose tests train runs, start commands in subprocesses or compile large programs: marked `slow`, so
 # `make test-fast` (pytest -m "not slow") is the edit-test loop's subset; `make test` runs everything.
 SLOW_FILES = {
+    "test_branch.py",
     "test_bad_input.py", "test_bench_step.py", "test_bert_cli.py", "test_bert_train.py", "test_cli.py",
-    "test_compile_check.py", "test_convert_hf.py", "test_data_sources.py", "test_golden.py", "test_hf_parity.py",
-    "test_mixture_metrics.py", "test_multihost.py", "test_nonfinite.py", "test_preemption.py", "test_resume.py",
-    "test_run_config.py", "test_run_length.py", "test_run_records.py", "test_sample_cli.py",
+    "test_compile_check.py", "test_convert_hf.py", "test_data_sources.py", "test_eval_sets.py", "test_golden.py",
+    "test_hf_parity.py", "test_minilm.py",
+    "test_lm_eval.py", "test_mixture_metrics.py", "test_multihost.py", "test_nonfinite.py", "test_preemption.py",
+    "test_resume.py", "test_run_config.py", "test_run_length.py", "test_run_records.py", "test_sample_cli.py",
     "test_sample_multiprocess.py", "test_sweep.py", "test_tpu_compile.py", "test_trace_summary.py", "test_train.py",
-    "test_validate.py",
+    "test_validate.py", "test_mup_train.py",
     "test_scaling_plan.py", "test_sweep_branching.py",
     # each of these starts several jax processes (test_readme.py: every README command, training included)
     "test_commands.py", "test_cpu_devices.py", "test_readme.py",

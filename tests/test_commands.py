@@ -12,7 +12,8 @@ SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["
 # One flag each command defines itself.
 OWN_FLAG = {"bmjax-train": "--workdir", "bmjax-sample": "--max_new_tokens", "bmjax-convert": "--to_hf",
             "bmjax-compile-check": "--memory_limit_gb", "bmjax-sweep": "--launcher", "bmjax-scaling": "--params_col",
-            "bmjax-prepare-data": "--num_shards", "bmjax-train-tokenizer": "--vocab_size"}
+            "bmjax-prepare-data": "--num_shards", "bmjax-train-tokenizer": "--vocab_size",
+            "bmjax-eval": "--tasks"}
 
 
 def command(script: str, *args):

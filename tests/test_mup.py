@@ -237,3 +237,25 @@ def test_config_dict_and_dataclass_agree():
     assert isinstance(c, config_dict.ConfigDict)
     for fn in (mup.width_mult, mup.hidden_init_std, mup.readout_multiplier, mup.attention_scale):
         assert fn(c) == fn(model_config(c))
+
+
+def test_sweeps_set_mup_with_one_base_learning_rate():
+    """configs/sweeps/mup_sweep.py runs the wrapped sweep's runs under μP with the one base rate in place of the
+    per-size rates (chinchilla_isoflop sets one per size); mup_base_lr.py sweeps the rate at the base width."""
+    from bmjax.scaling import sweep
+
+    wrapped = sweep.load_sweep("configs/sweeps/chinchilla_isoflop.py:runlocal")
+    arg = "sweep=chinchilla_isoflop,base_width=32,lr=0.02,runlocal"
+    wrapper = sweep.load_module("configs/sweeps/mup_sweep.py")
+    c = wrapper.get_config(arg)
+    assert (c.model.parametrization, c.model.mup_base_width, c.optim.lr) == ("mup", 32, 0.02)
+    runs = sweep.load_sweep(f"configs/sweeps/mup_sweep.py:{arg}").runs
+    assert len(runs) == len(wrapped.runs)
+    assert {r.args["optim.lr"] for r in runs} == {0.02} != {r.args["optim.lr"] for r in wrapped.runs}
+    assert {r.args["optim.min_lr"] for r in runs} == {0.002}  # the wrapped runs' min_lr = lr / 10
+
+    base = sweep.load_module("configs/sweeps/mup_base_lr.py")
+    c = base.get_config("base_width=32")
+    assert (c.model.parametrization, c.model.mup_base_width, c.model.d_model) == ("mup", 32, 32)
+    lrs = [r.args["optim.lr"] for r in sweep.load_sweep("configs/sweeps/mup_base_lr.py:base_width=32").runs]
+    assert lrs == sorted(lrs) and len(lrs) == 7

@@ -124,7 +124,7 @@ def test_a_preempted_then_resumed_run_records_tokens_flops_and_its_summary_in_js
         "C_6ND": pytest.approx(6 * counts["non_embedding"] * d), "final_eval_loss": evals[-1]["loss"],
         # the eval at step 4 came from the attempt before the preemption
         "best_eval_loss": min(r["loss"] for r in evals), "bits_per_byte": evals[-1]["bits_per_byte"],
-        "steps": STEPS, "wall_time": summary["wall_time"], "status": "finished"}
+        "steps": STEPS, "wall_time": summary["wall_time"], "status": "finished", "branch_from": None}
     assert first["wall_time"] < summary["wall_time"] < 600  # both attempts counted
 
     history, wandb_summary = metrics_lib.read_wandb_offline(workdir)  # both attempts' offline runs

@@ -197,3 +197,82 @@ def test_the_shipped_ladder_spans_30x_in_compute_with_five_budgets_per_size_and_
     cost = sweep_lib.cost(sweep)
     assert cost["independent_flops"] / cost["flops"] > 1.4
 
+
+# The end-to-end ladder: one size, a parent of 48 steps and one branch of 40 with a 50% cooldown (branch point 20),
+# so each run has steps left to kill it in after its first checkpoint of its own.
+E2E_STEPS = (48, 40)
+
+
+def write_e2e_ladder(tmp_path, data):
+    path = write_ladder(tmp_path, data=data, steps=E2E_STEPS)
+    text = path.read_text().replace('[32, 48]', '[32]').replace(
+        "c.train.log_every, c.train.eval_every, c.train.ckpt_every = 1, 1000, 1000",
+        "c.train.log_every, c.train.eval_every, c.train.ckpt_every = 1, 1000, 2\n"
+        "    c.optim.cooldown_fraction, c.train.eval_steps = 0.5, 2")
+    path.write_text(text)
+    return path
+
+
+def kill_when(proc, condition, log, timeout=300):
+    """SIGKILL the sweep's process group once `condition()` holds; fails if the sweep ends first."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert condition(), log.read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def results_without_times(workdir):
+    with open(workdir / "results.csv") as f:
+        return [{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(f)]
+
+
+def test_a_ladder_killed_in_its_parent_and_in_its_branch_completes_with_the_same_results(tmp_path, repo_data):
+    from cli_runs import Runner, checkpoint_steps, read_rows
+
+    runner = Runner(tmp_path, repo_data)
+    path = write_e2e_ladder(tmp_path, runner.data)
+    sweep = sweep_lib.load_sweep(str(path))
+    parent, branch = (run.name for run in sweep.runs)
+    assert sweep.runs[1].branch_step == 20
+
+    def command(workdir):
+        return [sys.executable, "-m", "bmjax.cli.sweep", f"--config={path}", f"--workdir={workdir}"]
+
+    reference = tmp_path / "reference"
+    result = subprocess.run(command(reference), cwd=REPO, env=runner.env(1), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    workdir = tmp_path / "sweep"
+    log = tmp_path / "sweep.log"
+    for condition in (lambda: bool(checkpoint_steps(workdir / parent)),  # in the parent, after its first save
+                      lambda: any(s > 20 for s in checkpoint_steps(workdir / branch))):  # in the branch, past 20
+        with open(log, "w") as out:
+            proc = subprocess.Popen(command(workdir), cwd=REPO, env=runner.env(1), stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        kill_when(proc, condition, log)
+    assert workdir_lib.read_summary(workdir / branch)["status"] != "finished"  # the kill landed inside the branch
+
+    result = subprocess.run(command(workdir), cwd=REPO, env=runner.env(1), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{parent}: finished, skipped" in result.stdout and f"{branch}: resuming" in result.stdout
+    reference_rows, rows = results_without_times(reference), results_without_times(workdir)
+    assert [r["run"] for r in rows] == [parent, branch] and [r["branch_step"] for r in rows] == ["", "20"]
+    assert [r["parent"] for r in rows] == ["", parent]
+    assert rows == reference_rows  # losses, N, D, C, budgets: the same to the last digit
+    for name in (parent, branch):
+        assert [(r["step"], r["split"], r["loss"]) for r in read_rows(workdir / name)] == \
+            [(r["step"], r["split"], r["loss"]) for r in read_rows(reference / name)]
+    summary = workdir_lib.read_summary(workdir / branch)
+    assert summary["branch_from"] == {"workdir": str((workdir / parent).absolute()), "step": 20}

@@ -21,14 +21,19 @@ class RestoreError(Exception):
 
 
 class Checkpointer:
-    def __init__(self, workdir: pathlib.Path, *, keep: int, async_save: bool = True):
+    def __init__(self, workdir: pathlib.Path, *, keep: int | None, keep_steps=(), async_save: bool = True,
+                 read_only: bool = False):
+        """Keeps the newest `keep` checkpoints (None: all) and every one of `keep_steps` (train.ckpt_steps).
+        `read_only`: another run's checkpoints, restored from and never saved, deleted or cleaned up."""
         workdir = pathlib.Path(workdir)
         self.directory = (workdir / "checkpoints").resolve()
         self.incomplete_directory = (workdir / INCOMPLETE_DIR).resolve()
+        kept = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
+            preservation_policy=kept.AnyPreservationPolicy([kept.LatestN(keep), kept.CustomSteps(list(keep_steps))]),
             enable_async_checkpointing=async_save,
-            create=True,
+            create=not read_only,
+            read_only=read_only,
         )
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -103,25 +108,30 @@ class Checkpointer:
                 moved = self._set_aside(step)
                 log(f"skipping checkpoint {self.path(step)}: incomplete ({missing}); moved to {moved}")
                 continue
-            check_process_count(self.path(step))
-            problem = None
-            try:
-                state = self.restore(step, abstract_state, data_iter)
-                restored_step = int(jax.device_get(state.step))
-                if restored_step != step:
-                    problem = f"the state inside says step {restored_step}"
-            except ConfigError:
-                raise
-            except Exception as e:  # noqa: BLE001  reported in one line; the files stay as they are
-                problem = f"{type(e).__name__}: {_first_line(e)}"
-            if not _all_processes(problem is None):
-                problem = problem or "another process could not read its part"
-                raise RestoreError(
-                    f"could not restore checkpoint {self.path(step)} ({problem}); no file was changed. If the "
-                    "failure passes (a file system hiccup, memory), run the same command again; if the checkpoint "
-                    f"is damaged, move it out of {self.directory} and run again to resume from the one before")
-            return step, state
+            return step, self.restore_complete(step, abstract_state, data_iter)
         return None, None
+
+    def restore_complete(self, step: int, abstract_state, data_iter):
+        """The state of `step`, a checkpoint `missing_part` finds complete; RestoreError (changing no file) when it
+        cannot be read, ConfigError when another config or process count wrote it. Moves `data_iter`."""
+        check_process_count(self.path(step))
+        problem = None
+        try:
+            state = self.restore(step, abstract_state, data_iter)
+            restored_step = int(jax.device_get(state.step))
+            if restored_step != step:
+                problem = f"the state inside says step {restored_step}"
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001  reported in one line; the files stay as they are
+            problem = f"{type(e).__name__}: {_first_line(e)}"
+        if not _all_processes(problem is None):
+            problem = problem or "another process could not read its part"
+            raise RestoreError(
+                f"could not restore checkpoint {self.path(step)} ({problem}); no file was changed. If the "
+                "failure passes (a file system hiccup, memory), run the same command again; if the checkpoint "
+                f"is damaged, move it out of {self.directory} and run again to resume from the one before")
+        return state
 
     def _set_aside(self, step: int) -> pathlib.Path:
         """Move a damaged step out of orbax's sight (process 0 only), then re-read the step list."""

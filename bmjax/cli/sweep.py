@@ -21,6 +21,8 @@ did not finish is not started: exit 1), and resumes either after a kill; print p
 submits the runs without a parent as one array and each parent's branches as a second array held until the
 parent's task has succeeded (`--dependency=afterok:JOBID_TASK`). local and --dry_run also print the steps and
 counted FLOPs trained against the same grid trained as independent runs.
+--eval_tasks NAMES (local) runs bmjax-eval's harness tasks on each run once it has finished (and on finished runs
+without scores); an unknown task is one line and exit 2 before any run starts.
 A bad sweep (an unknown key, a value of the wrong type) prints one line and exits 2 before any run starts.
 """
 import os
@@ -51,6 +53,8 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
                         flag_values=fv)
     flags.DEFINE_string("slurm_args", "", "slurm: extra sbatch arguments, e.g. '--nodes=1 --time=4:00:00'.",
                         flag_values=fv)
+    flags.DEFINE_list("eval_tasks", None, "local: bmjax-eval's lm-evaluation-harness tasks, run on each run once it "
+                      "has finished (its summary.json's lm_eval).", flag_values=fv)
     return fv
 
 
@@ -78,6 +82,9 @@ def run_local(fv, sweep, runs, workdir: pathlib.Path) -> int:
     for run in runs:
         if finished(workdir / run.name):
             print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: finished, skipped", flush=True)
+            if fv.eval_tasks and "lm_eval" not in workdir_lib.read_summary(workdir / run.name) \
+                    and _evaluate(fv, workdir / run.name) != 0:
+                failed.append(run.name)
             continue
         if run.parent is not None and not finished(workdir / run.parent):
             print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: not started, its parent {run.parent} has not "
@@ -94,9 +101,20 @@ def run_local(fv, sweep, runs, workdir: pathlib.Path) -> int:
         if code != 0:
             print(f"{run.name}: failed with exit code {code}", file=sys.stderr, flush=True)
             failed.append(run.name)
+        elif fv.eval_tasks and _evaluate(fv, workdir / run.name) != 0:
+            failed.append(run.name)
     if failed:
         return common.error(f"{len(failed)} run(s) failed: {', '.join(failed)}", common.FAILED)
     return common.OK
+
+
+def _evaluate(fv, run_dir: pathlib.Path) -> int:
+    """bmjax-eval of --eval_tasks on a finished run; its exit code (a failure is reported, the sweep goes on)."""
+    code = _run_child([sys.executable, "-m", "bmjax.cli.eval", "--workdir", str(run_dir), "--tasks",
+                       ",".join(fv.eval_tasks)])
+    if code != 0:
+        print(f"{run_dir.name}: bmjax-eval failed with exit code {code}", file=sys.stderr, flush=True)
+    return code
 
 
 def _run_child(command: list[str]) -> int:
@@ -179,6 +197,15 @@ def run_sweep(fv: flags.FlagValues) -> int:
             raise ConfigError("--only", f"{fv.only} is not a run index of this sweep (0 .. {len(runs) - 1})")
         runs = [runs[fv.only]]
     workdir = pathlib.Path(fv.workdir)
+    if fv.eval_tasks:  # checked before any run trains
+        if fv.launcher != "local":
+            raise ConfigError("--eval_tasks", "runs with --launcher local (after print or slurm, run bmjax-eval)")
+        from bmjax.cli.eval import task_manager
+
+        try:
+            task_manager(None, fv.eval_tasks)
+        except ConfigError as e:
+            raise ConfigError("--eval_tasks", e.message) from None
     if fv.dry_run:
         for run in runs:
             branch = f"\tbranch of {run.parent} at step {run.branch_step}" if run.parent is not None else ""

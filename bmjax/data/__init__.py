@@ -16,7 +16,7 @@ object adds `source_tokens()` (target tokens delivered per source, this process)
 mlm.py) or classification (classification.py); each returns an object with tokenizer, train_iter and
 eval_batches.
 """
-from bmjax.data import sources
+from bmjax.data import eval_sets, sources
 from bmjax.data.classification import ClassificationData, check_classification_config, make_classification_data
 from bmjax.data.lm import LMData, make_lm_data
 from bmjax.data.lm import check_data_config as check_lm_config
@@ -43,6 +43,8 @@ def _pipeline(config):
 def check_data_config(config) -> None:
     """The cheap checks of `data.task`'s pipeline; raises ConfigError."""
     _pipeline(config)[0](config)
+    if config.data.get("task", "lm") != "lm":  # the lm pipelines check their eval sets themselves
+        eval_sets.check_eval_sets(config)
 
 
 def make_data(config, workdir: str | None, *, process_index: int = 0, process_count: int = 1):

@@ -65,18 +65,38 @@ def components(config) -> list[Component]:
             raise ConfigError("data.mixture", f"{part!r}: weight {weight!r} is not a number") from None
         if not weight > 0:
             raise ConfigError("data.mixture", f"{part!r}: weight must be > 0, got {weight}")
-        kind, _, arg = spec.partition(":")
-        if kind not in KINDS:
-            raise ConfigError("data.mixture", f"{part!r}: unknown source {kind!r}; expected one of {KINDS}")
-        if kind != "builtin" and not arg:
-            raise ConfigError("data.mixture", f"{part!r}: source {kind} needs a name ({kind}:...)")
-        out.append(Component(kind, arg, weight, "data.mixture"))
+        out.append(parse_spec(spec, weight, "data.mixture", part))
     if not out:
         raise ConfigError("data.mixture", "names no source")
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         raise ConfigError("data.mixture", f"names a source twice ({', '.join(names)})")
     return out
+
+
+def parse_spec(spec: str, weight: float, key: str, part: str) -> Component:
+    """`arrayrecord:GLOB`, `tfds:NAME`, `text:PATH` or `builtin` as a Component; `part` (the spec's whole entry)
+    is quoted in errors under `key`."""
+    kind, _, arg = spec.partition(":")
+    if kind not in KINDS:
+        raise ConfigError(key, f"{part!r}: unknown source {kind!r}; expected one of {KINDS}")
+    if kind != "builtin" and not arg:
+        raise ConfigError(key, f"{part!r}: source {kind} needs a name ({kind}:...)")
+    return Component(kind, arg, weight, key)
+
+
+def check_spec_source(c: Component, tokenizer=None) -> None:
+    """Cheap checks of a spec's component (a mixture's or an eval set's): a text file exists, is non-empty and
+    UTF-8; a shard glob matches shards of `tokenizer` (when given). Reads no documents."""
+    if c.kind == "text":
+        sources.read_text(c.key, c.arg)
+    elif c.kind == "arrayrecord" and tokenizer is not None:
+        open_shards(c.arg, c.key, tokenizer)
+
+
+# Keys whose components come from a spec: they hold out their own eval documents (data.eval_path is the lone
+# source's).
+SPEC_KEYS = ("data.mixture", "data.eval_sets")
 
 
 def check_components(config) -> list[Component]:
@@ -89,7 +109,7 @@ def check_components(config) -> list[Component]:
         elif c.kind == "tfds" and not c.arg:
             raise ConfigError(c.key, "is unset; source 'tfds' needs a TFDS dataset name")
         elif c.kind == "text" and c.key == "data.mixture":
-            sources.read_text(c.key, c.arg)  # exists, non-empty, UTF-8
+            check_spec_source(c)
         elif c.kind in ("text", "builtin") and c.key != "data.mixture":
             sources.check_source_config(config)
     globs = [(c.arg, c.key) for c in comps if c.kind == "arrayrecord" and c.arg]
@@ -137,14 +157,19 @@ class TfdsDocuments:
 
 
 class MemoryDocuments:
-    def __init__(self, token_lists: list[np.ndarray], source: int):
-        self.docs, self.source = token_lists, source
+    """Tokenised documents in memory; with `byte_lists`, each token's bytes of text too (token_bytes.py)."""
+
+    def __init__(self, token_lists: list[np.ndarray], source: int, byte_lists: list[np.ndarray] | None = None):
+        self.docs, self.source, self.byte_lists = token_lists, source, byte_lists
 
     def __len__(self) -> int:
         return len(self.docs)
 
     def __getitem__(self, index: int) -> dict:
-        return {"tokens": self.docs[index], "source": self.source}
+        doc = {"tokens": self.docs[index], "source": self.source}
+        if self.byte_lists is not None:
+            doc["bytes"] = self.byte_lists[index]
+        return doc
 
 
 def with_eos(tokenizer, ids: np.ndarray) -> np.ndarray:
@@ -158,7 +183,7 @@ def open_component(config, c: Component, index: int, tokenizer, shard_glob: str 
     fraction = data.get("eval_fraction", 0.1)
     if c.kind == "arrayrecord":
         train = open_shards(shard_glob or c.arg, c.key, tokenizer)
-        if c.key != "data.mixture" and data.get("eval_path"):
+        if c.key not in SPEC_KEYS and data.get("eval_path"):
             held_out = open_shards(data.eval_path, "data.eval_path", tokenizer)
             return ShardDocuments(train, 0, len(train), index), ShardDocuments(held_out, 0, len(held_out), index)
         cut = int(len(train) * (1.0 - fraction))
@@ -171,7 +196,7 @@ def open_component(config, c: Component, index: int, tokenizer, shard_glob: str 
         return (TfdsDocuments(c.arg, data.get("train_split", "train"), field, data_dir, tokenizer, index, c.key),
                 TfdsDocuments(c.arg, data.get("eval_split", "validation"), field, data_dir, tokenizer, index, c.key))
     # text / builtin: the corpus loader of sources.py, on the keys it reads, naming this component
-    eval_path = data.get("eval_path", "") if c.key != "data.mixture" else ""
+    eval_path = data.get("eval_path", "") if c.key not in SPEC_KEYS else ""
     sub = ml_collections.ConfigDict({"data": {"source": c.kind, "path": c.arg, "eval_path": eval_path,
                                               "eval_fraction": fraction}})
     corpus = sources.load_corpus(sub)
@@ -184,8 +209,25 @@ def open_component(config, c: Component, index: int, tokenizer, shard_glob: str 
 
     if c.kind == "text":  # a text file's documents are its paragraphs (prepare.paragraphs)
         corpus = dataclasses.replace(corpus, train=_paragraphs(corpus.train), eval=_paragraphs(corpus.eval))
+    held_out = encode_counting_bytes(tokenizer, corpus.eval, index)  # bits per byte without fixed bytes per id
     return (MemoryDocuments(encode(corpus.train, corpus.train_key), index),
-            MemoryDocuments(encode(corpus.eval, corpus.eval_key), index))
+            held_out or MemoryDocuments(encode(corpus.eval, corpus.eval_key), index))
+
+
+def encode_counting_bytes(tokenizer, texts, source: int) -> MemoryDocuments | None:
+    """`texts` tokenised with each token's bytes of text (the end-of-document id none), where the tokenizer's ids
+    have no fixed bytes but it reports offsets (WordPiece, SentencePiece: token_bytes.py); else None."""
+    from bmjax.data.token_bytes import encode_with_bytes
+    from bmjax.data.tokenizers import token_byte_lengths
+
+    if token_byte_lengths(tokenizer) is not None or encode_with_bytes(tokenizer, "a") is None:
+        return None
+    tokens, counts = [], []
+    for text in texts:
+        ids, covered = encode_with_bytes(tokenizer, text)
+        tokens.append(with_eos(tokenizer, ids))
+        counts.append(np.pad(covered, (0, len(tokens[-1]) - len(ids))))
+    return MemoryDocuments(tokens, source, counts)
 
 
 def _paragraphs(texts: tuple[str, ...]) -> tuple[str, ...]:

@@ -16,8 +16,11 @@ Eval: the first eval_steps * batch_size windows of a shuffle of the eval stream 
 needs): non-overlapping windows from its start, in order, so every token but the first is scored exactly
 once; the last partial window is padded and masked (`weights` 0), as are the rows that fill the last batch.
 Eval batches carry "target_bytes", each target's UTF-8 bytes, where the tokenizer's ids stand for fixed bytes
-(byte, char: tokenizers.token_byte_lengths): the lm task sums them over the scored targets, so bits per byte
-(which compares across tokenizers) is exact for whatever the eval scores. Tokenizer files report none.
+(byte, char, byte-level BPE: tokenizers.token_byte_lengths): the lm task sums them over the scored targets, so
+bits per byte (which compares across tokenizers) is exact for whatever the eval scores. For WordPiece and
+SentencePiece files each target counts the bytes of text it covers instead (eval_stream_bytes, token_bytes.py).
+`eval_sets()`: the named sets of `data.eval_sets`, packed and scored as packed_lm.py scores its held-out split
+(eval_sets.py).
 """
 import dataclasses
 import functools
@@ -28,7 +31,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import order, packed_lm, sources
+from bmjax.data import eval_sets, order, packed_lm, sources
 from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config, token_byte_lengths
 from bmjax.errors import ConfigError
 
@@ -45,22 +48,29 @@ class LMData:
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]  # a fresh pass over eval_steps batches
     train_tokens: int
     eval_tokens: int
+    eval_sets: Callable[[], list[tuple[str, Iterator[dict[str, np.ndarray]]]]] = list  # data.eval_sets (eval_sets.py)
 
 
 class _Windows:
-    """Window starts -> {"inputs", "targets"} [n, seq_len] int32, gathered from the token stream."""
+    """Window starts -> {"inputs", "targets"} [n, seq_len] int32, gathered from the token stream; with each
+    token's bytes (`token_bytes`), also the targets' "target_bytes" float32."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int):
-        self.tokens = tokens
+    def __init__(self, tokens: np.ndarray, seq_len: int, token_bytes: np.ndarray | None = None):
+        self.tokens, self.token_bytes = tokens, token_bytes
         self.offsets = np.arange(seq_len + 1)
 
     def __call__(self, starts: np.ndarray) -> dict[str, np.ndarray]:
-        windows = self.tokens[np.asarray(starts)[:, None] + self.offsets].astype(np.int32)
-        return {"inputs": np.ascontiguousarray(windows[:, :-1]), "targets": np.ascontiguousarray(windows[:, 1:])}
+        where = np.asarray(starts)[:, None] + self.offsets
+        windows = self.tokens[where].astype(np.int32)
+        batch = {"inputs": np.ascontiguousarray(windows[:, :-1]), "targets": np.ascontiguousarray(windows[:, 1:])}
+        if self.token_bytes is not None:
+            batch["target_bytes"] = self.token_bytes[where[:, 1:]].astype(np.float32)
+        return batch
 
 
 def window_batches(
-    tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, process_index: int, process_count: int
+    tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, process_index: int, process_count: int,
+    token_bytes: np.ndarray | None = None,
 ) -> grain.MapDataset:
     """Infinite MapDataset of this process's share of each shuffled global batch of windows."""
     num_windows = len(tokens) - seq_len
@@ -68,7 +78,7 @@ def window_batches(
     # Local batches of b consecutive windows; global batch g is local batches g*P .. g*P + P-1,
     # so taking every P-th local batch from p gives process p rows [p*b, (p+1)*b) of batch g.
     local = starts.batch(batch_size // process_count, drop_remainder=True, batch_fn=np.asarray)
-    return local[process_index::process_count].map(_Windows(tokens, seq_len))
+    return local[process_index::process_count].map(_Windows(tokens, seq_len, token_bytes))
 
 
 def encode_documents(tokenizer: Tokenizer, docs: tuple[str, ...], key: str) -> np.ndarray:
@@ -85,6 +95,24 @@ def encode_documents(tokenizer: Tokenizer, docs: tuple[str, ...], key: str) -> n
     return ids.astype(np.uint16) if tokenizer.vocab_size <= 2**16 else ids
 
 
+def eval_stream_bytes(tokenizer, docs: tuple[str, ...], ids: np.ndarray) -> np.ndarray | None:
+    """Each token's bytes of text in encode_documents' stream of `docs` (its separators none), where the
+    tokenizer's ids have no fixed bytes but it reports offsets (WordPiece, SentencePiece: token_bytes.py)."""
+    from bmjax.data.token_bytes import encode_with_bytes
+
+    if token_byte_lengths(tokenizer) is not None or encode_with_bytes(tokenizer, "a") is None:
+        return None
+    if tokenizer.eos_id is None:
+        counted, covered = encode_with_bytes(tokenizer, "\n".join(docs))
+    else:
+        pieces = [encode_with_bytes(tokenizer, doc) for doc in docs]
+        counted = np.concatenate([p for ids_, _ in pieces for p in (ids_, [tokenizer.eos_id])])
+        covered = np.concatenate([p for _, b in pieces for p in (b, [0])])
+    if not np.array_equal(counted, ids):
+        raise ValueError(f"{tokenizer.name}: encoding with offsets gave other ids than encode")
+    return covered.astype(np.int32)
+
+
 def check_data_config(config) -> None:
     """Cheap checks before anything compiles; raises ConfigError.
 
@@ -94,6 +122,7 @@ def check_data_config(config) -> None:
         return packed_lm.check_packed_config(config)
     sources.check_source_config(config)
     check_tokenizer_config(config)
+    eval_sets.check_eval_sets(config)
     data = config.data
     for key in ("seq_len", "batch_size"):
         if data[key] < 1:
@@ -130,22 +159,29 @@ def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process
 
     shard = dict(process_index=process_index, process_count=process_count)
     train_ds = window_batches(train_ids, data.seq_len, data.batch_size, train.seed, **shard)
+    eval_bytes = eval_stream_bytes(tokenizer, corpus.eval, eval_ids)
     if train.eval_steps == 0:
-        eval_ds = grain.MapDataset.source(full_pass_batches(eval_ids, data.seq_len, data.batch_size, **shard))
+        eval_ds = grain.MapDataset.source(full_pass_batches(eval_ids, data.seq_len, data.batch_size, **shard,
+                                                            token_bytes=eval_bytes))
     else:
-        eval_ds = window_batches(eval_ids, data.seq_len, data.batch_size, EVAL_SEED, **shard)[: train.eval_steps]
-    eval_ds = eval_ds.map(functools.partial(packed_lm.with_target_bytes, byte_lengths=token_byte_lengths(tokenizer)))
+        eval_ds = window_batches(eval_ids, data.seq_len, data.batch_size, EVAL_SEED, **shard,
+                                 token_bytes=eval_bytes)[: train.eval_steps]
+    byte_lengths = token_byte_lengths(tokenizer)
+    eval_ds = eval_ds.map(functools.partial(packed_lm.with_target_bytes, byte_lengths=byte_lengths))
+    local = data.batch_size // process_count
+    my_rows = slice(process_index * local, (process_index + 1) * local)
     return LMData(
         tokenizer=tokenizer,
         train_iter=iter(train_ds.to_iter_dataset(_READ_OPTIONS)),
         eval_batches=lambda: iter(eval_ds.to_iter_dataset(_READ_OPTIONS)),
         train_tokens=len(train_ids),
         eval_tokens=len(eval_ids),
+        eval_sets=eval_sets.open_eval_sets(config, tokenizer, packed_lm.eval_batcher(config, byte_lengths, my_rows)),
     )
 
 
 def full_pass_batches(tokens: np.ndarray, seq_len: int, batch_size: int, process_index: int,
-                      process_count: int) -> list[dict[str, np.ndarray]]:
+                      process_count: int, token_bytes: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
     """This process's rows of every global batch of one pass over `tokens` in non-overlapping windows.
 
     Window i holds tokens [i*seq_len, (i+1)*seq_len + 1); its targets are tokens 1 + i*seq_len onwards, so the
@@ -161,8 +197,15 @@ def full_pass_batches(tokens: np.ndarray, seq_len: int, batch_size: int, process
     shape = (num_batches, batch_size, seq_len)
     inputs, labels, weights = padded[:-1].reshape(shape), padded[1:].reshape(shape), weights.reshape(shape)
     rows = slice(process_index * (batch_size // process_count), (process_index + 1) * (batch_size // process_count))
-    return [{"inputs": inputs[b, rows], "targets": labels[b, rows], "weights": weights[b, rows]}
-            for b in range(num_batches)]
+    batches = [{"inputs": inputs[b, rows], "targets": labels[b, rows], "weights": weights[b, rows]}
+               for b in range(num_batches)]
+    if token_bytes is not None:  # each target's bytes of text (without fixed bytes per id): eval_stream_bytes
+        covered = np.zeros(len(padded), np.float32)
+        covered[: len(tokens)] = token_bytes
+        covered = covered[1:].reshape(shape)
+        for b, batch in enumerate(batches):
+            batch["target_bytes"] = covered[b, rows]
+    return batches
 
 
 def _check_long_enough(ids: np.ndarray, seq_len: int, key: str, split: str) -> None:

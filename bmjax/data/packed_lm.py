@@ -20,8 +20,10 @@ document of every component exactly once: the last partial window (concat) is ze
 the last batch filled with rows that score nothing, never dropped. `train.eval_steps=K > 0` takes the first K
 batches of each component (all of a component with fewer): a fixed subset, the same for any weights.
 `eval_parts()` gives the batches component by component (`eval/<source>/...` figures); `eval_batches()` all
-of them, component after component. Batches carry "target_bytes" (each target's UTF-8 bytes) where the
-tokenizer's ids stand for fixed bytes (byte, char), for exact bits per byte.
+of them, component after component; `eval_sets()` the named sets of `data.eval_sets` (eval_sets.py) the same
+way. Batches carry "target_bytes" (each target's UTF-8 bytes) where the
+tokenizer's ids stand for fixed bytes (byte, char, byte-level BPE), for exact bits per byte, and where held-out
+text documents count the bytes each token covers (WordPiece, SentencePiece: documents.encode_counting_bytes).
 """
 import dataclasses
 import logging
@@ -33,7 +35,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from bmjax.data import documents, mixing, order, packing, shards
+from bmjax.data import documents, eval_sets, mixing, order, packing, shards
 from bmjax.data.tokenizers import (CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config,
                                    token_byte_lengths)
 from bmjax.errors import ConfigError
@@ -52,6 +54,7 @@ class PackedLMData:
     eval_tokens: int | None
     eval_parts: Callable[[], list[tuple[str, Iterator[dict[str, np.ndarray]]]]]  # (source name, its batches)
     source_names: tuple[str, ...]
+    eval_sets: Callable[[], list[tuple[str, Iterator[dict[str, np.ndarray]]]]] = list  # data.eval_sets (eval_sets.py)
 
     def source_tokens(self) -> dict[str, int]:
         """Target tokens each source delivered to this process so far (sum over processes for the run's)."""
@@ -77,6 +80,7 @@ def check_packed_config(config) -> None:
             raise ConfigError("data.prepare_from", f"no such file: {data.prepare_from}")
     documents.check_components(config)
     check_tokenizer_config(config)
+    eval_sets.check_eval_sets(config)
     for key in ("seq_len", "batch_size"):
         if data[key] < 1:
             raise ConfigError(f"data.{key}", f"must be positive, got {data[key]}")
@@ -132,10 +136,10 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
     byte_lengths = token_byte_lengths(tokenizer)
     my_rows = slice(process_index * local, (process_index + 1) * local)
 
+    batches_of = eval_batcher(config, byte_lengths, my_rows)
+
     def eval_parts():
-        return [(name, eval_component_batches(part, mode, data.seq_len, data.batch_size, train.eval_steps,
-                                              byte_lengths, my_rows))
-                for name, part in zip(names, eval_parts_docs)]
+        return [(name, batches_of(part)) for name, part in zip(names, eval_parts_docs)]
 
     def eval_batches():
         for _, batches in eval_parts():
@@ -145,7 +149,15 @@ def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, 
                  tokenizer.name, tokenizer.vocab_size, time.perf_counter() - start)
     return PackedLMData(tokenizer=tokenizer, train_iter=train_iter, eval_batches=eval_batches,
                         eval_parts=eval_parts, train_tokens=_count_tokens(train_parts),
-                        eval_tokens=_count_tokens(eval_parts_docs), source_names=names)
+                        eval_tokens=_count_tokens(eval_parts_docs), source_names=names,
+                        eval_sets=eval_sets.open_eval_sets(config, tokenizer, batches_of))
+
+
+def eval_batcher(config, byte_lengths: np.ndarray | None, rows: slice):
+    """held-out documents -> this process's `rows` of their eval batches, with the run's packing and sizes."""
+    data = config.data
+    return lambda part: eval_component_batches(part, data.get("packing", "concat"), data.seq_len, data.batch_size,
+                                               int(config.train.eval_steps), byte_lengths, rows)
 
 
 def eval_component_batches(part, mode: str, seq_len: int, batch_size: int, eval_steps: int,
@@ -155,7 +167,9 @@ def eval_component_batches(part, mode: str, seq_len: int, batch_size: int, eval_
     nothing; all of them (eval_steps 0) or the first eval_steps. With fixed bytes per token
     (token_byte_lengths), "target_bytes" float32 [b, L]: each target's UTF-8 bytes, for exact bits per byte."""
     docs = grain.MapDataset.source(part).to_iter_dataset(_READ_OPTIONS)
-    batches = packing.pack(docs, mode, seq_len, batch_size, pad_tail=True).batch(batch_size, drop_remainder=False)
+    counted = getattr(part, "byte_lists", None) is not None  # documents.encode_counting_bytes: each token's bytes
+    batches = packing.pack(docs, mode, seq_len, batch_size, pad_tail=True, target_bytes=counted)
+    batches = batches.batch(batch_size, drop_remainder=False)
     for step, batch in enumerate(batches):
         if eval_steps and step >= eval_steps:
             break
@@ -167,7 +181,7 @@ def eval_component_batches(part, mode: str, seq_len: int, batch_size: int, eval_
 def with_target_bytes(batch: dict[str, np.ndarray], byte_lengths: np.ndarray | None) -> dict[str, np.ndarray]:
     """`batch` plus "target_bytes" float32: each target's UTF-8 bytes (tokenizers.token_byte_lengths; an EOS
     none), which the lm task sums over the scored targets for bits per byte. Unchanged without fixed bytes."""
-    if byte_lengths is None:
+    if byte_lengths is None:  # unchanged: packing gave "target_bytes" where the documents count their bytes
         return batch
     return dict(batch, target_bytes=byte_lengths[batch["targets"]].astype(np.float32))
 

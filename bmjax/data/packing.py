@@ -56,7 +56,7 @@ class _ConcatWindowsIterator(grain.DatasetIterator):
         super().__init__(parent)
         self.seq_len = seq_len
         self.pad_tail = pad_tail  # eval: weights on every row, and the partial last window padded
-        self._docs = collections.deque()  # (parent state before it, tokens, source)
+        self._docs = collections.deque()  # (parent state before it, tokens, source, each token's bytes or None)
         self._total = 0  # tokens of the held documents
         self._offset = 0  # where the next window starts in the first held document
 
@@ -71,13 +71,14 @@ class _ConcatWindowsIterator(grain.DatasetIterator):
                     raise
                 break
             tokens = np.asarray(doc["tokens"], dtype=np.int32)
-            self._docs.append((before, tokens, int(doc["source"])))
+            self._docs.append((before, tokens, int(doc["source"]), doc.get("bytes")))
             self._total += len(tokens)
-        pieces, sources, start, got = [], [], self._offset, 0
-        for _, tokens, source in self._docs:
+        pieces, sources, covered, start, got = [], [], [], self._offset, 0
+        for _, tokens, source, token_bytes in self._docs:
             take = tokens[start:start + need - got]
             pieces.append(take)
             sources.append(np.full(len(take), source + 1, np.int32))
+            covered.append(None if token_bytes is None else token_bytes[start:start + len(take)])
             start, got = 0, got + len(take)
             if got == need:
                 break
@@ -87,8 +88,11 @@ class _ConcatWindowsIterator(grain.DatasetIterator):
             return {"inputs": window[:-1], "targets": window[1:], "source": source[1:]}
         scored = len(window) - 1  # seq_len, or fewer in the last window: zero-padded with weight 0
         pad = lambda x: np.pad(x, (0, self.seq_len - len(x)))  # noqa: E731
-        return {"inputs": pad(window[:-1]), "targets": pad(window[1:]), "source": pad(source[1:]),
-                "weights": pad(np.ones(scored, np.float32))}
+        row = {"inputs": pad(window[:-1]), "targets": pad(window[1:]), "source": pad(source[1:]),
+               "weights": pad(np.ones(scored, np.float32))}
+        if all(c is not None for c in covered):  # documents with each token's bytes (eval): the targets'
+            row["target_bytes"] = pad(np.concatenate(covered)[1:].astype(np.float32))
+        return row
 
     def _advance(self, count: int) -> None:
         self._offset += count
@@ -119,29 +123,38 @@ class SplitDocument(grain.experimental.FlatMapTransform):
         tokens = np.asarray(doc["tokens"], dtype=np.int32)
         source = int(doc["source"]) + 1
         pieces = []
+        covered = doc.get("bytes")
         for start in range(0, len(tokens) - 1, self.seq_len):
             piece = tokens[start:start + self.seq_len + 1]
             pieces.append({"inputs": piece[:-1], "targets": piece[1:],
                            "source": np.full(len(piece) - 1, source, np.int32)})
+            if covered is not None:  # each target's bytes of text (eval documents without fixed bytes per id)
+                pieces[-1]["target_bytes"] = np.asarray(covered[start + 1:start + len(piece)], np.int32)
         return pieces
 
 
 def _contract(row: dict) -> dict[str, np.ndarray]:
     """grain's packed feature names -> the batch contract's."""
-    return {"inputs": row["inputs"], "targets": row["targets"], "segment_ids": row["inputs_segment_ids"],
-            "positions": row["inputs_positions"], "source": row["source"]}
+    out = {"inputs": row["inputs"], "targets": row["targets"], "segment_ids": row["inputs_segment_ids"],
+           "positions": row["inputs_positions"], "source": row["source"]}
+    if "target_bytes" in row:
+        out["target_bytes"] = row["target_bytes"].astype(np.float32)
+    return out
 
 
 def pack(documents: grain.IterDataset, packing: str, seq_len: int, rows: int,
-         pad_tail: bool = False) -> grain.IterDataset:
+         pad_tail: bool = False, target_bytes: bool = False) -> grain.IterDataset:
     """Rows of `packing` from documents; `rows` is the local batch (first-fit packs that many bins at once).
-    `pad_tail` (eval): the last partial concat window is padded and weighted, not dropped."""
+    `pad_tail` (eval): the last partial concat window is padded and weighted, not dropped. `target_bytes`: the
+    documents carry each token's "bytes", and rows each target's ("target_bytes")."""
     if packing == "concat":
         return ConcatWindowsIterDataset(documents, seq_len, pad_tail)
     if packing != "segments":
         raise ConfigError("data.packing", f"got {packing!r}; allowed: {', '.join(PACKINGS)}")
     pieces = grain.experimental.FlatMapIterDataset(documents, SplitDocument(seq_len))
     lengths = {"inputs": seq_len, "targets": seq_len, "source": seq_len}
+    if target_bytes:
+        lengths["target_bytes"] = seq_len
     packed = grain.experimental.FirstFitPackIterDataset(
         pieces, length_struct=lengths, num_packing_bins=rows, shuffle_bins=False, meta_features=("source",))
     return packed.map(_contract)

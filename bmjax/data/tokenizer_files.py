@@ -10,9 +10,10 @@
   one; otherwise the vocabulary decides: lowercase unless some non-special token has an upper-case
   letter (bert-base-uncased's has none, bert-base-cased's has many).
 
-Encoding never adds special tokens: the pipelines place [CLS]/[SEP] themselves, the same way for
-every tokenizer. The special ids ([PAD] [UNK] [CLS] [SEP] [MASK], and an end-of-text token for
-causal LMs: `<|endoftext|>` or `</s>`) are looked up by name and are None when absent.
+Encoding never adds special tokens, pads or truncates (whatever a tokenizer.json asks for): the pipelines
+place [CLS]/[SEP] and cut sequences themselves, the same way for every tokenizer. The special ids ([PAD]
+[UNK] [CLS] [SEP] [MASK], and an end-of-text token for causal LMs: `<|endoftext|>` or `</s>`) are looked
+up by name and are None when absent.
 Nothing is downloaded: a missing file is a ConfigError naming `data.tokenizer`.
 """
 import functools
@@ -83,6 +84,10 @@ def _load_cached(path: str, size: int, mtime_ns: int) -> FileTokenizer:
             import tokenizers
 
             tokenizer = tokenizers.Tokenizer.from_file(path)
+            # A model's tokenizer.json may pad or truncate every text to its serving length (all-MiniLM-L6-v2's:
+            # 128); the pipelines cut and pad sequences themselves, so encoding returns every token of a text.
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
     except ConfigError:
         raise
     except Exception as e:  # the library raises plain Exceptions for malformed files

@@ -136,15 +136,19 @@ class CharTokenizer:
 
 def token_byte_lengths(tokenizer) -> np.ndarray | None:
     """UTF-8 bytes of text each token id stands for, where every id stands for fixed bytes: the byte
-    tokenizer's ids one byte each (its specials none), a char vocabulary's ids their character's bytes. None for
-    tokenizer files (WordPiece and SentencePiece pieces change with their neighbours and case): bits per byte
-    are then not reported."""
+    tokenizer's ids one byte each (its specials none), a char vocabulary's ids their character's bytes, a
+    byte-level BPE's ids the bytes they spell (token_bytes.py). None for WordPiece and SentencePiece (pieces
+    change with their neighbours and case): their evals count the bytes of text each target covers instead."""
     if isinstance(tokenizer, ByteTokenizer):
         lengths = np.zeros(tokenizer.vocab_size, np.int64)
         lengths[:256] = 1
         return lengths
     if isinstance(tokenizer, CharTokenizer):
         return np.array([len(c.encode("utf-8", errors="surrogatepass")) for c in tokenizer.chars], np.int64)
+    if hasattr(tokenizer, "tokenizer"):  # a tokenizer file: byte-level BPE ids have fixed bytes (token_bytes.py)
+        from bmjax.data.token_bytes import byte_level_lengths
+
+        return byte_level_lengths(tokenizer.tokenizer)
     return None
 
 

@@ -312,10 +312,12 @@ def write_results(sweep: Sweep, workdir: pathlib.Path) -> int:
         row.update(run=run.name, overrides=json.dumps(run.overrides, default=str), parent=run.parent,
                    branch_step=run.branch_step,
                    budget_flops=run.overrides.get("budget.flops"), budget_tokens=run.overrides.get("budget.tokens"))
+        row.update({k: v for k, v in summary.items() if k.startswith("eval/")})  # eval sets': fit any of them
         rows.append(row)
+    eval_columns = sorted({k for row in rows for k in row if k.startswith("eval/")})
     tmp = workdir / "results.csv.tmp"
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + tuple(eval_columns))
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(workdir / "results.csv")

@@ -14,6 +14,9 @@ Parameters are matched by name. Where this model and the source disagree, the ru
   (a new classification head, a different number of labels) keep their fresh initialisation; source heads
   this model lacks (MLM and NSP when fine-tuning) are left out. Both are reported in one line.
 Only used for a fresh run: a workdir that already has checkpoints resumes from them instead.
+
+`model_keys_of(DIR)` and `tokenizer_of(DIR)` let a config start from DIR itself (configs/bert/finetune.py's
+`init=DIR`): the encoder's shape from DIR's config.json, the tokenizer DIR was trained with.
 """
 import pathlib
 
@@ -28,7 +31,11 @@ KEY = "train.init_from"
 HEADS = ("mlm", "nsp", "classifier")  # top-level parameter groups that belong to a task, not the encoder
 # Model keys that change parameter shapes or meaning: they must agree with the source.
 STRUCTURE_KEYS = ("name", "vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "d_ff", "max_len",
-                  "type_vocab_size", "norm", "mlp", "position", "use_bias", "tie_embeddings")
+                  "type_vocab_size", "norm", "mlp", "position", "use_bias", "tie_embeddings", "parametrization",
+                  "mup_base_width")
+# Taken from the source when a config starts from it: the structure, and the norm's epsilon it was trained with.
+SOURCE_MODEL_KEYS = (*STRUCTURE_KEYS, "norm_eps")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")  # a Hugging Face directory's tokenizer, in order of preference
 
 
 def _is_workdir(path: pathlib.Path) -> bool:
@@ -50,13 +57,33 @@ def source_model_keys(path: pathlib.Path) -> dict:
                            "directory (no config.json)")
 
 
+def _existing_dir(init_from: str) -> pathlib.Path:
+    path = pathlib.Path(init_from).expanduser()
+    if not path.is_dir():
+        raise ConfigError(KEY, f"no such directory: {path}")
+    return path
+
+
+def model_keys_of(init_from: str) -> dict:
+    """The model keys a run started from `init_from` must have: its shape (SOURCE_MODEL_KEYS it sets)."""
+    source = source_model_keys(_existing_dir(init_from))
+    return {key: source[key] for key in SOURCE_MODEL_KEYS if source.get(key) is not None}
+
+
+def tokenizer_of(init_from: str) -> str | None:
+    """The tokenizer `init_from` was trained with: a workdir's data.tokenizer, a Hugging Face directory's
+    tokenizer.json or vocab.txt; None if it names none."""
+    path = _existing_dir(init_from)
+    if _is_workdir(path):
+        return workdir_lib.read_config(path, KEY).to_dict().get("data", {}).get("tokenizer")
+    return next((str(path / name) for name in TOKENIZER_FILES if (path / name).is_file()), None)
+
+
 def check_init_from(config) -> None:
     """Cheap checks before anything compiles: the directory exists and its model has this config's shape."""
     if not config.train.init_from:
         return
-    path = pathlib.Path(config.train.init_from).expanduser()
-    if not path.is_dir():
-        raise ConfigError(KEY, f"no such directory: {path}")
+    path = _existing_dir(config.train.init_from)
     source = source_model_keys(path)
     if _is_workdir(path) and _newest_step(path) is None:
         raise ConfigError(KEY, f"workdir {path} has no checkpoint yet")

@@ -1,11 +1,12 @@
 """The training loop: `train_and_evaluate(config, workdir)`, one flat function from config to finished run.
 
-Order of work: validate everything cheap (config, files, mesh) -> data and tokenizer -> abstract model and
-shardings -> compare the config with the run's saved one, restore the newest checkpoint, record the config (or
-initialise) -> jitted steps -> loop (log, eval, checkpoint) -> final eval, checkpoint and, once it is committed,
-for GPT a text sample.
+Order of work: validate everything cheap (config, files, mesh, a branch against its parent) -> data and tokenizer
+-> abstract model and shardings -> `restore_or_init` (resume from the run's own newest checkpoint, else branch from
+the parent's, else initialise; record the config) -> jitted steps -> loop (log, eval, checkpoint) -> final eval,
+checkpoint and, once it is committed, for GPT a text sample.
 """
 import contextlib
+import dataclasses
 import math
 import pathlib
 import shutil
@@ -23,8 +24,10 @@ from bmjax import metrics as metrics_lib
 from bmjax import runtime, validate
 from bmjax import workdir as workdir_lib
 from bmjax.data.mlm import max_predictions
+from bmjax.errors import ConfigError
 from bmjax.models import flops
 from bmjax.parallel.batches import to_global
+from bmjax.train import branch as branch_lib
 from bmjax.train import faults
 from bmjax.train import init_from as init_from_lib
 from bmjax.train import mfu as mfu_lib
@@ -42,20 +45,31 @@ def stack_batches(batches: list[dict]) -> dict:
 def evaluate(eval_step, state, data, batch_sharding, seq_len, finalize=tasks_lib.finalize) -> dict:
     """One pass over the eval batches; metrics summed over batches, then `finalize`d (the task's). Data made of
     several sources (`eval_parts`, a mixture) is scored source by source: the metrics are over all of them, and
-    each source's own are added as `<source>/<metric>` (eval/<source>/loss in W&B and TensorBoard)."""
+    each source's own are added as `<source>/<metric>` (eval/<source>/loss in W&B and TensorBoard). Each named
+    eval set (`eval_sets`, data.eval_sets) is scored on its own and adds `<name>/<metric>`, outside the totals."""
     parts = data.eval_parts() if hasattr(data, "eval_parts") else [("", data.eval_batches())]
     totals, by_source = None, {}
     for name, batches in parts:
-        part = None
-        for batch in batches:
-            metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
-            part = metrics if part is None else jax.tree.map(jnp.add, part, metrics)
+        part = _summed_metrics(eval_step, state, batches, batch_sharding, seq_len)
         if part is None:
             continue
         totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
         if len(parts) > 1:
             by_source.update({f"{name}/{k}": v for k, v in finalize(jax.device_get(part)).items()})
+    for name, batches in data.eval_sets() if hasattr(data, "eval_sets") else ():
+        part = _summed_metrics(eval_step, state, batches, batch_sharding, seq_len)
+        if part is not None:
+            by_source.update({f"{name}/{k}": v for k, v in finalize(jax.device_get(part)).items()})
     return dict(finalize(jax.device_get(totals)), **by_source)
+
+
+def _summed_metrics(eval_step, state, batches, batch_sharding, seq_len):
+    """The eval step's metrics summed over `batches` (None for no batch)."""
+    total = None
+    for batch in batches:
+        metrics = eval_step(state.params, state.rest, to_global(batch, batch_sharding, seq_len))
+        total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+    return total
 
 
 def train_and_evaluate(config, workdir: str, allow_config_change=()) -> dict:
@@ -85,6 +99,8 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     checked = validate.validate_config(config, workdir)  # the mesh and rules it built are the run's
     init_from_lib.check_init_from(config)
     run_config.check_allowed_keys(config, allow_config_change)
+    # A branch is checked against its parent before anything loads, unless it resumes from checkpoints of its own.
+    parent = branch_lib.check(config) if not workdir_lib.checkpoint_steps(workdir) else None
     mesh = checked.mesh
     is_primary = jax.process_index() == 0
     with _refused_start_leaves_workdir_as_found(workdir, is_primary):
@@ -93,32 +109,17 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
         total_steps = total_train_steps(config, data)
         training = setup.build_training(config, mesh, total_steps, rules=checked.rules)
 
-        checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))
-        if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
-            run_config.check_resume(workdir, config, allow_config_change)
-        abstract = ckpt_lib.abstract_like(training.abstract_state, training.state_shardings)
-        start_step, state = checkpointer.restore_latest(abstract, data.train_iter,
-                                                        log=lambda line: print(line, flush=True))
-        finished = workdir_lib.read_summary(workdir) or {}
-        if start_step is not None and start_step >= total_steps and finished.get("status") == "finished":
+        checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts),
+                                             keep_steps=config.train.ckpt_steps)
+        start = restore_or_init(config, workdir, training, data, checkpointer, total_steps, parent,
+                                allow_config_change, is_primary)
+        if start.finished is not None:
             checkpointer.close()  # restored and read only: the run's files stay as they were
             if is_primary:
-                print(f"{workdir} is finished (step {start_step} of {total_steps}); nothing to do. "
+                print(f"{workdir} is finished (step {start.step} of {total_steps}); nothing to do. "
                       f"{_results_line(workdir)}", flush=True)
-            return {"loss": finished.get("final_eval_loss")}
-        if start_step is None:
-            state = training.init(int(config.train.seed))
-            if config.train.init_from:
-                params, message = init_from_lib.init_params(config, state.params)
-                state = state.replace(params=params)
-                if is_primary:
-                    print(message, flush=True)
-        else:
-            logging.info("Resuming from checkpoint at step %d", start_step)
-            print(f"resuming from {checkpointer.path(start_step)} (the newest complete checkpoint)", flush=True)
-        if is_primary:  # after the restore (or the init) succeeded: a refused start leaves every file as it was
-            run_config.record(workdir, config, start_step)
-        start_step = start_step or 0
+            return {"loss": start.finished.get("final_eval_loss")}
+        start_step, state = start.step, start.state
     if is_primary and start_step < total_steps:  # about to train: what its schedule will not do
         for line in optim_lib.schedule_warnings(config.optim, total_steps):
             print(f"warning: {line}", file=sys.stderr, flush=True)
@@ -138,6 +139,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     tokens_per_step = int(config.data.batch_size) * int(config.data.seq_len)
     log_every, eval_every, ckpt_every = (int(config.train.log_every), int(config.train.eval_every),
                                          int(config.train.ckpt_every))
+    ckpt_steps = set(config.train.ckpt_steps)
     real_tokens = None
     if hasattr(data, "source_tokens"):  # packed: padding is no token (D counts what was trained on)
         real_tokens = lambda: sum(source_token_counts(data, input_rows.count).values())  # noqa: E731
@@ -180,8 +182,8 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
             if len(pending) > 2:  # keep few steps in flight: bounded memory, and no collective queue pile-up
                 jax.block_until_ready(pending[-3][1])
             preempted = preemption.reached(step)
-            boundary = preempted or step == total_steps or any(step % n == 0
-                                                               for n in (log_every, eval_every, ckpt_every))
+            boundary = preempted or step == total_steps or step in ckpt_steps or any(
+                step % n == 0 for n in (log_every, eval_every, ckpt_every))
             if unchecked and (boundary or len(unchecked) > 2):
                 # Steps that finished are checked as they go; all of them before anything is logged, evaluated or
                 # saved, so a checkpoint never holds parameters a non-finite step produced.
@@ -216,7 +218,7 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
                     progress.write(f"step {step}: eval {_eval_line(eval_metrics)}")
                 # The eval's time leaves the throughput window; the window's steps stay counted.
                 window_start += time.perf_counter() - eval_started
-            if step % ckpt_every == 0 or step == total_steps or preempted:
+            if step % ckpt_every == 0 or step in ckpt_steps or step == total_steps or preempted:
                 checkpointer.save(step, state, data.train_iter, force=preempted)
             if preempted:
                 record.close(step, "preempted")
@@ -236,6 +238,64 @@ def _train_and_evaluate(config, workdir, records: list, allow_config_change=()) 
     if is_primary:
         print(_results_line(workdir), flush=True)
     return eval_metrics
+
+
+@dataclasses.dataclass
+class Start:
+    """Where training starts: the step (0 for a fresh run) and the state there; `finished`, the summary of a run
+    that has nothing left to train."""
+    step: int
+    state: object
+    finished: dict | None = None
+
+
+def restore_or_init(config, workdir: pathlib.Path, training, data, checkpointer, total_steps: int, parent,
+                    allow_config_change, is_primary: bool) -> Start:
+    """The state training starts from, the first that applies:
+    1. the workdir's newest complete checkpoint (a resume: the config is compared with the run's saved one first);
+    2. for a branch (train.branch_from) the parent's checkpoint at the branch point, `data`'s iterator moved to
+       the parent's position there, and the parent's metrics rows up to it copied;
+    3. a fresh initialisation from train.seed (with train.init_from's parameters where set).
+    Then records the config it trains with (config.json, or config.stepNNNNNN.json for a resume)."""
+    if checkpointer.latest_step() is not None:  # compared before the restore: a refused resume changes nothing
+        run_config.check_resume(workdir, config, allow_config_change)
+    abstract = ckpt_lib.abstract_like(training.abstract_state, training.state_shardings)
+    step, state = checkpointer.restore_latest(abstract, data.train_iter, log=lambda line: print(line, flush=True))
+    resumed = step is not None
+    if resumed:
+        finished = workdir_lib.read_summary(workdir) or {}
+        if step >= total_steps and finished.get("status") == "finished":
+            return Start(step, state, finished)
+        logging.info("Resuming from checkpoint at step %d", step)
+        print(f"resuming from {checkpointer.path(step)} (the newest complete checkpoint)", flush=True)
+    elif config.train.branch_from:
+        parent = parent or branch_lib.check(config)  # unchecked when checkpoints of its own were all incomplete
+        step, state = parent.step, _restore_parent(parent, abstract, data)
+        if is_primary:
+            branch_lib.copy_metrics(parent, workdir)
+            print(f"branching from {parent.workdir} at step {step}", flush=True)
+    else:
+        step, state = 0, training.init(int(config.train.seed))
+        if config.train.init_from:
+            params, message = init_from_lib.init_params(config, state.params)
+            state = state.replace(params=params)
+            if is_primary:
+                print(message, flush=True)
+    if is_primary:  # after the restore (or the init) succeeded: a refused start leaves every file as it was
+        run_config.record(workdir, config, step if resumed else None)
+    return Start(step, state)
+
+
+def _restore_parent(parent, abstract, data):
+    """The parent's state at the branch point, read without changing any of the parent's files."""
+    source = ckpt_lib.Checkpointer(parent.workdir, keep=None, read_only=True)
+    try:
+        missing = ckpt_lib.missing_part(source.path(parent.step))
+        if missing:
+            raise ConfigError(branch_lib.KEY, f"{source.path(parent.step)} is incomplete ({missing})")
+        return source.restore_complete(parent.step, abstract, data.train_iter)
+    finally:
+        source.close()
 
 
 EVAL_CONSOLE_METRICS = ("loss", "accuracy", "f1", "bits_per_byte")  # what a task reports, in this order

@@ -10,7 +10,7 @@ old and new values, unless `--allow_config_change=KEY,...` names every one of th
 extending an unset-decay run reports `train.steps` (the key the user changed; the cosine would bend) and
 `--allow_config_change=train.steps` allows it, while extending a run whose decay_steps is explicit is harmless.
 
-`resolve_paths` is where a run's file and directory values become absolute: relative ones are relative to the
+`resolve_paths` is where a run's file and directory values (train.branch_from's WORKDIR too) become absolute: relative ones are relative to the
 directory the command started in, and the saved config records where they pointed.
 """
 import json
@@ -27,7 +27,8 @@ from bmjax.errors import ConfigError
 HARMLESS = frozenset({
     "train.steps", "train.epochs", "train.log_every", "train.eval_every", "train.ckpt_every",
     "train.keep_ckpts", "train.progress", "train.steps_per_call", "train.init_from", "train.sample_tokens",
-    "train.sample_prompt", "train.sample_temperature", "model.attention", "model.remat", "tensorboard",
+    "train.sample_prompt", "train.sample_temperature", "train.ckpt_steps", "model.attention", "model.remat",
+    "tensorboard", "data.eval_sets",  # eval sets are scored, never trained on
 })
 HARMLESS_SECTIONS = ("mesh.", "wandb.")
 
@@ -60,6 +61,16 @@ def _absolute_mixture(mixture: str) -> str:
     return ";".join(parts)
 
 
+def _absolute_eval_sets(eval_sets: str) -> str:
+    """data.eval_sets with the path of each NAME=arrayrecord:/text: set absolute (a malformed one left as it is)."""
+    parts = []
+    for part in eval_sets.split(";"):
+        name, eq, spec = part.strip().partition("=")
+        kind, colon, arg = spec.partition(":")
+        parts.append(f"{name}={kind}:{absolute(arg)}" if eq and colon and kind in _MIXTURE_FILES and arg else part)
+    return ";".join(parts)
+
+
 def _resolved_paths(flat: dict) -> dict:
     """{key: absolute value} of every path-valued key of a flattened config whose value changes."""
     out = {}
@@ -72,6 +83,11 @@ def _resolved_paths(flat: dict) -> dict:
         out[key] = absolute(value)
     if isinstance(flat.get("data.mixture"), str) and flat["data.mixture"]:
         out["data.mixture"] = _absolute_mixture(flat["data.mixture"])
+    if isinstance(flat.get("data.eval_sets"), str) and flat["data.eval_sets"]:
+        out["data.eval_sets"] = _absolute_eval_sets(flat["data.eval_sets"])
+    branch, at, step = str(flat.get("train.branch_from") or "").rpartition("@")
+    if branch and at:  # WORKDIR@STEP; a malformed value is left for bmjax.train.branch to report
+        out["train.branch_from"] = f"{absolute(branch)}@{step}"
     return {key: value for key, value in out.items() if value != flat.get(key)}
 
 

@@ -11,11 +11,16 @@ summary.json keys:
                  PaLM convention of bmjax.models.flops)
     C_6ND        the 6 * N * D approximation beside it
     final_eval_loss, best_eval_loss, bits_per_byte (of the final eval)
+    eval/NAME/METRIC  the final eval's figures of each eval set (data.eval_sets) and each source of a mixture,
+                 e.g. eval/shakespeare/loss, eval/shakespeare/bits_per_byte
     steps        train steps done
     wall_time    seconds from the end of set-up (data loaded, state restored or initialised) to this summary,
                  summed over the attempts of a resumed run (an attempt killed without warning counts up to its
                  last summary)
     status       running | finished | preempted (SIGTERM; the same command resumes) | failed (an exception)
+    branch_from  {"workdir": "<absolute path>", "step": N}: the run this one branched from (train.branch_from),
+                 whose first N steps it shares (they count in D, C and steps; wall_time is this run's own);
+                 null for a run that is no branch
 
 The summary is written when the run starts (or resumes), after every eval and when it ends; only process 0
 writes it.
@@ -25,6 +30,7 @@ import time
 
 from bmjax import workdir as workdir_lib
 from bmjax.models import flops, model_config
+from bmjax.train import branch as branch_lib
 
 
 class RunRecord:
@@ -42,6 +48,7 @@ class RunRecord:
         self.real_tokens = real_tokens
         counts = flops.param_counts(model_config(config.model))
         self.n, self.n_total = counts["non_embedding"], counts["total"]
+        self.branch_from = branch_lib.record(branch_lib.parse(config.train.branch_from))
         self.step, self.tokens = start_step, self._tokens(start_step)
         self.started = time.monotonic()
         previous = workdir_lib.read_summary(self.workdir) if is_primary else None
@@ -81,6 +88,8 @@ class RunRecord:
             "steps": self.step,
             "wall_time": self.earlier_wall_time + time.monotonic() - self.started,
             "status": status,
+            "branch_from": self.branch_from,
+            **{f"eval/{k}": v for k, v in self.final.items() if "/" in k and not k.startswith("tokens/")},
         }
 
     def write(self, status: str):

@@ -9,13 +9,16 @@ Arguments (comma-separated):
                 glue/sst2 (source tfds, prepared locally; its text column is `sentence`, as in GLUE).
   labels=N      the number of classes; file labels are then "0" .. "N-1". For named labels set
                 --config.data.labels=negative,positive (and model.num_labels to their number).
-  model=NAME    the encoder's shape, from configs/bert/NAME.py (default base: bert-base-uncased;
-                tiny: the demo's). It must match the checkpoint in train.init_from.
-  init=DIR      train.init_from: a bmjax pretraining workdir or a Hugging Face directory
-                (e.g. bert-base-uncased with its config.json and model.safetensors).
+  init=DIR      train.init_from: a bmjax pretraining workdir or a Hugging Face BERT directory (config.json,
+                model.safetensors and its tokenizer.json or vocab.txt, e.g. bert-base-uncased or
+                all-MiniLM-L6-v2). The encoder's shape (width, depth, heads, d_ff, vocabulary, positions,
+                token types, norm eps) comes from DIR's config.json and the tokenizer from DIR (a workdir's
+                data.tokenizer), so DIR alone is enough; --config.model.* / --config.data.tokenizer still
+                override (a shape that does not match DIR's parameters is one line before anything compiles).
+  model=NAME    the encoder's shape and tokenizer from configs/bert/NAME.py instead (tiny: the demo's; base:
+                bert-base-uncased's shape with the byte tokenizer); the default without init=DIR is base.
+  tokenizer=FILE  the tokenizer, where DIR names none (a Hugging Face directory without tokenizer files).
   runlocal      a few steps, for a CPU smoke run.
-The tokenizer is the model config's (byte for both by default); set --config.data.tokenizer to the one the
-checkpoint was trained with (bert-base-uncased's vocab.txt for Hugging Face's bert-base-uncased).
 
 The recipe is the seed guide's (Hugging Face Trainer defaults plus its settings): 3 epochs (train.epochs;
 the steps follow from the data set's size), batch 16, AdamW lr 2e-5 (betas 0.9/0.999, eps 1e-8) with 500
@@ -26,6 +29,8 @@ import importlib.util
 import pathlib
 
 from bmjax.defaults import parse_arg
+from bmjax.errors import ConfigError
+from bmjax.train import init_from
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -41,6 +46,16 @@ def model_config(name: str):
     return module.get_config("")
 
 
+def from_source(init: str):
+    """bert-base's config with the shape and tokenizer of `init` (a workdir or a Hugging Face directory)."""
+    c = model_config("base")
+    for key, value in init_from.model_keys_of(init).items():
+        if key in c.model:
+            c.model[key] = value
+    c.data.tokenizer = init_from.tokenizer_of(init)
+    return c
+
+
 def source_of(path: str) -> str:
     suffix = pathlib.Path(path).suffix.lower()
     if suffix in (".csv", ".tsv"):
@@ -51,13 +66,21 @@ def source_of(path: str) -> str:
 
 
 def get_config(arg: str = ""):
-    args = parse_arg(arg, data="", labels="", model="base", init="", runlocal=False)
+    args = parse_arg(arg, data="", labels="", model="", init="", tokenizer="", runlocal=False)
     for required in ("data", "labels"):
         if not args[required] or args[required] is True:
             raise ValueError(f"finetune.py needs {required}=...: configs/bert/finetune.py:data=PATH,labels=N")
     if not str(args["labels"]).isdigit():
         raise ValueError(f"labels={args['labels']!r}: the number of classes (named labels: --config.data.labels)")
-    c = model_config(args["model"])  # the encoder's shape and tokenizer; the rest is set below
+    if args["model"] or not args["init"]:
+        c = model_config(args["model"] or "base")  # the encoder's shape and tokenizer; the rest is set below
+    else:
+        c = from_source(args["init"])
+    if args["tokenizer"]:
+        c.data.tokenizer = args["tokenizer"]
+    elif c.data.tokenizer is None:
+        raise ConfigError("data.tokenizer", f"{args['init']} names no tokenizer (no "
+                                            f"{' or '.join(init_from.TOKENIZER_FILES)}): add tokenizer=FILE")
     c.model.heads = "classification"
     c.model.num_labels = int(args["labels"])
     c.model.dropout = 0.1

@@ -14,7 +14,7 @@ files (1% by name hash).
 
 scale=full (the design, ~90 min on a quiet 2-core CPU): 6 sizes from ~6K to ~250K parameters, budgets 1e11 ..
 3e12, every size with seeds 0 and 1; the forecast at C* = 3e13. scale=session (what one shared session can
-afford): 5 sizes from ~6K to ~120K, budgets 3e10 .. 9e11, seed 1 again on the two middle sizes; C* = 9e12.
+afford): 5 sizes from ~4.5K to ~70K, budgets 1e10 .. 3e11, seed 1 again on the middle size; C* = 3e12.
 `runlocal`: two sizes, two budgets of a few steps: a smoke test of the same path.
 `forecast=PLAN.json` (with the scale): instead of the ladder, the forecast runs from `bmjax-scaling plan --json`'s
 output (`forecast_runs`).
@@ -30,8 +30,8 @@ LR = 3e-3
 SCALES = {  # total-parameter targets of the sizes, FLOP budgets, (seed, indices of the sizes it trains)
     "full": dict(sizes=np.geomspace(6e3, 2.5e5, 6), budgets=np.geomspace(1e11, 3e12, 5),
                  seeds=((0, range(6)), (1, range(6))), forecast=3e13),
-    "session": dict(sizes=np.geomspace(6e3, 1.2e5, 5), budgets=np.geomspace(3e10, 9e11, 5),
-                    seeds=((0, range(5)), (1, (2, 3))), forecast=9e12),
+    "session": dict(sizes=np.geomspace(4.5e3, 7e4, 5), budgets=np.geomspace(1e10, 3e11, 5),
+                    seeds=((0, range(5)), (1, (2,))), forecast=3e12),
     "runlocal": dict(sizes=(1e4, 2.5e4), budgets=(1e10, 3e10), seeds=((0, range(2)),), forecast=1e11),
 }
 

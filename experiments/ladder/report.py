@@ -1,12 +1,18 @@
 """The ladder's tables from what run.sh wrote into OUT (experiments/ladder/SCALE/): the sweep's results.csv, the
-fits, predict's and plan's JSON, the forecast runs' results and the law's predictions for them. Markdown on stdout.
+fits, predict's and plan's JSON, the forecast runs' results and the law's predictions for them. Writes them as
+Markdown to OUT.md and into README.md between the markers `<!-- SCALE tables -->` and `<!-- end SCALE tables -->`.
 
-    python experiments/ladder/report.py experiments/ladder/session > experiments/ladder/session.md
+    python experiments/ladder/report.py experiments/ladder/session
 """
+import contextlib
 import csv
+import io
 import json
 import pathlib
+import re
 import sys
+
+README = pathlib.Path(__file__).parent / "README.md"
 
 
 def read_csv(path):
@@ -96,19 +102,26 @@ def main(out: pathlib.Path):
     print(f"`bmjax-scaling plan`: {o['model.num_layers']} layers x {o['model.d_model']} wide "
           f"({o['model.num_heads']} heads), N_total = {plan['N']:,} ({100 * (plan['N'] / plan['N_opt'] - 1):+.1f}% "
           f"from N_opt), {plan['steps']} steps = D {plan['D']:,} tokens, counted C {plan['counted_C']:.4g}.\n")
-    print("| run | N_total | D | counted C | predicted loss [95%] | actual final eval loss | error | inside? |")
+    forecast_wall = int((out / "forecast_wall_s.txt").read_text())
+    print(f"The {len(forecast)} forecast runs trained in {forecast_wall / 60:.1f} min. Error = (predicted - actual) / "
+          "actual; inside = the actual loss lies in the law's 95% interval.\n")
+    print("| run (layers x width) | N_total | D | counted C | predicted loss [95%] | actual final eval loss | error | "
+          "inside? |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     best_actual = best_predicted = None
     for r in forecast:
         p = predicted.get(r["run"])
+        overrides = json.loads(r["overrides"])
+        label = (f"{overrides['model.num_layers']} x {overrides['model.d_model']}"
+                 + (" (plan: N_opt's shape, D_opt)" if "train.steps" in overrides else " (same C)"))
         if r["status"] != "finished" or p is None:
-            print(f"| {r['run']} | {int(r['N_total']):,} | {int(r['D']):,} | | | not finished ({r['status']}) | | |")
+            print(f"| {label} | {int(r['N_total']):,} | {int(r['D']):,} | | | not finished ({r['status']}) | | |")
             continue
         actual, law = float(r["final_eval_loss"]), p["loss"]
         low, high = p.get("ci", {}).get("loss", (None, None))
         inside = "-" if low is None else ("yes" if low <= actual <= high else "no")
         interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""
-        print(f"| {r['run']} | {int(r['N_total']):,} | {int(r['D']):,} | {float(r['C']):.3g} | {law:.4f}{interval} | "
+        print(f"| {label} | {int(r['N_total']):,} | {int(r['D']):,} | {float(r['C']):.3g} | {law:.4f}{interval} | "
               f"{actual:.4f} | {100 * (law - actual) / actual:+.2f}% | {inside} |")
         if best_actual is None or actual < best_actual[0]:
             best_actual = (actual, int(r["N_total"]), r["run"])
@@ -119,5 +132,20 @@ def main(out: pathlib.Path):
               f"N_total = {best_predicted[1]:,} lowest, training ranks N_total = {best_actual[1]:,} lowest.")
 
 
+def write(out: pathlib.Path):
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        main(out)
+    tables = text.getvalue().strip() + "\n"
+    out.with_suffix(".md").write_text(tables)
+    readme = README.read_text()
+    begin, end = f"<!-- {out.name} tables -->", f"<!-- end {out.name} tables -->"
+    if begin in readme:
+        readme = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: f"{begin}\n{tables}{end}", readme,
+                        flags=re.S)
+        README.write_text(readme)
+    print(f"wrote {out.with_suffix('.md')}" + (f" and {README}" if begin in readme else ""))
+
+
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1]))
+    write(pathlib.Path(sys.argv[1]))

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The closed loop end to end (experiments/ladder/README.md): the branching sweep of configs/sweeps/ladder.py, the
 # Chinchilla fits (approach 3 and 2, bootstrap intervals), `bmjax-scaling predict` and `plan` at C* = 10x the
-# largest budget, the forecast run and one size either side trained at C*, then report.py's tables (SCALE.md,
-# included by the README). Re-running skips finished runs and resumes interrupted ones, branches included.
+# largest budget, the forecast run and one size either side trained at C*, then report.py's tables (SCALE.md, and
+# the README's block between its SCALE markers). Re-running skips finished runs and resumes interrupted ones, branches included.
 #
 #     bash experiments/ladder/run.sh [full|session|runlocal] [WORKDIR]      (default: full, runs/ladder-SCALE)
 set -euo pipefail
@@ -15,6 +15,9 @@ BOOTSTRAP=${BOOTSTRAP:-200}
 OUT=experiments/ladder/$SCALE
 SWEEP=configs/sweeps/ladder.py:scale=$SCALE
 mkdir -p "$OUT"
+# One compilation cache for every run: a branch compiles the same step as its parent.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$WORKDIR/jax-cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 run() { echo "+ $*" >&2; nice -n 10 "$@"; }
 
 start=$(date +%s)
@@ -51,5 +54,4 @@ while read -r name n d; do
     >> "$OUT/forecast_predicted.jsonl"
 done < "$OUT/forecast_points.txt"
 
-"$PYTHON" experiments/ladder/report.py "$OUT" > "$OUT.md"
-echo "wrote $OUT.md"
+"$PYTHON" experiments/ladder/report.py "$OUT"

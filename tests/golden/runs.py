@@ -12,8 +12,8 @@ import re
 import subprocess
 import sys
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN_DIR = pathlib.Path(__file__).resolve().parent
+REPO_ROOT = GOLDEN_DIR.parents[1]  # tests/golden -> tests -> the repository
 STEPS = 20
 # A short, fully logged run: every train loss, one eval at the end, no sample, one checkpoint.
 SHORT = (f"--config.train.steps={STEPS}", "--config.train.log_every=1", f"--config.train.eval_every={STEPS}",
