@@ -5,7 +5,6 @@ four hosts are checked in one process; tests/test_multihost.py runs real process
 without a token axis (MLM positions, labels) are split over their rows only, so BERT trains on a mesh whose
 sequence axis does not divide its number of predicted positions.
 """
-import json
 
 import jax
 import pytest
@@ -16,6 +15,8 @@ from bmjax.errors import ConfigError
 from bmjax.parallel import batches
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
+from helpers.configs import load_config
+from helpers.metrics import read_rows
 
 
 def sharding_of(rank=2, rules=None, **sizes):
@@ -72,21 +73,17 @@ def test_arrays_without_a_token_axis_are_split_over_rows_only():
     assert batches.array_sharding(stacked, (2, 16, 9), 64).spec == P(None, "fsdp", None)
 
 
-def test_bert_pretrains_on_a_sequence_parallel_mesh(tmp_path, repo_root):
+@pytest.mark.slow  # trains
+def test_bert_pretrains_on_a_sequence_parallel_mesh(tmp_path):
     """The issue's run: configs/bert/tiny.py, seq_len 64 (9 predicted positions), fsdp=4 x sequence=2."""
-    import importlib.util
-
     from bmjax.train.loop import train_and_evaluate
 
-    spec = importlib.util.spec_from_file_location("bert_tiny", repo_root / "configs/bert/tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("")
+    config = load_config("configs/bert/tiny.py")
     config.data.update(seq_len=64, batch_size=16)
     config.mesh.update(data=1, fsdp=4, sequence=2)
     config.model.update(num_layers=1, max_len=64)
     config.train.update(steps=2, log_every=1, eval_every=2, eval_steps=1, ckpt_every=2, progress=False)
     train_and_evaluate(config, str(tmp_path))
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(tmp_path)
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]
     assert all(r["loss"] > 0 for r in rows)

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from bmjax.defaults import base_config
+from helpers.compile import FAST_COMPILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def tiny_config(**mesh):

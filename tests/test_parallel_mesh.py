@@ -13,6 +13,7 @@ import pytest
 from bmjax.defaults import base_config
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, optim, setup
+from helpers.compile import FAST_COMPILE
 
 STEPS = 10
 MESHES = {
@@ -110,11 +111,6 @@ def classification_batches(config, steps=STEPS, seed=0):
             "weights": (np.arange(b) < b - 2).astype(np.float32),
         })
     return out
-
-
-# Compiling at XLA CPU's lowest optimisation (and its older fusion emitter) is ~3x faster for these tiny
-# programs; every mesh, the one-device reference included, is compiled the same way.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def initial_state(config):

@@ -7,10 +7,9 @@ import pytest
 from bmjax.models import attention
 from bmjax.parallel import context
 from bmjax.parallel import mesh as mesh_lib
+from helpers.compile import FAST_COMPILE
 
 B, L, H, D = 4, 16, 4, 8
-# Small programs: compile time dominates these tests; the lowest XLA CPU optimisation compiles ~3x faster.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def run(fn, *args):

@@ -10,9 +10,9 @@ from bmjax.parallel import context
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.parallel import rules as rules_lib
 from bmjax.parallel import vocab_parallel
+from helpers.compile import FAST_COMPILE
 
 B, L = 8, 16
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def compile_fast(fn, *args):

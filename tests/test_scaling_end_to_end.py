@@ -114,6 +114,7 @@ def test_reading_n_non_embedding_for_chinchilla_moves_a(capsys, sweep_dir):
 
 
 
+@pytest.mark.slow  # the full 4,500-start grid / 20 fits with bootstraps: ~20 s of CPU each
 def test_approach3_on_the_full_grid_finds_the_strided_optimum_with_intervals(capsys, sweep_dir):
     """The default fit (all 4,500 grid starts) with its bootstrap, on the same runs: the strided fit above found the
     full grid's optimum, every resample was refitted, and each 95% interval holds its estimate and is not
@@ -133,6 +134,7 @@ def test_approach3_on_the_full_grid_finds_the_strided_optimum_with_intervals(cap
 COVERAGE_SETS, COVERAGE_RESAMPLES = 20, 30
 
 
+@pytest.mark.slow  # the full 4,500-start grid / 20 fits with bootstraps: ~20 s of CPU each
 def test_approach3_intervals_on_a_cover_the_truth_at_about_the_nominal_rate(sweep_dir):
     """The shipped sweep's 27 runs (their N_total, D and counted C), 20 draws of 0.2% noise about the known law,
     each fitted (every 450th grid start) and bootstrapped (30 resamples within each budget): the 95% intervals on a

@@ -18,11 +18,11 @@ from bmjax.models import build_model
 from bmjax.parallel import context
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import tasks
+from helpers.compile import FAST_COMPILE
 
 # 128 is the shortest length the splash kernel takes; every implementation gets the same batch.
 B, L, H, K, D = 2, 128, 4, 2, 8
 DOCS = [[40, 50], [70, 58]]  # document lengths per row; row 0 ends in 38 padding tokens
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def packed_layout():
