@@ -50,8 +50,9 @@ from bmjax.errors import ConfigError
 
 BUDGET_KEYS = ("budget.tokens", "budget.flops")
 LADDER_KEYS = {"ladder.tokens": "budget.tokens", "ladder.flops": "budget.flops"}  # -> each budget's own key
-RESULT_COLUMNS = ("run", "overrides", "parent", "branch_step", "budget_flops", "budget_tokens", "N", "N_total", "D", "C", "final_eval_loss",
-                  "best_eval_loss", "bits_per_byte", "wall_time", "status")
+# parent and branch_step come last so that results.csv files written before ladders existed keep their columns' places.
+RESULT_COLUMNS = ("run", "overrides", "budget_flops", "budget_tokens", "N", "N_total", "D", "C", "final_eval_loss",
+                  "best_eval_loss", "bits_per_byte", "wall_time", "status", "parent", "branch_step")
 
 
 def axis(key: str, values) -> list[dict]:
