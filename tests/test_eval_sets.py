@@ -15,7 +15,7 @@ from bmjax.data import eval_sets
 from bmjax.errors import ConfigError
 from bmjax.models import build_model
 from bmjax.train import tasks
-from helpers.configs import load_config
+from helpers.configs import load_config, sweep_run_configs
 
 SEQ_LEN = 64
 EOS = 258  # the byte tokenizer's end of document
@@ -141,16 +141,13 @@ def test_results_csv_carries_each_sets_figures_and_fit_reads_one_by_its_column(t
     from cli_runs import REPO
 
     path = str(REPO / "configs/sweeps/chinchilla_isoflop.py")
-    sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
+    sweep = sweep_lib.load_sweep(path)
     main_law = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)  # a = beta / (alpha + beta) 0.514
     set_law = ChinchillaLaw(E=2.5, A=300.0, B=4000.0, alpha=0.30, beta=0.42)  # 0.583
 
     def write_runs(directory, loss_law):
         """The sweep's runs with final_eval_loss from `loss_law` and eval/shakespeare/loss from set_law."""
-        for run in sweep.runs:
-            config = module.get_config()
-            for key, value in run.args.items():
-                sweep_lib.set_key(config, key, value)
+        for run, config in sweep_run_configs(path):
             n = flops.param_counts(model_config(config.model))
             d = run.steps * config.data.batch_size * config.data.seq_len
             summary = {"N": n["non_embedding"], "N_total": n["total"], "D": d,

@@ -12,6 +12,7 @@ from bmjax.scaling import sweep as sweep_lib
 from bmjax.scaling.chinchilla import ChinchillaLaw
 from bmjax.cli.scaling import main
 from cli_runs import REPO
+from helpers.configs import sweep_run_configs
 
 # Besiroglu et al.'s sum-Huber fit to Chinchilla's runs: a = beta / (alpha + beta) = 0.5139 in N_total.
 LAW = ChinchillaLaw(E=1.817236, A=477.842, B=2143.86, alpha=0.347313, beta=0.367183)
@@ -21,13 +22,10 @@ NOISE = 0.002  # relative, log-normal, as Chinchilla's runs scatter about the fi
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     path = str(REPO / "configs/sweeps/chinchilla_isoflop.py")
-    sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
+    sweep = sweep_lib.load_sweep(path)
     workdir = tmp_path_factory.mktemp("isoflop")
     rng = np.random.default_rng(0)
-    for run in sweep.runs:
-        config = module.get_config()
-        for key, value in run.args.items():
-            sweep_lib.set_key(config, key, value)
+    for run, config in sweep_run_configs(path):
         counts = flops.param_counts(model_config(config.model))
         d = run.steps * config.data.batch_size * config.data.seq_len
         loss = float(LAW(counts["total"], d)) * float(np.exp(NOISE * rng.standard_normal()))

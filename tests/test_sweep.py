@@ -16,6 +16,7 @@ from bmjax.models import flops, model_config
 from bmjax.scaling import sweep as sweep_lib
 from bmjax.cli import sweep as sweep_cli
 from cli_runs import REPO, Runner, checkpoint_steps, read_rows, resumed_step
+from helpers.configs import sweep_run_configs
 
 STEPS, BATCH, SEQ = 24, 8, 32
 SWEEP_FILE = '''
@@ -207,11 +208,7 @@ def test_local_sweep_survives_sigkill_in_its_second_run_and_resumes_it(tmp_path,
 def resolved_runs(path: str):
     """(run, N, N_total, counted FLOPs per token, tokens per step) for every run of a sweep file: its config with
     the run's overrides applied."""
-    sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
-    for run in sweep.runs:
-        config = module.get_config()
-        for key, value in run.args.items():
-            sweep_lib.set_key(config, key, value)
+    for run, config in sweep_run_configs(path):
         counts = flops.param_counts(model_config(config.model))
         per_token = flops.train_flops_per_token(model_config(config.model), config.data.seq_len)
         yield run, counts["non_embedding"], counts["total"], per_token, config.data.batch_size * config.data.seq_len

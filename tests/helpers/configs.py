@@ -12,3 +12,16 @@ def load_config(name: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(inline_arg if arg is None else arg)
+
+
+def sweep_run_configs(path: str):
+    """(run, config) for every run of the sweep file at `path`: its get_config() with the run's overrides applied,
+    as bmjax-sweep builds each run."""
+    from bmjax.scaling import sweep as sweep_lib
+
+    sweep, module = sweep_lib.load_sweep(path), sweep_lib.load_module(path)
+    for run in sweep.runs:
+        config = module.get_config()
+        for key, value in run.args.items():
+            sweep_lib.set_key(config, key, value)
+        yield run, config
