@@ -11,15 +11,7 @@ from helpers.configs import load_config
 
 def test_byte_level_bpe_ids_spell_the_texts_bytes(tmp_path, repo_data):
     text = (repo_data / "tinyshakespeare.txt").read_text()[:60_000] + "\nnaïve café — “quoted” 日本\n"
-    tokenizer = tokenizer_training.train_tokenizer([text[:40_000]], kind="bpe", vocab_size=400)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "corpus.txt").write_text(text)
-    config = load_config("configs/gpt/tiny.py:runlocal")
-    config.model.update(d_model=32, num_layers=1, num_heads=2, max_len=64, vocab_size=448)
-    config.data.update(source="text", path=str(tmp_path / "corpus.txt"), tokenizer=str(tmp_path / "tokenizer.json"),
-                       seq_len=64, batch_size=8)
-    config.train.eval_steps = 0  # one pass over the whole held-out tail
-    data = data_lib.make_data(config, None)
+    data = text_data(tmp_path, text, text[:40_000], "bpe", tokenizer_vocab=400, model_vocab=448)
 
     lengths = token_byte_lengths(data.tokenizer)
     unseen = "Thou art more lovely — “naïve” 日本 ✓"  # characters the vocabulary never merged
@@ -37,15 +29,8 @@ def test_wordpiece_evals_count_the_bytes_of_text_their_targets_cover(tmp_path, r
     bytes of text from the previous token's end to its own, so a document's targets cover all its bytes but
     those of its first token. Held-out split (lm.py's stream, or packed documents) and an eval set alike."""
     text = (repo_data / "tinyshakespeare.txt").read_text()[:30_000] + "\n\nNaïve CAFÉ — “quoted”,  twice.  \n"
-    tokenizer = tokenizer_training.train_tokenizer([text[:20_000]], kind="wordpiece", vocab_size=300)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "corpus.txt").write_text(text)
-    config = load_config("configs/gpt/tiny.py:runlocal")
-    config.model.update(d_model=32, num_layers=1, num_heads=2, max_len=64, vocab_size=320)
-    config.data.update(source="text", path=str(tmp_path / "corpus.txt"), tokenizer=str(tmp_path / "tokenizer.json"),
-                       seq_len=64, batch_size=8, packing=packing, eval_sets=f"again=text:{tmp_path / 'corpus.txt'}")
-    config.train.eval_steps = 0
-    data = data_lib.make_data(config, None)
+    data = text_data(tmp_path, text, text[:20_000], "wordpiece", tokenizer_vocab=300, model_vocab=320,
+                     packing=packing, eval_sets=f"again=text:{tmp_path / 'corpus.txt'}")
     assert token_byte_lengths(data.tokenizer) is None
 
     def first_token_bytes(doc: str) -> int:  # from the start of the text to the end of its first token
@@ -69,3 +54,17 @@ def tasks_weights(batch) -> np.ndarray:
     """The lm task's weight of each target: `weights`, 0 on packing's padding."""
     weights = batch.get("weights", np.ones(batch["targets"].shape, np.float32))
     return weights * (batch["segment_ids"] != 0) if "segment_ids" in batch else weights
+
+
+def text_data(tmp_path, text: str, tokenizer_text: str, kind: str, tokenizer_vocab: int, model_vocab: int, **data):
+    """The tiny GPT's pipeline over `text` in a file, with a `kind` tokenizer trained on `tokenizer_text`; every
+    eval is one pass over the whole held-out part (train.eval_steps=0)."""
+    tokenizer = tokenizer_training.train_tokenizer([tokenizer_text], kind=kind, vocab_size=tokenizer_vocab)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "corpus.txt").write_text(text)
+    config = load_config("configs/gpt/tiny.py:runlocal")
+    config.model.update(d_model=32, num_layers=1, num_heads=2, max_len=64, vocab_size=model_vocab)
+    config.data.update(source="text", path=str(tmp_path / "corpus.txt"), tokenizer=str(tmp_path / "tokenizer.json"),
+                       seq_len=64, batch_size=8, **data)
+    config.train.eval_steps = 0
+    return data_lib.make_data(config, None)
