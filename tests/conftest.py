@@ -1,5 +1,6 @@
 """Every test runs on 8 fake CPU devices, so every sharding path runs on CPU."""
 import os
+import pathlib
 
 os.environ.setdefault("PJRT_NPROC", "64")
 os.environ["XLA_FLAGS"] = (
@@ -10,8 +11,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import pathlib  # noqa: E402
-
 from bmjax import runtime  # noqa: E402
 
 # What bmjax's commands do at start-up (import bmjax itself changes nothing): the in-process tests' jitted steps
@@ -19,6 +18,8 @@ from bmjax import runtime  # noqa: E402
 runtime.keep_freed_memory_in_process()
 
 import pytest  # noqa: E402
+
+from helpers.paths import REPO_DATA, REPO_ROOT  # noqa: E402
 
 # Files whose tests train runs, start commands in subprocesses or compile large programs: marked `slow`, so
 # `make test-fast` (pytest -m "not slow") is the edit-test loop's subset; `make test` runs everything.
@@ -43,8 +44,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-REPO_DATA = REPO_ROOT / "data"  # small data shipped with the repository (data/README.md)
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,13 @@ from bmjax import workdir as workdir_lib
 from bmjax.errors import ConfigError
 from bmjax.train import branch as branch_lib
 from bmjax.train.loop import train_and_evaluate
-from test_run_length import tiny_config
+from helpers.configs import tiny_gpt_config
 
 BRANCH_STEP, STEPS = 8, 12
 
 
 def wsd_config(steps: int, cooldown_fraction: float):
-    c = tiny_config(steps)
+    c = tiny_gpt_config(steps)
     c.optim.schedule = "wsd"
     c.optim.cooldown_fraction = cooldown_fraction
     c.train.log_every, c.train.eval_every, c.train.ckpt_every = 1, 4, 4

@@ -15,7 +15,7 @@ import jax.numpy as jnp  # noqa: E402
 from bmjax import workdir as workdir_lib  # noqa: E402
 from bmjax.cli.convert import main  # noqa: E402
 from bmjax.train.loop import train_and_evaluate  # noqa: E402
-from conftest import REPO_ROOT  # noqa: E402
+from helpers.paths import REPO_ROOT  # noqa: E402
 from helpers.configs import load_config  # noqa: E402
 
 TOL = 1e-4

@@ -10,7 +10,7 @@ import pytest
 from bmjax import runtime
 from bmjax.defaults import base_config
 from bmjax.errors import ConfigError
-from conftest import REPO_ROOT
+from helpers.paths import REPO_ROOT
 
 
 def _run(code: str, *args, timeout=300, **env) -> subprocess.CompletedProcess:

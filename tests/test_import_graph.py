@@ -3,7 +3,8 @@
 models/ imports nothing from parallel/, train/, scaling/, cli/ or data/ (its shard_map kernels read the mesh
 and the rules from jax's and flax's contexts: bmjax/models/sharding.py); data/ imports nothing from models/ or
 train/; scaling/ nothing from train/. And no module comes back to itself round a circle of imports, whether
-they run at import time or inside a function on first use.
+they run at import time or inside a function on first use. In tests/, no file imports a test module: what tests
+share lives in tests/helpers/.
 """
 import ast
 import pathlib
@@ -47,6 +48,29 @@ def imports(path: pathlib.Path, root: pathlib.Path) -> list[tuple[int, str]]:
                 name = f"{base}.{alias.name}"
                 found.append((node.lineno, name if is_module(name, root) else base))
     return [(line, name) for line, name in found if name == "bmjax" or name.startswith("bmjax.")]
+
+
+def imports_of_test_modules(root: pathlib.Path) -> list[str]:
+    """`path:line imports NAME` for every file under tests/ that imports a tests/test_*.py module: by its bare
+    name (pytest puts tests/ on sys.path), as tests.NAME, or relatively."""
+    tests = root / "tests"
+    test_modules = {path.stem for path in tests.glob("test_*.py")}
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [base, *(f"{base}.{alias.name}".lstrip(".") for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                first = name.removeprefix("tests.").split(".")[0]
+                if first in test_modules and first != path.stem:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} imports {first}")
+                    break
+    return found
 
 
 def subpackage(name: str, root: pathlib.Path) -> str | None:
@@ -100,6 +124,26 @@ def test_data_flows_one_way():
 
 def test_no_import_circle():
     assert circles(ROOT) == []
+
+
+def test_no_test_module_imports_another():
+    assert imports_of_test_modules(ROOT) == []
+
+
+@pytest.mark.parametrize("line", [
+    "from test_b import helper",
+    "import test_b",
+    "from tests.test_b import helper",
+    "from tests import test_b",
+    "from . import test_b",
+    "from .test_b import helper",
+    "def late():\n    from test_b import helper",  # inside a function too
+])
+def test_a_test_module_importing_another_is_found(tmp_path, line):
+    (tmp_path / "tests" / "helpers").mkdir(parents=True)
+    (tmp_path / "tests" / "test_b.py").write_text("from helpers import shared\nimport test_bench\n")
+    (tmp_path / "tests" / "test_a.py").write_text(f"import os\n{line}\n")
+    assert imports_of_test_modules(tmp_path) == [f"tests/test_a.py:{2 + line.count(chr(10))} imports test_b"]
 
 
 def copy_with(tmp_path, source: str, added: str) -> pathlib.Path:

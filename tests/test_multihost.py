@@ -8,77 +8,14 @@ processes then resume that checkpoint on a tensor-parallel mesh and must continu
 curve.
 """
 import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from bmjax.train.loop import train_and_evaluate
-from helpers.configs import load_config
-from helpers.metrics import read_rows
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS, HALF = 16, 8
-OVERRIDES = {  # a small model; the schedule spans all STEPS so the first run's half is the same run's half
-    "model.d_model": 32, "model.num_layers": 1, "model.num_heads": 4, "model.max_len": 32,
-    "data.seq_len": 32, "data.batch_size": 16,
-    "optim.lr": 3e-3, "optim.warmup_steps": 2, "optim.decay_steps": STEPS,
-    "train.steps": STEPS, "train.log_every": 1, "train.eval_every": HALF, "train.eval_steps": 1,
-    "train.ckpt_every": HALF, "train.sample_tokens": 0, "train.progress": False,
-    "mesh.data": 2, "mesh.fsdp": 4,
-}
-WORKER_TIMEOUT = 300
-
-
-def config_with(**changes):
-    config = load_config("configs/gpt/tiny.py")
-    for key, value in {**OVERRIDES, **changes}.items():
-        *sections, name = key.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        node[name] = value
-    return config
-
-
-def train_losses(workdir):
-    rows = read_rows(workdir)
-    steps = [r["step"] for r in rows if r["split"] == "train"]
-    assert len(steps) == len(set(steps)), "metrics written by more than one process"
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_two_processes(workdir, **changes):
-    """The CLI in two processes of 4 CPU devices each; returns their outputs. Leftovers are killed."""
-    args = [f"--config.{k}={v}" for k, v in {**OVERRIDES, **changes}.items()]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4", PJRT_NPROC="64",
-               # A hung collective fails in a minute instead of hanging; the lowest CPU optimisation compiles
-               # this tiny model ~3x faster (it changes no number beyond float32 rounding).
-               XLA_FLAGS="--xla_cpu_collective_call_terminate_timeout_seconds=60 "
-                         "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
-    address = f"127.0.0.1:{free_port()}"
-    workers = [subprocess.Popen(
-        [sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/tiny.py", "--workdir", str(workdir),
-         "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i), *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    try:
-        outputs = [w.communicate(timeout=WORKER_TIMEOUT)[0] for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-    for w, out in zip(workers, outputs):
-        assert w.returncode == 0, out[-3000:]
-    return outputs
+from helpers.paths import REPO_ROOT
+from helpers.multihost import HALF, STEPS, config_with, run_two_processes, train_losses
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +61,7 @@ def test_slurm_script_starts_one_process_per_node_with_the_coordinator_and_its_r
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_NODELIST="gpu-a[17-18]",
                SLURM_NNODES="2", SLURM_NTASKS="2", BMJAX_VENV=str(tmp_path / "venv"), BMJAX_PORT="23456")
     result = subprocess.run(["bash", "tools/slurm/train.sbatch", "configs/gpt/tiny.py", "/shared/run",
-                             "--config.mesh.dcn_data=2"], cwd=REPO, env=env, capture_output=True, text=True,
+                             "--config.mesh.dcn_data=2"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     common = ("--config configs/gpt/tiny.py --workdir /shared/run --coordinator_address gpu-a17:23456 "

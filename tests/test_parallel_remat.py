@@ -12,7 +12,7 @@ from flax import nnx
 from bmjax.models import build_model
 from bmjax.train import tasks
 from helpers.compile import FAST_COMPILE
-from test_parallel_mesh import bert_config, gpt_config, initial_state, lm_batches, mlm_batches
+from helpers.tiny_models import bert_config, gpt_config, initial_state, lm_batches, mlm_batches
 
 POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable", "save_attention_out")
 

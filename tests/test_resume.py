@@ -3,7 +3,6 @@ command logs bitwise the same train and eval losses as a run that was never inte
 never finished is skipped; one that fails to read for any other reason stops the run and changes no file."""
 import json
 import os
-import pathlib
 import random
 import shutil
 
@@ -19,7 +18,8 @@ from bmjax.train.loop import train_and_evaluate
 from bmjax.train.step import TrainState
 from cli_runs import CKPT_EVERY, GPT_ARGS, MODEL_ARGS, STEPS, Runner, checkpoint_steps, kill_seed, losses, \
     resumed_step, wait_for_step
-from test_run_length import tiny_config
+from helpers.configs import tiny_gpt_config
+from helpers.workdirs import snapshot
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,6 @@ def test_kill9_at_a_random_step_then_rerun_is_bitwise_identical(runner, tmp_path
     assert killed_at - 2 * CKPT_EVERY <= restored <= killed_at, note
     assert losses(workdir) == reference, note
     assert any(step > restored for step, _, _ in reference), note  # the comparison covered resumed steps
-
-
-def snapshot(directory) -> dict:
-    """{relative path: bytes} of every file under `directory`: what "no file was changed" compares."""
-    directory = pathlib.Path(directory)
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_an_unreadable_checkpoint_stops_the_run_in_one_line_and_changes_nothing(runner, tmp_path):
@@ -112,7 +106,7 @@ def test_a_half_written_checkpoint_is_skipped_with_a_message(runner, tmp_path):
 def test_a_transient_read_error_stops_the_run_and_keeps_checkpoints_and_metrics(tmp_path, monkeypatch):
     """An OSError from orbax's read (a network file system hiccup) on the first try: the resumed run stops with
     RestoreError before touching anything; the next try, with the error gone, resumes from the newest step."""
-    config = tiny_config(steps=4, steps_per_call=2)
+    config = tiny_gpt_config(steps=4, steps_per_call=2)
     workdir = tmp_path / "run"
     train_and_evaluate(config, str(workdir))
     before = snapshot(workdir)
@@ -128,7 +122,7 @@ def test_a_transient_read_error_stops_the_run_and_keeps_checkpoints_and_metrics(
         return real_restore(self, *args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, "restore", flaky_restore)
-    longer = tiny_config(steps=6, steps_per_call=2)
+    longer = tiny_gpt_config(steps=6, steps_per_call=2)
     longer.optim.decay_steps = 4  # the schedule the first run had, so the longer run is the same maths
     with pytest.raises(RestoreError, match=r"checkpoints/4 \(OSError: \[Errno 5\] Input/output error\)"):
         train_and_evaluate(longer, str(workdir))

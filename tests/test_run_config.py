@@ -14,20 +14,13 @@ from bmjax.defaults import base_config
 from bmjax.errors import ConfigError
 from bmjax.train import run_config
 from bmjax.train.loop import train_and_evaluate
-from cli_runs import REPO
-from test_resume import snapshot
-from test_run_length import tiny_config
+from helpers.configs import set_keys, tiny_gpt_config
+from helpers.paths import REPO_ROOT as REPO
+from helpers.workdirs import snapshot
 
 
 def saved(**changes) -> dict:
-    config = base_config()
-    for key, value in changes.items():
-        *sections, name = key.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        node[name] = value
-    return run_config.as_saved(config)
+    return run_config.as_saved(set_keys(base_config(), changes))
 
 
 def test_extending_a_run_bends_the_schedule_only_when_decay_steps_follows_train_steps():
@@ -56,7 +49,7 @@ def test_maths_keys_are_reported_and_cadence_mesh_and_logging_are_not():
 @pytest.fixture(scope="module")
 def two_step_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("two_steps") / "run"
-    train_and_evaluate(tiny_config(steps=2, steps_per_call=2), str(workdir))
+    train_and_evaluate(tiny_gpt_config(steps=2, steps_per_call=2), str(workdir))
     return workdir
 
 
@@ -64,7 +57,7 @@ def test_a_changed_learning_rate_stops_the_resume_and_changes_no_file(tmp_path, 
     workdir = tmp_path / "run"
     shutil.copytree(two_step_run, workdir)
     before = snapshot(workdir)
-    changed = tiny_config(steps=2, steps_per_call=2)
+    changed = tiny_gpt_config(steps=2, steps_per_call=2)
     changed.optim.lr = 1e-2
     changed.data.seq_len = 16
     with pytest.raises(ConfigError) as info:
@@ -79,7 +72,7 @@ def test_a_changed_learning_rate_stops_the_resume_and_changes_no_file(tmp_path, 
 def test_allowed_changes_resume_and_every_config_is_kept(tmp_path, two_step_run):
     workdir = tmp_path / "run"
     shutil.copytree(two_step_run, workdir)
-    longer = tiny_config(steps=4, steps_per_call=2)
+    longer = tiny_gpt_config(steps=4, steps_per_call=2)
     longer.optim.lr = 1e-2
     # Unset decay follows steps: the key named, and the one allowed, is the one the user changed.
     with pytest.raises(ConfigError, match=r"\(train.steps 2 -> 4 \(optim.decay_steps follows it"):
@@ -99,8 +92,8 @@ def test_cli_refuses_a_changed_config_in_one_line_and_checks_allowed_keys(tmp_pa
     before = snapshot(workdir)
     config_file = tmp_path / "two_steps.py"  # the config that trained two_step_run, as a config file
     config_file.write_text(f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\n"
-                           "from test_run_length import tiny_config\n\n\n"
-                           "def get_config():\n    return tiny_config(steps=2, steps_per_call=2)\n")
+                           "from helpers.configs import tiny_gpt_config\n\n\n"
+                           "def get_config():\n    return tiny_gpt_config(steps=2, steps_per_call=2)\n")
 
     def run(*extra):
         return subprocess.run([sys.executable, "-m", "bmjax.cli.train", "--config", str(config_file), "--workdir",
@@ -151,7 +144,7 @@ def test_relative_init_from_starts_and_an_unreadable_one_is_one_line_leaving_no_
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(two_step_run, tmp_path / "pretrained")
-    config = tiny_config(steps=2, steps_per_call=2)
+    config = tiny_gpt_config(steps=2, steps_per_call=2)
     config.train.init_from = "pretrained"  # relative: orbax alone would refuse it
     train_and_evaluate(config, "finetuned")
     assert json.loads((tmp_path / "finetuned/config.json").read_text())["train"]["init_from"] == \
@@ -175,7 +168,7 @@ def test_rerunning_a_finished_run_says_so_and_changes_nothing(tmp_path, two_step
     workdir = tmp_path / "run"
     shutil.copytree(two_step_run, workdir)
     before = snapshot(workdir)
-    train_and_evaluate(tiny_config(steps=2, steps_per_call=2), str(workdir))
+    train_and_evaluate(tiny_gpt_config(steps=2, steps_per_call=2), str(workdir))
     out = capsys.readouterr().out
     assert f"{workdir} is finished (step 2 of 2); nothing to do. results: {workdir}/summary.json, " \
            f"{workdir}/metrics.jsonl" in out
@@ -184,7 +177,7 @@ def test_rerunning_a_finished_run_says_so_and_changes_nothing(tmp_path, two_step
 
 def test_the_end_of_a_run_says_where_its_results_are(tmp_path, capsys):
     workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config(steps=2, steps_per_call=2), str(workdir))  # its warmup is 2 steps too
+    train_and_evaluate(tiny_gpt_config(steps=2, steps_per_call=2), str(workdir))  # its warmup is 2 steps too
     out, err = capsys.readouterr()
     assert f"results: {workdir}/summary.json, {workdir}/metrics.jsonl\n" in out
     assert "warning: optim.warmup_steps=2 >= the run's 2 steps (train.steps)" in err

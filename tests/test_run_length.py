@@ -9,34 +9,12 @@ import pytest
 import jax
 
 from bmjax.data import build_tokenizer
-from bmjax.defaults import base_config
 from bmjax.models import flops
 from bmjax.models import generate as generate_lib
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import mfu, optim, sample, setup
 from bmjax.train.loop import build_model_config, train_and_evaluate
-
-
-def tiny_config(steps: int, steps_per_call: int = 1):
-    c = base_config()
-    c.model.vocab_size = 320
-    c.model.d_model = 32
-    c.model.num_layers = 1
-    c.model.num_heads = 2
-    c.model.max_len = 32
-    c.data.source = "builtin"
-    c.data.seq_len = 32
-    c.data.batch_size = 8
-    c.optim.warmup_steps = 2
-    c.train.steps = steps
-    c.train.steps_per_call = steps_per_call
-    c.train.log_every = steps_per_call
-    c.train.eval_every = steps_per_call
-    c.train.ckpt_every = steps_per_call
-    c.train.eval_steps = 1
-    c.train.sample_tokens = 0
-    c.train.progress = False
-    return c
+from helpers.configs import tiny_gpt_config
 
 
 def rows(workdir):
@@ -49,7 +27,7 @@ def checkpoint_steps(workdir):
 
 def test_steps_not_a_multiple_of_steps_per_call_end_exactly_at_train_steps_then_sample(tmp_path, capsys, monkeypatch):
     fused, single = tmp_path / "fused", tmp_path / "single"
-    config = tiny_config(steps=7, steps_per_call=3)
+    config = tiny_gpt_config(steps=7, steps_per_call=3)
     config.train.sample_tokens = 4
     sampled_after = []
     real_sample = sample.sample_text
@@ -82,7 +60,7 @@ def test_steps_not_a_multiple_of_steps_per_call_end_exactly_at_train_steps_then_
     assert printed == [mfu.describe_peak("float32")] and printed[0].startswith("MFU peak: ")
 
     # The shorter last call is the same maths: step 7's losses are the one-step-per-call run's.
-    config = tiny_config(steps=7)
+    config = tiny_gpt_config(steps=7)
     config.train.log_every = config.train.eval_every = config.train.ckpt_every = 7
     train_and_evaluate(config, str(single))
     want = {r["split"]: r["loss"] for r in rows(single) if r["step"] == 7}
@@ -93,7 +71,7 @@ def test_steps_not_a_multiple_of_steps_per_call_end_exactly_at_train_steps_then_
 def test_sample_runs_on_the_sharded_parameters_and_matches_one_device(monkeypatch):
     """On an (data 2, fsdp 2, tensor 2) mesh the generator gets the parameters as training shards them, not
     gathered copies, and greedy decoding gives the text one device gives."""
-    config = tiny_config(steps=1)
+    config = tiny_gpt_config(steps=1)
     config.mesh.fsdp = config.mesh.tensor = 2
     config.model.init_std = 0.3  # far from ties between next tokens, so rounding cannot change a greedy choice
     config.train.sample_tokens = 12

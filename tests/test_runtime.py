@@ -14,7 +14,7 @@ from bmjax import runtime
 from bmjax.defaults import base_config
 from bmjax.errors import ConfigError
 from bmjax.models import layers
-from conftest import REPO_ROOT
+from helpers.paths import REPO_ROOT
 
 
 def _python(code: str, *args, **env) -> dict:

@@ -13,7 +13,7 @@ from bmjax.models.generate import Sampling, generate
 from bmjax.cli.sample import load_run, main
 from bmjax.train.loop import train_and_evaluate
 
-from conftest import REPO_ROOT
+from helpers.paths import REPO_ROOT
 from helpers.configs import load_config
 
 

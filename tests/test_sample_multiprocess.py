@@ -7,7 +7,7 @@ from bmjax.checkpoint import read_tree
 from bmjax.data import build_tokenizer
 from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import optim, sample, setup
-from test_multihost import config_with, run_two_processes
+from helpers.multihost import config_with, run_two_processes
 
 SAMPLED = {"train.steps": 2, "train.ckpt_every": 2, "train.eval_every": 2, "train.sample_tokens": 12,
            "train.sample_temperature": 0.0, "model.init_std": 0.3, "mesh.dcn_data": 2}

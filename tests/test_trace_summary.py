@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from helpers.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 import trace_summary  # noqa: E402

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from helpers.paths import REPO_ROOT
 
 
 def run(*args, devices: int | None = None, env: dict | None = None, timeout: float = 300):
