@@ -2,11 +2,11 @@
 
     bmjax-scaling fit (--csv FILE --params_col NAME (--tokens_col NAME | --flops_col NAME) --loss_col NAME
                        | --runs DIR) --law chinchilla|kaplan [--approach 1|2|3] [--drop_highest_loss K]
-                      [--isoflop_window DECADES] [--objective huber|lad] [--huber_delta D] [--budgets C,...]
-                      [--bootstrap B] [--json] [--plot DIR]
+                      [--min_tokens D] [--isoflop_window DECADES] [--objective huber|lad] [--huber_delta D]
+                      [--budgets C,...] [--bootstrap B] [--json] [--plot DIR]
     bmjax-scaling predict (the data and fit flags of fit) (--n N --d D | --flops C) [--bootstrap B] [--json]
     bmjax-scaling plan (the data and fit flags of fit) --flops C [--config BASE.py[:ARG]] [--batch_size B]
-                       [--seq_len T] [--aspect_ratio R] [--head_dim H] [--workdir DIR]
+                       [--seq_len T] [--aspect_ratio R] [--head_dim H] [--min_layers L] [--workdir DIR]
                        [--devices N | --topology v5e:4x4] [--bootstrap B] [--json]
     bmjax-scaling fit --runs runs/small --law chinchilla --approach 3 --bootstrap 200 --json
     bmjax-scaling fit --csv data/chinchilla_svg_extracted_data.csv --params_col "Model Size" \
@@ -22,9 +22,9 @@ compute-optimal N_opt, D_opt (and loss, where there is a law) at C, with 95% int
 `plan` turns the compute-optimal N_opt, D_opt at --flops C into the run to launch (bmjax/scaling/plan.py): a GPT
 of the base config's vocabulary (--config, default configs/gpt/gpt2.py), its depth from the aspect ratio
 d_model / num_layers (--aspect_ratio, default 64), its width the multiple of the head size (--head_dim, default
-64; num_heads = d_model / head_dim) whose parameter count, counted as the fit counts N (total for chinchilla,
-non-embedding for kaplan), is nearest N_opt; train.steps = D_opt / (batch x seq_len); the law's loss for that
-run with its interval; and the bmjax-train command line. With --devices N (fake CPU devices) or --topology (a
+64; num_heads = d_model / head_dim; at least --min_layers layers, default 1) whose parameter count, counted as
+the fit counts N (total for chinchilla, non-embedding for kaplan), is nearest N_opt; train.steps = D_opt / (batch
+x seq_len); the law's loss for that run with its interval; and the bmjax-train command line. With --devices N (fake CPU devices) or --topology (a
 TPU topology, needs libtpu) it also compiles the run's train step there, as bmjax-compile-check does, and
 prints the per-device memory (exit 1 when the compiler refuses the plan).
 
@@ -71,6 +71,8 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_enum("law", None, ["chinchilla", "kaplan"], "Which law to fit.", flag_values=fv)
     flags.DEFINE_integer("approach", None, "Chinchilla approach 1, 2 or 3 (default 3).", flag_values=fv)
     flags.DEFINE_integer("drop_highest_loss", 0, "Drop the K runs of highest loss first.", flag_values=fv)
+    flags.DEFINE_float("min_tokens", 0, "Fit only the runs trained on at least this many tokens D (after "
+                       "--drop_highest_loss; 0: all).", flag_values=fv)
     flags.DEFINE_float("isoflop_window", None, "Approach 2 (and the IsoFLOP plot): fit each compute level's "
                        "parabola on the sizes within this many decades of N of its lowest-loss run (default: "
                        "all sizes).", flag_values=fv)
@@ -98,6 +100,8 @@ def define_flags(argv: list[str]) -> flags.FlagValues:
                        flag_values=fv)
     flags.DEFINE_integer("head_dim", plan_lib.ShapeRule.head_dim, "plan: the head size; d_model is a multiple "
                          "of it and num_heads = d_model / head_dim.", flag_values=fv)
+    flags.DEFINE_integer("min_layers", plan_lib.ShapeRule.min_layers, "plan: the fewest layers the shape may have.",
+                         flag_values=fv)
     flags.DEFINE_string("workdir", "runs/plan", "plan: the workdir of the printed bmjax-train command.",
                         flag_values=fv)
     flags.DEFINE_integer("devices", None, "plan: compile the run's step for this many fake CPU devices and print "
@@ -151,6 +155,8 @@ def _options(fv) -> fit_lib.FitOptions:
     for name, least in (("drop_highest_loss", 0), ("bootstrap", 0), ("start_stride", 1)):
         if fv[name].value < least:
             raise ConfigError("--" + name.replace("_", "-"), f"must be >= {least}; got {fv[name].value}")
+    if not (np.isfinite(fv.min_tokens) and fv.min_tokens >= 0):
+        raise ConfigError("--min_tokens", f"must be a number of tokens >= 0; got {fv.min_tokens}")
     window = fv.isoflop_window
     if window is not None and fv.law != "chinchilla":
         raise ConfigError("--isoflop-window", "applies to --law chinchilla only (approach 2 and its plot)")
@@ -212,7 +218,7 @@ def _plan(fv) -> int:
     for name in ("n", "d"):
         if fv[name].value is not None:
             raise ConfigError(f"--{name}", "applies to predict only (plan finds N and D from --flops)")
-    for name in ("batch_size", "seq_len", "head_dim", "devices"):
+    for name in ("batch_size", "seq_len", "head_dim", "min_layers", "devices"):
         if fv[name].value is not None and fv[name].value < 1:
             raise ConfigError(f"--{name}", f"must be a positive integer; got {fv[name].value}")
     if not (np.isfinite(fv.aspect_ratio) and fv.aspect_ratio > 0):
@@ -222,7 +228,7 @@ def _plan(fv) -> int:
     base = plan_lib.load_base_config(fv.config)
     options = _options(fv)
     _, result = _load_and_fit(fv, options)
-    rule = plan_lib.ShapeRule(aspect_ratio=fv.aspect_ratio, head_dim=fv.head_dim)
+    rule = plan_lib.ShapeRule(aspect_ratio=fv.aspect_ratio, head_dim=fv.head_dim, min_layers=fv.min_layers)
     out = plan_lib.plan_run(result, fv.law, fv.flops, base, rule, batch_size=fv.batch_size, seq_len=fv.seq_len)
     out["command"] = plan_lib.train_command(fv.config, fv.workdir, out["overrides"])
     out.update(law=fv.law, approach=result.report.get("approach"), inputs=result.report["inputs"])
@@ -291,6 +297,7 @@ def _load_and_fit(fv, options: fit_lib.FitOptions):
     """The points (less the --drop_highest_loss runs) and the fit to them; data too thin to fit is one line."""
     points, source = _load(fv)
     points = points_lib.drop_highest_loss(points, fv.drop_highest_loss)
+    points = points_lib.drop_fewer_tokens(points, fv.min_tokens)
     try:
         return points, fit_lib.run_fit(points, options)
     except points_lib.NotEnoughPoints as e:

@@ -4,7 +4,8 @@ The fit's allocation gives the compute-optimal N_opt, D_opt at the budget C (bmj
 plan turns them into a GPT of the base config's vocabulary and context:
 
 - the shape rule: depth from the aspect ratio R = d_model / num_layers (at N_opt a block holds 12 d^2
-  parameters, so L = (N_opt / (12 R^2))^(1/3), rounded); over that depth and one layer either side, and widths
+  parameters, so L = (N_opt / (12 R^2))^(1/3), rounded, and at least the rule's min_layers); over that depth and
+  one layer either side (never fewer than min_layers), and widths
   that are multiples of the head size H (num_heads = d_model / H): of the shapes whose parameter count lies
   within 10% of N_opt the one whose d_model / num_layers is nearest R (in log), or, where none does, the shape
   whose count is nearest N_opt;
@@ -37,6 +38,7 @@ COUNT_TOLERANCE = 0.1  # a shape within this relative distance of N_opt counts a
 class ShapeRule:
     aspect_ratio: float = 64.0  # d_model / num_layers (GPT-2 124M: 768 / 12)
     head_dim: int = 64  # num_heads = d_model / head_dim
+    min_layers: int = 1  # a family kept off 1-layer models (which cannot compose attention heads)
 
 
 def load_base_config(config_arg: str):
@@ -69,9 +71,9 @@ def with_overrides(config, overrides: dict):
 
 def nearest_shape(base_config, n_target: float, convention: str, rule: ShapeRule) -> tuple[dict, int]:
     """(shape overrides, their parameter count): the shape rule of the module docstring."""
-    depth = max(1, round((n_target / (12 * rule.aspect_ratio ** 2)) ** (1 / 3)))
+    depth = max(rule.min_layers, round((n_target / (12 * rule.aspect_ratio ** 2)) ** (1 / 3)))
     best = None
-    for layers in range(max(1, depth - 1), depth + 2):
+    for layers in range(max(rule.min_layers, depth - 1), depth + 2):
         multiple = 1
         while True:
             overrides = shape_overrides(layers, multiple * rule.head_dim, rule)

@@ -66,6 +66,14 @@ def drop_highest_loss(points: Points, k: int) -> Points:
     return points.subset(keep)
 
 
+def drop_fewer_tokens(points: Points, min_tokens: float) -> Points:
+    """The runs trained on at least min_tokens tokens: at a fixed batch, a run of a few steps is still in the
+    optimizer's transient, a regime the law's B / D^beta does not describe (experiments/ladder/README.md)."""
+    if min_tokens <= 0:
+        return points
+    return points.subset(np.flatnonzero(points.d >= min_tokens))
+
+
 def _numbers(rows, name: str, option: str, path: str) -> np.ndarray:
     """A column as floats; a value that is not a number is a ConfigError naming its row."""
     values = []

@@ -3,19 +3,21 @@ standard library), one warmup-stable-decay run per size and seed trained to the 
 cooldown branched from it at every smaller budget (bmjax/scaling/sweep.py's `ladder.flops`), so each size pays
 for one run and short cooldowns instead of one run per budget.
 
-Sizes are the shapes `bmjax-scaling plan` itself builds (bmjax/scaling/plan.py's rule with RULE: aspect ratio
-d_model / num_layers = 16, head size 8), for a geometric series of total parameter counts, so the forecast run
-that `plan` picks later belongs to the same family. Budgets are counted training FLOPs (summary.json's C), the
+Sizes are the shapes `bmjax-scaling plan` itself builds (bmjax/scaling/plan.py's rule with each scale's `rule`:
+aspect ratio d_model / num_layers = 16, head size 8, or 4 and at least 2 layers at scale=centred), for a series
+of total parameter counts, so the forecast run that `plan` picks later belongs to the same family. Budgets are counted training FLOPs (summary.json's C), the
 same five for every size, spanning 30x. Every run is scored once, at its end, on one pass over the held-out
 files (1% by name hash).
 
     python -m bmjax.cli.sweep --config configs/sweeps/ladder.py:scale=session --workdir runs/ladder --dry_run
-    bash experiments/ladder/run.sh [full|session]       (the sweep, the fits, the forecast runs, the tables)
+    bash experiments/ladder/run.sh [full|session|centred]       (the sweep, the fits, the forecast runs, the tables)
 
 scale=full (the design, ~90 min on a quiet 2-core CPU): 6 sizes from ~6K to ~250K parameters, budgets 1e11 ..
 3e12, every size with seeds 0 and 1; the forecast at C* = 3e13. scale=session (what one shared session can
 afford): 5 sizes from ~4.5K to ~70K, budgets 1e10 .. 3e11, seed 1 again on the middle size; C* = 3e12.
-`runlocal`: two sizes, two budgets of a few steps: a smoke test of the same path.
+scale=centred (experiments/ladder/README.md's second design): 6 two-layer sizes from 2.3K to 40K, budgets 1.5e10
+.. 4.5e11, seed 1 again on the 4th size, one warmup of 10 steps for every run (plan's command inherits it);
+C* = 4.5e12. `runlocal`: two sizes, two budgets of a few steps: a smoke test of the same path.
 `forecast=PLAN.json` (with the scale): instead of the ladder, the forecast runs from `bmjax-scaling plan --json`'s
 output (`forecast_runs`).
 """
@@ -25,14 +27,20 @@ from bmjax.defaults import base_config, parse_arg
 from bmjax.scaling.plan import ShapeRule, nearest_shape
 from bmjax.scaling.sweep import budget_steps
 
-RULE = ShapeRule(aspect_ratio=16, head_dim=8)
 LR = 3e-3
-SCALES = {  # total-parameter targets of the sizes, FLOP budgets, (seed, indices of the sizes it trains)
+SCALES = {  # total-parameter targets of the sizes, FLOP budgets, (seed, indices of the sizes it trains), C*,
+    # plan's shape rule, the warmup (None: 10% of the steps of a size's smallest budget)
     "full": dict(sizes=np.geomspace(6e3, 2.5e5, 6), budgets=np.geomspace(1e11, 3e12, 5),
-                 seeds=((0, range(6)), (1, range(6))), forecast=3e13),
+                 seeds=((0, range(6)), (1, range(6))), forecast=3e13, rule=ShapeRule(16, 8), warmup=None),
     "session": dict(sizes=np.geomspace(4.5e3, 7e4, 5), budgets=np.geomspace(1e10, 3e11, 5),
-                    seeds=((0, range(5)), (1, (2,))), forecast=3e12),
-    "runlocal": dict(sizes=(1e4, 2.5e4), budgets=(1e10, 3e10), seeds=((0, range(2)),), forecast=1e11),
+                    seeds=((0, range(5)), (1, (2,))), forecast=3e12, rule=ShapeRule(16, 8), warmup=None),
+    # The design of experiments/ladder/README.md's "centred ladder": 2-layer shapes of head size 4 from 2.3K to
+    # 40K parameters around the optima of budgets 1.5e10 .. 4.5e11; one warmup of 10 steps for every run.
+    "centred": dict(sizes=(2.3e3, 5.3e3, 9.2e3, 1.4e4, 2.5e4, 4e4), budgets=np.geomspace(1.5e10, 4.5e11, 5),
+                    seeds=((0, range(6)), (1, (3,))), forecast=4.5e12, rule=ShapeRule(16, 4, min_layers=2),
+                    warmup=10),
+    "runlocal": dict(sizes=(1e4, 2.5e4), budgets=(1e10, 3e10), seeds=((0, range(2)),), forecast=1e11,
+                     rule=ShapeRule(16, 8), warmup=None),
 }
 
 
@@ -62,6 +70,8 @@ def get_config(arg: str = ""):
     c.optim.lr = LR
     c.optim.min_lr = LR / 10
     c.optim.b2 = 0.99
+    if SCALES[scale_of(arg)]["warmup"] is not None:  # one warmup for every run: plan's command inherits it
+        c.optim.warmup_steps = SCALES[scale_of(arg)]["warmup"]
     c.train.steps_per_call = 1  # branch points fall on any step
     c.train.log_every = 5 if local else 50
     c.train.eval_every = 1_000_000  # only at the end: the runs are compared at their budget
@@ -74,37 +84,40 @@ def get_config(arg: str = ""):
 
 def shapes(arg: str = "") -> list[dict]:
     """The ladder's sizes: plan's shape for each total-parameter target."""
-    return [nearest_shape(get_config(arg), n, "total", RULE)[0] for n in SCALES[scale_of(arg)]["sizes"]]
+    scale = SCALES[scale_of(arg)]
+    return [nearest_shape(get_config(arg), n, "total", scale["rule"])[0] for n in scale["sizes"]]
 
 
 def budgets(arg: str = "") -> list[float]:
     return [float(f"{b:.3g}") for b in SCALES[scale_of(arg)]["budgets"]]
 
 
-def warmup_steps(shape: dict, arg: str = "") -> int:
-    """A size's warmup, the same for all its budgets (a branch must share its parent's): 10% of the steps of the
-    smallest budget at that size. The forecast runs (experiments/ladder/forecast.py) use the same rule."""
+def warmup_overrides(shape: dict, arg: str = "") -> dict:
+    """A size's warmup, the same for all its budgets (a branch must share its parent's). Scales with a warmup of
+    their own leave it to the base config (no override: plan's printed command is the forecast run verbatim);
+    the others take 10% of the steps of the smallest budget at that size, the forecast runs too."""
+    if SCALES[scale_of(arg)]["warmup"] is not None:
+        return {}
     config = get_config(arg)
     for key, value in shape.items():
         config.model[key.removeprefix("model.")] = value
-    return max(1, budget_steps(config, "budget.flops", min(budgets(arg))) // 10)
+    return {"optim.warmup_steps": max(1, budget_steps(config, "budget.flops", min(budgets(arg))) // 10)}
 
 
 def forecast_runs(arg: str, plan_file: str) -> list[dict]:
-    """The forecast: the shape and steps `bmjax-scaling plan --json` wrote to `plan_file` (N_opt's shape, D_opt
-    tokens), and the family's shapes at 2 N_opt and N_opt / 2 trained at the same counted FLOPs; every one with
-    the ladder's warmup rule and seed 0."""
+    """The forecast: the run `bmjax-scaling plan --json` wrote to `plan_file` (its overrides as they are: N_opt's
+    shape, D_opt tokens), and the family's shapes at 2 N_opt and N_opt / 2 trained at the same counted FLOPs;
+    every one with the ladder's warmup rule and seed 0 (the base config's)."""
     import json
 
     plan = json.loads(open(plan_file).read())
     shape_keys = ("model.num_layers", "model.d_model", "model.num_heads")
     center = {key: plan["overrides"][key] for key in shape_keys}
-    runs = [{**center, "train.seed": 0, "optim.warmup_steps": warmup_steps(center, arg),
-             "train.steps": plan["overrides"]["train.steps"]}]
+    runs = [{**plan["overrides"], "train.seed": 0, **warmup_overrides(center, arg)}]
     for factor in (0.5, 2.0):
-        shape = nearest_shape(get_config(arg), factor * plan["N_opt"], "total", RULE)[0]
+        shape = nearest_shape(get_config(arg), factor * plan["N_opt"], "total", SCALES[scale_of(arg)]["rule"])[0]
         if shape != center:
-            runs.append({**shape, "train.seed": 0, "optim.warmup_steps": warmup_steps(shape, arg),
+            runs.append({**shape, "train.seed": 0, **warmup_overrides(shape, arg),
                          "budget.flops": float(f"{plan['counted_C']:.4g}")})
     return runs
 
@@ -117,6 +130,5 @@ def get_sweep(arg: str = ""):
     for seed, indices in SCALES[scale_of(arg)]["seeds"]:
         for i in indices:
             shape = shapes(arg)[i]
-            runs.append({**shape, "train.seed": seed, "optim.warmup_steps": warmup_steps(shape, arg),
-                         "ladder.flops": budgets(arg)})
+            runs.append({**shape, "train.seed": seed, **warmup_overrides(shape, arg), "ladder.flops": budgets(arg)})
     return runs
