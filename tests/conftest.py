@@ -33,6 +33,7 @@ SLOW_FILES = {
     "test_sample_multiprocess.py", "test_sweep.py", "test_tpu_compile.py", "test_trace_summary.py", "test_train.py",
     "test_validate.py", "test_mup_train.py",
     "test_scaling_plan.py", "test_sweep_branching.py",
+    "test_sentencepiece.py",
     # each of these starts several jax processes (test_readme.py: every README command, training included)
     "test_commands.py", "test_cpu_devices.py", "test_readme.py",
 }

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bmjax.data import ByteTokenizer, CharTokenizer, prepare, shards
+from bmjax.data.tfds_documents import TfdsDocuments
 from bmjax.data.tokenizer_files import load_tokenizer_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +91,7 @@ def test_jsonl_field_documents(tmp_path):
 def test_tfds_dataset_through_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-        docs = prepare.TfdsDocuments("lm1b", "train", "text")
+        docs = TfdsDocuments("lm1b", "train", "text")
         texts = docs.read(0, len(docs))
         metadata = prepare.prepare_shards(docs, str(tmp_path / "out"), ByteTokenizer(), num_shards=2, progress=False,
                                           source="tfds:lm1b/train")

@@ -18,6 +18,7 @@ from absl import flags
 
 from bmjax.cli import common
 from bmjax.data import prepare
+from bmjax.data.tfds_documents import TfdsDocuments
 from bmjax.errors import ConfigError
 
 FORMATS = ("text", "jsonl", "tfds")
@@ -51,7 +52,7 @@ def load_documents(fv):
     if fv.format == "tfds":
         if not fv.tfds_name:
             raise ConfigError("--tfds_name", "is required with --format tfds")
-        docs = prepare.TfdsDocuments(fv.tfds_name, fv.tfds_split, fv.field, fv.tfds_data_dir)
+        docs = TfdsDocuments(fv.tfds_name, fv.tfds_split, fv.field, fv.tfds_data_dir)
         len(docs)  # opens the dataset now: an unprepared one fails before any work
         return docs, f"tfds:{fv.tfds_name}/{fv.tfds_split}"
     if not fv.input:

@@ -23,6 +23,9 @@ import ml_collections
 import numpy as np
 
 from bmjax.data import prepare, shards, sources
+from bmjax.data.tfds_documents import TfdsDocuments
+from bmjax.data.token_bytes import encode_with_bytes
+from bmjax.data.tokenizers import counts_covered_bytes
 from bmjax.errors import ConfigError
 
 KINDS = ("arrayrecord", "tfds", "text", "builtin")
@@ -125,35 +128,20 @@ def check_components(config) -> list[Component]:
 
 
 class ShardDocuments:
-    """Documents [start, stop) of token shards, as {"tokens", "source"}."""
+    """Documents [start, stop) of token shards, as {"tokens", "source"}; with `with_bytes` (shards that hold each
+    token's bytes of text: shards.py) also "bytes"."""
 
-    def __init__(self, token_shards: shards.TokenShards, start: int, stop: int, source: int):
+    def __init__(self, token_shards: shards.TokenShards, start: int, stop: int, source: int,
+                 with_bytes: bool = False):
         self.shards, self.start, self.stop, self.source = token_shards, start, stop, source
+        self.counts_bytes = with_bytes and token_shards.bytes_dtype is not None
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     def __getitem__(self, index: int) -> dict:
-        return {"tokens": self.shards[self.start + index], "source": self.source}
-
-
-class TfdsDocuments:
-    """A TFDS split's text field, tokenised when read (end-of-document id appended)."""
-
-    def __init__(self, name: str, split: str, field: str, data_dir: str, tokenizer, source: int, key: str):
-        from bmjax.data import prepare
-
-        self.docs = prepare.TfdsDocuments(name, split, field, data_dir, key)
-        self.tokenizer, self.source = tokenizer, source
-        if len(self.docs) == 0:
-            raise ConfigError(key, f"TFDS {name!r} split {split!r} is empty")
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"tokens": with_eos(self.tokenizer, self.tokenizer.encode(self.docs.read(index, index + 1)[0])),
-                "source": self.source}
+        tokens, covered = self.shards.document(self.start + index)
+        return {"tokens": tokens, "source": self.source, **({"bytes": covered} if self.counts_bytes else {})}
 
 
 class MemoryDocuments:
@@ -161,6 +149,7 @@ class MemoryDocuments:
 
     def __init__(self, token_lists: list[np.ndarray], source: int, byte_lists: list[np.ndarray] | None = None):
         self.docs, self.source, self.byte_lists = token_lists, source, byte_lists
+        self.counts_bytes = byte_lists is not None
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -178,23 +167,31 @@ def with_eos(tokenizer, ids: np.ndarray) -> np.ndarray:
 
 
 def open_component(config, c: Component, index: int, tokenizer, shard_glob: str = ""):
-    """(train documents, eval documents) of component `c`, both random-access sequences of documents."""
+    """(train documents, eval documents) of component `c`, both random-access sequences of documents. Where the
+    tokenizer's ids have no fixed bytes, the eval documents carry each token's bytes of text ("bytes",
+    `counts_bytes`; shards prepared with them: shards.py)."""
     data = config.data
     fraction = data.get("eval_fraction", 0.1)
     if c.kind == "arrayrecord":
         train = open_shards(shard_glob or c.arg, c.key, tokenizer)
         if c.key not in SPEC_KEYS and data.get("eval_path"):
             held_out = open_shards(data.eval_path, "data.eval_path", tokenizer)
-            return ShardDocuments(train, 0, len(train), index), ShardDocuments(held_out, 0, len(held_out), index)
+            return (ShardDocuments(train, 0, len(train), index),
+                    ShardDocuments(held_out, 0, len(held_out), index, with_bytes=True))
         cut = int(len(train) * (1.0 - fraction))
         if cut < 1 or cut >= len(train):
             raise ConfigError(c.key, f"{len(train)} documents are too few to hold out data.eval_fraction={fraction} "
                                      "(set data.eval_path)")
-        return ShardDocuments(train, 0, cut, index), ShardDocuments(train, cut, len(train), index)
+        return ShardDocuments(train, 0, cut, index), ShardDocuments(train, cut, len(train), index, with_bytes=True)
     if c.kind == "tfds":
         field, data_dir = data.get("text_column", "text"), data.get("tfds_data_dir", "")
-        return (TfdsDocuments(c.arg, data.get("train_split", "train"), field, data_dir, tokenizer, index, c.key),
-                TfdsDocuments(c.arg, data.get("eval_split", "validation"), field, data_dir, tokenizer, index, c.key))
+        parts = []
+        for split, with_bytes in ((data.get("train_split", "train"), False),
+                                  (data.get("eval_split", "validation"), counts_covered_bytes(tokenizer))):
+            parts.append(TfdsDocuments(c.arg, split, field, data_dir, c.key, tokenizer, index, with_bytes))
+            if len(parts[-1]) == 0:
+                raise ConfigError(c.key, f"TFDS {c.arg!r} split {split!r} is empty")
+        return tuple(parts)
     # text / builtin: the corpus loader of sources.py, on the keys it reads, naming this component
     eval_path = data.get("eval_path", "") if c.key not in SPEC_KEYS else ""
     sub = ml_collections.ConfigDict({"data": {"source": c.kind, "path": c.arg, "eval_path": eval_path,
@@ -217,10 +214,7 @@ def open_component(config, c: Component, index: int, tokenizer, shard_glob: str 
 def encode_counting_bytes(tokenizer, texts, source: int) -> MemoryDocuments | None:
     """`texts` tokenised with each token's bytes of text (the end-of-document id none), where the tokenizer's ids
     have no fixed bytes but it reports offsets (WordPiece, SentencePiece: token_bytes.py); else None."""
-    from bmjax.data.token_bytes import encode_with_bytes
-    from bmjax.data.tokenizers import token_byte_lengths
-
-    if token_byte_lengths(tokenizer) is not None or encode_with_bytes(tokenizer, "a") is None:
+    if not counts_covered_bytes(tokenizer):
         return None
     tokens, counts = [], []
     for text in texts:
@@ -267,7 +261,7 @@ def load_text_corpus(config, tokenizer) -> sources.Corpus:
 
     def texts(part):
         if isinstance(part, TfdsDocuments):
-            return tuple(part.docs.read(0, len(part)))
+            return tuple(part.read(0, len(part)))
         docs = (part[i]["tokens"] for i in range(len(part)))
         return tuple(tokenizer.decode(d[:-1] if eos is not None and len(d) and d[-1] == eos else d) for d in docs)
 

@@ -32,7 +32,9 @@ import grain
 import numpy as np
 
 from bmjax.data import eval_sets, order, packed_lm, sources
-from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config, token_byte_lengths
+from bmjax.data.token_bytes import encode_with_bytes
+from bmjax.data.tokenizers import (Tokenizer, build_tokenizer, check_tokenizer_config, counts_covered_bytes,
+                                   token_byte_lengths)
 from bmjax.errors import ConfigError
 
 EVAL_SEED = 1234
@@ -98,9 +100,7 @@ def encode_documents(tokenizer: Tokenizer, docs: tuple[str, ...], key: str) -> n
 def eval_stream_bytes(tokenizer, docs: tuple[str, ...], ids: np.ndarray) -> np.ndarray | None:
     """Each token's bytes of text in encode_documents' stream of `docs` (its separators none), where the
     tokenizer's ids have no fixed bytes but it reports offsets (WordPiece, SentencePiece: token_bytes.py)."""
-    from bmjax.data.token_bytes import encode_with_bytes
-
-    if token_byte_lengths(tokenizer) is not None or encode_with_bytes(tokenizer, "a") is None:
+    if not counts_covered_bytes(tokenizer):
         return None
     if tokenizer.eos_id is None:
         counted, covered = encode_with_bytes(tokenizer, "\n".join(docs))

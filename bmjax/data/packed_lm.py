@@ -22,8 +22,9 @@ batches of each component (all of a component with fewer): a fixed subset, the s
 `eval_parts()` gives the batches component by component (`eval/<source>/...` figures); `eval_batches()` all
 of them, component after component; `eval_sets()` the named sets of `data.eval_sets` (eval_sets.py) the same
 way. Batches carry "target_bytes" (each target's UTF-8 bytes) where the
-tokenizer's ids stand for fixed bytes (byte, char, byte-level BPE), for exact bits per byte, and where held-out
-text documents count the bytes each token covers (WordPiece, SentencePiece: documents.encode_counting_bytes).
+tokenizer's ids stand for fixed bytes (byte, char, byte-level BPE), for exact bits per byte, and otherwise
+(WordPiece, SentencePiece) the bytes of text each target covers, which every source's held-out documents carry
+(text and TFDS counted when read, shards from bmjax-prepare-data: documents.py, token_bytes.py).
 """
 import dataclasses
 import logging
@@ -167,7 +168,7 @@ def eval_component_batches(part, mode: str, seq_len: int, batch_size: int, eval_
     nothing; all of them (eval_steps 0) or the first eval_steps. With fixed bytes per token
     (token_byte_lengths), "target_bytes" float32 [b, L]: each target's UTF-8 bytes, for exact bits per byte."""
     docs = grain.MapDataset.source(part).to_iter_dataset(_READ_OPTIONS)
-    counted = getattr(part, "byte_lists", None) is not None  # documents.encode_counting_bytes: each token's bytes
+    counted = getattr(part, "counts_bytes", False)  # documents that carry each token's bytes of text (documents.py)
     batches = packing.pack(docs, mode, seq_len, batch_size, pad_tail=True, target_bytes=counted)
     batches = batches.batch(batch_size, drop_remainder=False)
     for step, batch in enumerate(batches):

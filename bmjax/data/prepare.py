@@ -2,7 +2,9 @@
 
 Documents come from UTF-8 text files (a whole file, its paragraphs or its lines: the pieces keep their
 separators, so their concatenation is the file), JSONL files (one named string field per line) or a TFDS
-dataset prepared in the array_record format (read with `tfds.data_source`, never downloaded).
+dataset prepared in the array_record format (tfds_documents.TfdsDocuments: `tfds.data_source`, never downloaded).
+With a tokenizer whose ids have no fixed bytes (WordPiece, SentencePiece) each record also holds the bytes of text
+each token covers (shards.py), for the evals' bits per byte.
 
 Workers tokenise chunks of documents; the parent writes the records in document order, so the shards are
 the same bytes on every run whatever the number of workers.
@@ -14,6 +16,8 @@ import re
 import numpy as np
 
 from bmjax.data import shards
+from bmjax.data.token_bytes import encode_with_bytes
+from bmjax.data.tokenizers import counts_covered_bytes
 from bmjax.errors import ConfigError
 
 SPLITS = ("file", "paragraph", "line")
@@ -60,75 +64,40 @@ def jsonl_documents(paths: list[str], field: str) -> list[str]:
     return docs
 
 
-class TfdsDocuments:
-    """The text field of a TFDS split, read by index (each worker opens the dataset itself)."""
-
-    def __init__(self, name: str, split: str, field: str = "text", data_dir: str = "", key: str = "--tfds_name"):
-        self.name, self.split, self.field, self.data_dir, self.key = name, split, field, data_dir, key
-        self._source = None
-
-    def source(self):
-        if self._source is None:
-            self._source = open_tfds(self.name, self.split, self.data_dir, self.key)
-        return self._source
-
-    def __len__(self) -> int:
-        return len(self.source())
-
-    def read(self, start: int, stop: int) -> list[str]:
-        return [tfds_text(self.source()[i], self.field, self.key) for i in range(start, stop)]
-
-    def __getstate__(self):
-        return {**self.__dict__, "_source": None}
-
-
-def open_tfds(name: str, split: str, data_dir: str, key: str):
-    """`tfds.data_source` of a prepared dataset; never downloads (an unprepared one is a ConfigError)."""
-    import tensorflow_datasets as tfds
-
-    try:
-        return tfds.data_source(name, split=split, data_dir=os.path.expanduser(data_dir) or None, download=False)
-    except Exception as e:  # tfds raises many types: not registered, not prepared, unknown split
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(key, f"cannot open TFDS {name!r} split {split!r} (prepared as array_record, nothing is "
-                               f"downloaded): {message}") from None
-
-
-def tfds_text(record, field: str, key: str) -> str:
-    try:
-        value = record[field]
-    except (KeyError, TypeError):
-        raise ConfigError(key, f"the TFDS records have no field {field!r}") from None
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 # Worker side: one tokenizer per process, built once.
 _WORKER = {}
 
 
 def _init_worker(tokenizer, documents):
     _WORKER["tokenizer"], _WORKER["documents"] = tokenizer, documents
+    _WORKER["counts_bytes"] = counts_covered_bytes(tokenizer)
 
 
 def _encode_task(task):
+    """(records, tokens of each, UTF-8 bytes of the texts) of one chunk of documents."""
     start, stop, texts = task
     tokenizer, documents = _WORKER["tokenizer"], _WORKER["documents"]
     if texts is None:
         texts = documents.read(start, stop)
     dtype = shards.record_dtype(tokenizer.vocab_size)
-    records, nbytes = [], 0
+    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    records, counts, nbytes = [], [], 0
     for text in texts:
-        ids = tokenizer.encode(text)
-        if tokenizer.eos_id is not None:
-            ids = np.append(ids, tokenizer.eos_id)
-        records.append(shards.encode_record(ids, dtype))
+        if _WORKER["counts_bytes"]:
+            ids, covered = encode_with_bytes(tokenizer, text)
+            covered = np.append(covered, [0] * len(eos))  # the end-of-document id covers no text
+        else:
+            ids, covered = tokenizer.encode(text), None
+        ids = np.append(ids, eos)
+        records.append(shards.encode_record(ids, dtype, covered))
+        counts.append(len(ids))
         nbytes += len(text.encode("utf-8"))
-    return records, nbytes
+    return records, counts, nbytes
 
 
 def prepare_shards(documents, out_dir: str, tokenizer, *, num_shards: int = 8, workers: int = 1,
                    prefix: str = "data", source: str = "", progress: bool = True) -> dict:
-    """Write `documents` (a list of str, or TfdsDocuments) as token shards in `out_dir`; return the metadata.
+    """Write `documents` (a list of str, or tfds_documents.TfdsDocuments) as token shards in `out_dir`; return the metadata.
 
     A char tokenizer's vocabulary is written beside the shards (vocab.json)."""
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -153,8 +122,8 @@ def prepare_shards(documents, out_dir: str, tokenizer, *, num_shards: int = 8, w
     bar = _progress_bar(total, progress)
     shard, writer, doc, tokens, nbytes = -1, None, 0, 0, 0
     try:
-        for records, task_bytes in results:
-            for record in records:
+        for records, counts, task_bytes in results:
+            for record, count in zip(records, counts):
                 while doc >= bounds[shard + 1]:
                     if writer is not None:
                         writer.close()
@@ -162,7 +131,7 @@ def prepare_shards(documents, out_dir: str, tokenizer, *, num_shards: int = 8, w
                     writer = ArrayRecordWriter(os.path.join(out_dir, names[shard]), WRITER_OPTIONS)
                 writer.write(record)
                 doc += 1
-                tokens += len(record) // shards.record_dtype(tokenizer.vocab_size).itemsize
+                tokens += count
             nbytes += task_bytes
             bar.update(len(records))
     finally:
@@ -174,6 +143,7 @@ def prepare_shards(documents, out_dir: str, tokenizer, *, num_shards: int = 8, w
     if tokenizer.name == "char":
         tokenizer.save(os.path.join(out_dir, shards.CHAR_VOCAB_FILE))
     metadata = {"dtype": shards.record_dtype(tokenizer.vocab_size).str, "shards": names,
+                **({"token_bytes": shards.BYTES_DTYPE.str} if counts_covered_bytes(tokenizer) else {}),
                 "tokenizer": shards.tokenizer_identity(tokenizer), "documents": total, "tokens": tokens,
                 "bytes": nbytes, "source": source}
     shards.write_metadata(out_dir, metadata)

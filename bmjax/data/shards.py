@@ -8,7 +8,10 @@ A prepared directory holds `NAME-00000-of-00008.arrayrecord` ... and `metadata.j
 
 A record is the document's ids as little-endian `dtype` (uint16 when the vocabulary fits, else uint32),
 followed by the tokenizer's end-of-document id when it has one (byte: 258, a BPE tokenizer.json:
-`<|endoftext|>`); a char vocabulary has none and is saved as `vocab.json` beside the shards. Documents
+`<|endoftext|>`); a char vocabulary has none and is saved as `vocab.json` beside the shards. With a tokenizer
+whose ids have no fixed bytes (WordPiece, SentencePiece: token_bytes.py) the record then holds, after the ids,
+the UTF-8 bytes of text each id covers (`"token_bytes": "<u4"` in the metadata; the end-of-document id covers
+none), so bits per byte is exact for whatever an eval scores of them. Documents
 are laid out in order: shard i holds documents [i*D//n, (i+1)*D//n), so reading the shards in name
 order gives the input's order back.
 
@@ -27,6 +30,7 @@ from bmjax.errors import ConfigError
 FORMAT = "bmjax-token-shards-1"
 METADATA_FILE = "metadata.json"
 CHAR_VOCAB_FILE = "vocab.json"
+BYTES_DTYPE = np.dtype("<u4")  # each token's bytes of text: a token may cover a long run of normalised-away text
 
 
 def shard_name(prefix: str, index: int, count: int) -> str:
@@ -37,12 +41,21 @@ def record_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
-def encode_record(ids: np.ndarray, dtype: np.dtype) -> bytes:
-    return np.asarray(ids).astype(dtype).tobytes()
+def encode_record(ids: np.ndarray, dtype: np.dtype, covered: np.ndarray | None = None) -> bytes:
+    """A document's record: its ids as `dtype`, then (`covered`) each id's bytes of text as BYTES_DTYPE."""
+    record = np.asarray(ids).astype(dtype).tobytes()
+    return record if covered is None else record + np.asarray(covered).astype(BYTES_DTYPE).tobytes()
 
 
-def decode_record(record: bytes, dtype: np.dtype) -> np.ndarray:
-    return np.frombuffer(record, dtype=dtype).astype(np.int32)
+def decode_record(record: bytes, dtype: np.dtype, bytes_dtype: np.dtype | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(ids int32, each id's bytes of text int32 or None) of a record written by encode_record."""
+    if bytes_dtype is None:
+        return np.frombuffer(record, dtype=dtype).astype(np.int32), None
+    count = len(record) // (dtype.itemsize + bytes_dtype.itemsize)
+    ids = np.frombuffer(record, dtype=dtype, count=count)
+    covered = np.frombuffer(record, dtype=bytes_dtype, offset=count * dtype.itemsize)
+    return ids.astype(np.int32), covered.astype(np.int32)
 
 
 def tokenizer_identity(tokenizer) -> dict:
@@ -115,7 +128,8 @@ def check_tokenizer_matches(metadata: dict, tokenizer, directory: str, key: str 
 
 
 class TokenShards:
-    """Random access to the documents of some shards: `shards[i]` is document i's int32 ids."""
+    """Random access to the documents of some shards: `shards[i]` is document i's int32 ids, `shards.document(i)`
+    (ids, each id's bytes of text or None where the shards hold no byte counts)."""
 
     def __init__(self, paths: list[str], metadata: dict):
         import grain
@@ -123,13 +137,17 @@ class TokenShards:
         self.paths = paths
         self.metadata = metadata
         self.dtype = np.dtype(metadata["dtype"])
+        self.bytes_dtype = np.dtype(metadata["token_bytes"]) if metadata.get("token_bytes") else None
         self._source = grain.sources.ArrayRecordDataSource(paths)
 
     def __len__(self) -> int:
         return len(self._source)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return decode_record(self._source[index], self.dtype)
+        return self.document(index)[0]
+
+    def document(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return decode_record(self._source[index], self.dtype, self.bytes_dtype)
 
     def __getstate__(self):  # grain's worker processes reopen the files rather than pickling readers
         return {"paths": self.paths, "metadata": self.metadata}

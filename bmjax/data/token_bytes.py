@@ -7,6 +7,10 @@ none. WordPiece and SentencePiece pieces have no fixed bytes (case, accents and 
 normalised away): `encode_with_bytes` counts, for each token of a text, the UTF-8 bytes of the text it covers
 instead, from the tokenizer's offsets (token i covers the text from the end of token i-1 to its own end, the
 first from the start, the last to the end), so a document's tokens together cover its bytes exactly.
+Every source keeps those counts beside the ids of its held-out documents: text is encoded with them when read
+(lm.py, documents.py), a TFDS document when indexed (tfds_documents.py), and bmjax-prepare-data writes them into
+each shard record after the ids (shards.py), so the eval of any source sums the bytes of exactly the text its
+scored targets cover.
 """
 import numpy as np
 
@@ -46,7 +50,7 @@ def encode_with_bytes(tokenizer, text: str) -> tuple[np.ndarray, np.ndarray] | N
     """(ids, bytes each id covers) of `text`, both int32 [n], for a tokenizer file that reports offsets (the
     tokenizers library's: character offsets; SentencePiece's: byte offsets); None for any other."""
     if hasattr(tokenizer, "processor"):  # SentencePiece: pieces with byte offsets into the UTF-8 text
-        pieces = tokenizer.processor.encode_as_immutable_proto(text).pieces
+        pieces = tokenizer.processor.encode_as_proto(text).pieces
         ids = np.array([p.id for p in pieces], np.int32)
         ends = np.array([p.end for p in pieces], np.int64)
         total = len(text.encode("utf-8"))

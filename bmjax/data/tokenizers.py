@@ -20,7 +20,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from bmjax.data import sources
+from bmjax.data import sources, token_bytes
 from bmjax.data.tokenizer_files import is_tokenizer_file, load_tokenizer_file
 from bmjax.errors import ConfigError
 from bmjax.workdir import VOCAB_FILE  # a run saves its char vocabulary in its workdir
@@ -146,10 +146,15 @@ def token_byte_lengths(tokenizer) -> np.ndarray | None:
     if isinstance(tokenizer, CharTokenizer):
         return np.array([len(c.encode("utf-8", errors="surrogatepass")) for c in tokenizer.chars], np.int64)
     if hasattr(tokenizer, "tokenizer"):  # a tokenizer file: byte-level BPE ids have fixed bytes (token_bytes.py)
-        from bmjax.data.token_bytes import byte_level_lengths
-
-        return byte_level_lengths(tokenizer.tokenizer)
+        return token_bytes.byte_level_lengths(tokenizer.tokenizer)
     return None
+
+
+def counts_covered_bytes(tokenizer) -> bool:
+    """Whether `tokenizer`'s ids have no fixed bytes but it reports offsets (WordPiece, SentencePiece, any other
+    tokenizer file that is not byte-level), so its evals count the bytes of text each token covers
+    (token_bytes.encode_with_bytes)."""
+    return token_byte_lengths(tokenizer) is None and token_bytes.encode_with_bytes(tokenizer, "a") is not None
 
 
 def _codepoints(text: str) -> np.ndarray:
