@@ -113,6 +113,8 @@ def test_devices_compiles_the_planned_run_and_prints_its_memory(capsys, runs_csv
     ([], "error: --flops: plan needs a positive FLOP budget"),
     (["--flops", "1e21", "--aspect_ratio", "0"], "error: --aspect_ratio: must be a positive number"),
     (["--flops", "1e21", "--head_dim", "0"], "error: --head_dim: must be a positive integer"),
+    (["--flops", "1e21", "--min_layers", "0"], "error: --min_layers: must be a positive integer"),
+    (["--flops", "1e21", "--min_tokens", "-1"], "error: --min_tokens: must be a number of tokens >= 0"),
     (["--flops", "1e21", "--n", "1e9"], "error: --n: applies to predict only"),
     (["--flops", "1e21", "--devices", "8", "--topology", "v5e:4x4"], "error: --devices: give --devices or"),
     (["--flops", "1e21", "--config", "configs/gpt/missing.py"], "error: --config: config file"),

@@ -177,7 +177,7 @@ def test_a_bad_ladder_is_one_line_and_exit_2(tmp_path, capsys, kwargs, message):
 
 
 
-@pytest.mark.parametrize("scale, sizes", [("full", 6), ("session", 5)])
+@pytest.mark.parametrize("scale, sizes", [("full", 6), ("session", 5), ("centred", 6)])
 def test_the_shipped_ladder_spans_30x_in_compute_with_five_budgets_per_size_and_two_seeds(scale, sizes):
     sweep = sweep_lib.load_sweep(str(REPO / f"configs/sweeps/ladder.py:scale={scale}"))
     ladders = {}

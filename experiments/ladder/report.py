@@ -58,6 +58,64 @@ def seed_noise(rows):
     return gaps
 
 
+VARIANTS = {"floor": "runs of >= 100 steps only (--min_tokens)", "nonemb": "N = non-embedding parameters"}
+
+
+def forecast_label(row):
+    overrides = json.loads(row["overrides"])
+    return (f"{overrides['model.num_layers']} x {overrides['model.d_model']}"
+            + (" (plan: N_opt's shape, D_opt)" if "train.steps" in overrides else " (same C)"))
+
+
+def scored(row, prediction):
+    """(law's loss, its interval or None, relative error, inside) of a finished forecast run."""
+    actual, law = float(row["final_eval_loss"]), prediction["loss"]
+    low, high = prediction.get("ci", {}).get("loss", (None, None))
+    inside = "-" if low is None else ("yes" if low <= actual <= high else "no")
+    return law, None if low is None else (low, high), (law - actual) / actual, inside
+
+
+def sensitivity(out, forecast, fit3, predicted):
+    """The pre-registered fit and its variants (run.sh's fit3_VARIANT.json, forecast_predicted_VARIANT.jsonl) on
+    the same forecast runs."""
+    fits = [("pre-registered: every run, N = N_total", fit3, predicted)]
+    for name, text in VARIANTS.items():
+        if (out / f"fit3_{name}.json").exists():
+            rows = (out / f"forecast_predicted_{name}.jsonl").read_text().splitlines()
+            fits.append((f"{name}: {text}", json.loads((out / f"fit3_{name}.json").read_text()),
+                         {r["run"]: r for r in map(json.loads, rows)}))
+    if len(fits) == 1:
+        return
+    finished = [r for r in forecast if r["status"] == "finished"]
+    print("### Sensitivity to the pre-registered choices (approach 3; error and inside? per forecast run)\n")
+    print("| fit | points | E | alpha | beta | a | " + " | ".join(forecast_label(r) for r in finished) + " |")
+    print("|---|---:|---:|---:|---:|---:|" + "---|" * len(finished))
+    for label, fit, preds in fits:
+        cells = []
+        for r in finished:
+            if r["run"] not in preds:
+                cells.append("-")
+                continue
+            law, interval, error, inside = scored(r, preds[r["run"]])
+            text = f"{law:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+            cells.append(f"{text}: {100 * error:+.2f}%, {inside}")
+        print(f"| {label} | {fit['n_points']} | " + " | ".join(f"{fit[k]:.4g}" for k in ("E", "alpha", "beta", "a"))
+              + " | " + " | ".join(cells) + " |")
+    print()
+
+
+def load_summary(out):
+    """The 1-minute load averages sampled while run.sh ran (load.txt: time, then /proc/loadavg's three)."""
+    path = out / "load.txt"
+    if not path.exists():
+        return
+    samples = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    loads = sorted(float(s[1]) for s in samples)
+    print(f"Machine load: the 1-minute load average on the 2 cores, sampled every minute from {samples[0][0]} to "
+          f"{samples[-1][0]} UTC ({len(loads)} samples), had median {loads[len(loads) // 2]:.1f}, range "
+          f"{loads[0]:.1f}-{loads[-1]:.1f}.\n")
+
+
 def main(out: pathlib.Path):
     rows = [r for r in read_csv(out / "results.csv") if r["status"] == "finished"]
     fit3, predict, plan = (json.loads((out / f"{name}.json").read_text()) for name in ("fit3", "predict", "plan"))
@@ -111,25 +169,24 @@ def main(out: pathlib.Path):
     best_actual = best_predicted = None
     for r in forecast:
         p = predicted.get(r["run"])
-        overrides = json.loads(r["overrides"])
-        label = (f"{overrides['model.num_layers']} x {overrides['model.d_model']}"
-                 + (" (plan: N_opt's shape, D_opt)" if "train.steps" in overrides else " (same C)"))
+        label = forecast_label(r)
         if r["status"] != "finished" or p is None:
             print(f"| {label} | {int(r['N_total']):,} | {int(r['D']):,} | | | not finished ({r['status']}) | | |")
             continue
-        actual, law = float(r["final_eval_loss"]), p["loss"]
-        low, high = p.get("ci", {}).get("loss", (None, None))
-        inside = "-" if low is None else ("yes" if low <= actual <= high else "no")
-        interval = f" [{low:.4f}, {high:.4f}]" if low is not None else ""
-        print(f"| {label} | {int(r['N_total']):,} | {int(r['D']):,} | {float(r['C']):.3g} | {law:.4f}{interval} | "
-              f"{actual:.4f} | {100 * (law - actual) / actual:+.2f}% | {inside} |")
+        actual = float(r["final_eval_loss"])
+        law, interval, error, inside = scored(r, p)
+        text = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        print(f"| {label} | {int(r['N_total']):,} | {int(r['D']):,} | {float(r['C']):.3g} | {law:.4f}{text} | "
+              f"{actual:.4f} | {100 * error:+.2f}% | {inside} |")
         if best_actual is None or actual < best_actual[0]:
             best_actual = (actual, int(r["N_total"]), r["run"])
         if best_predicted is None or law < best_predicted[0]:
             best_predicted = (law, int(r["N_total"]), r["run"])
     if best_actual:
         print(f"\nBest size at C*: predicted N_opt = {predict['N_opt']:,.0f}; of the forecast runs the law ranks "
-              f"N_total = {best_predicted[1]:,} lowest, training ranks N_total = {best_actual[1]:,} lowest.")
+              f"N_total = {best_predicted[1]:,} lowest, training ranks N_total = {best_actual[1]:,} lowest.\n")
+    sensitivity(out, forecast, fit3, predicted)
+    load_summary(out)
 
 
 def write(out: pathlib.Path):
