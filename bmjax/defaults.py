@@ -67,6 +67,9 @@ def base_config() -> config_dict.ConfigDict:
     # logits by width, so optim.lr and model.init_std tuned at d_model = mup_base_width hold at every width.
     c.model.parametrization = "standard"
     c.model.mup_base_width = config_dict.placeholder(int)  # mup: the width where it equals standard (required)
+    # mup: the readouts' input is multiplied by mup_output_mult * base/width (the `mup` package's output_mult); a
+    # hyperparameter tuned at the base width like optim.lr. 1.0: at the base width the standard model exactly.
+    c.model.mup_output_mult = 1.0
     # BERT only:
     c.model.type_vocab_size = 2  # token types (segments A and B)
     c.model.heads = "pretraining"  # pretraining (MLM + NSP) | mlm | classification | none

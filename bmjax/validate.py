@@ -161,11 +161,16 @@ def check_shapes(config):
 
 
 def check_mup(m):
-    """model.mup_base_width: a positive width that num_heads divides, set iff model.parametrization=mup."""
+    """model.mup_base_width: a positive width that num_heads divides, set iff model.parametrization=mup;
+    model.mup_output_mult: a positive number, left at 1.0 unless model.parametrization=mup."""
     base = m.mup_base_width
     if m.parametrization != "mup":
         _require(base is None, "model.mup_base_width", f"is only read with model.parametrization=mup, got {base}")
+        _require(m.mup_output_mult == 1.0, "model.mup_output_mult",
+                 f"is only read with model.parametrization=mup, got {m.mup_output_mult}")
         return
+    _require(isinstance(m.mup_output_mult, (int, float)) and math.isfinite(m.mup_output_mult)
+             and m.mup_output_mult > 0, "model.mup_output_mult", f"must be a positive number, got {m.mup_output_mult!r}")
     _require(isinstance(base, int) and base > 0, "model.mup_base_width",
              f"must be a positive integer with model.parametrization=mup, got {base!r}")
     _require(base % m.num_heads == 0, "model.mup_base_width",

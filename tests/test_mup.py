@@ -2,7 +2,9 @@
 hand-written table, the decoupled weight decay at the base learning rate, the hidden init scale, the readout
 multiplier, the attention logit scale through every attention implementation that runs on CPU, the standard
 model at the base width exactly, and the Hugging Face export with the multipliers folded into the weights."""
+import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,7 @@ from bmjax.defaults import base_config
 from bmjax.models import attention, build_model, mup
 from bmjax.train import optim
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 BASE, WIDTH, HEADS = 32, 128, 4  # width multiplier m = 4: hidden learning rates x 1/4, init std x 1/2
 
 
@@ -126,12 +129,38 @@ def test_mup_at_the_base_width_is_the_standard_model_exactly(name):
         assert np.array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_readout_multiplier_scales_the_logits_input():
-    """GPT's logits are the standard readout of base/width times the final hidden states."""
-    model = build_model(model_cfg("gpt"), rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("output_mult", [1.0, 2.5])
+def test_readout_multiplier_scales_the_logits_input(output_mult):
+    """GPT's logits are the standard readout of mup_output_mult * base/width times the final hidden states."""
+    model = build_model(model_cfg("gpt", mup_output_mult=output_mult), rngs=nnx.Rngs(0))
     h = jax.random.normal(jax.random.key(1), (2, 3, WIDTH))
-    want = jnp.einsum("bld,vd->blv", h * (BASE / WIDTH), model.wte.embedding[...])
+    want = jnp.einsum("bld,vd->blv", h * (output_mult * BASE / WIDTH), model.wte.embedding[...])
     np.testing.assert_allclose(model.logits_from_hidden(h), want, rtol=1e-5, atol=1e-7)
+
+
+REFERENCE = json.loads((REPO / "experiments" / "mup" / "mup_reference.json").read_text())
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_the_table_matches_the_mup_package(tie):
+    """Parameter by parameter, bmjax's μP against what experiments/mup/mup_reference.py read off Microsoft's `mup`
+    package (MuSharedReadout / MuReadout, mup.init.normal_, MuAdamW) for the same GPT at m = 4: the learning-rate
+    factor, the per-step decay shrink lr * weight_decay of the decayed kernels (the package scales a hidden
+    group's decay by m against its lr / m), the init std (sampled: within 5%) and the readout multiplier."""
+    ref = REFERENCE["tied" if tie else "untied"]
+    c = model_cfg("gpt", width=REFERENCE["width"], tie_embeddings=tie)
+    c.vocab_size, c.max_len, c.mup_base_width = 320, 32, REFERENCE["base_width"]
+    params, factors = first_update(c)
+    _, decay = first_update(c, grads_like="zeros", weight_decay=0.1)
+    assert set(factors) == set(ref["params"])
+    for name, row in ref["params"].items():
+        np.testing.assert_allclose(factors[name].mean(), row["lr_factor"], rtol=1e-6, err_msg=name)
+        if name.endswith(".kernel"):  # bmjax decays kernels only (optim.decay_mask); the package what it is given
+            shrink = decay[name] / (0.1 * params[name])
+            np.testing.assert_allclose(shrink, row["decay_shrink_factor"], rtol=1e-4, err_msg=name)
+        if row["init_std"] is not None:
+            np.testing.assert_allclose(params[name].std(), row["init_std"], rtol=0.05, err_msg=name)
+    assert mup.readout_multiplier(c) == pytest.approx(ref["readout_multiplier"])
 
 
 def test_attention_scale_is_one_over_head_dim_equal_at_the_base_head_size():
@@ -192,7 +221,7 @@ def _perturb(model, seed=0):
 def test_gpt_export_folds_the_multipliers_transformers_gives_the_same_logits(tie, tmp_path):
     from bmjax.models import hf
 
-    model = _perturb(build_model(model_cfg("gpt", tie_embeddings=tie), rngs=nnx.Rngs(0)))
+    model = _perturb(build_model(model_cfg("gpt", tie_embeddings=tie, mup_output_mult=2.5), rngs=nnx.Rngs(0)))
     ids = np.arange(24).reshape(2, 12) % 64
     want = np.asarray(model(jnp.asarray(ids)))
     hf.save_pretrained(model, tmp_path)
@@ -207,7 +236,8 @@ def test_gpt_export_folds_the_multipliers_transformers_gives_the_same_logits(tie
 def test_bert_export_folds_the_multipliers_transformers_gives_the_same_outputs(tmp_path):
     from bmjax.models import hf
 
-    model = _perturb(build_model(model_cfg("bert", heads="pretraining", dropout=0.0), rngs=nnx.Rngs(0)))
+    c = model_cfg("bert", heads="pretraining", dropout=0.0, mup_output_mult=2.5)
+    model = _perturb(build_model(c, rngs=nnx.Rngs(0)))
     ids = np.arange(24).reshape(2, 12) % 64
     out = model(jnp.asarray(ids))
     hf.save_pretrained(model, tmp_path)

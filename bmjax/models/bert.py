@@ -63,6 +63,7 @@ class BertConfig:
     num_labels: int = 0  # classes of the "classification" head
     parametrization: str = "standard"  # "standard" | "mup" (bmjax/models/mup.py)
     mup_base_width: int | None = None  # μP: the d_model at which it equals the standard model
+    mup_output_mult: float = 1.0  # μP: the readouts' multiplier at the base width (tuned there)
     name: str = "bert"
 
     def __post_init__(self):

@@ -56,6 +56,7 @@ class GPTConfig:
     scan_layers: bool = False
     parametrization: str = "standard"  # "standard" | "mup" (bmjax/models/mup.py)
     mup_base_width: int | None = None  # μP: the d_model at which it equals the standard model
+    mup_output_mult: float = 1.0  # μP: the readouts' multiplier at the base width (tuned there)
     name: str = "gpt"
 
     @classmethod

@@ -7,16 +7,20 @@ init scale and multipliers tuned at width B stay optimal at every width. At n = 
 parametrisation exactly (the same initial parameters for a seed, the same loss curve: tests/test_mup.py).
 
 The table (Table 3's Adam rows in the form the `mup` package implements, with the base-width constants that make
-m = 1 the standard model; init_std = model.init_std, lr = optim.lr):
+m = 1 the standard model; init_std = model.init_std, lr = optim.lr, α = model.mup_output_mult):
 
     parameter                       bmjax names                            init std         multiplier  Adam lr
     input weights, all biases,      wte, wpe, token_types (embedding),     init_std         1           lr
     norm scales and biases          *.bias, *.scale, ln_*/norm modules
-    output weights (readouts)       lm_head, nsp, classifier kernels;      init_std         1/m         lr
+    output weights (readouts)       lm_head, nsp, classifier kernels;      init_std         α/m         lr
                                     the tied readout wte (GPT, BERT MLM)
     hidden weights                  every other kernel (attn.query/key/    init_std/√m      1           lr/m
                                     value/out, mlp.*, pooler, mlm.dense)
     attention logits                q·k                                    -                √B_h/d_h    -
+
+The same table read off the `mup` package (1.0.0: MuSharedReadout / MuReadout, set_base_shapes, mup.init.normal_,
+MuAdamW's groups) for a GPT built like this one is experiments/mup/mup_reference.json, and tests/test_mup.py
+compares the two parameter by parameter (init std, learning rate, decay, readout multiplier).
 
 Hidden weights: init variance ∝ 1/fan_in (std · √(B/n)) and Adam learning rate ∝ 1/fan_in (lr · B/n): with Adam
 each coordinate of an update is Θ(lr) whatever the width, so a hidden matrix's update ΔW·x sums n such terms and
@@ -24,9 +28,12 @@ must carry 1/n to move each activation by Θ(1). Vector-like parameters (one wid
 norm parameters) keep the base learning rate and init. GPT-2's smaller init of the residual-output projections
 (init_std/√(2·num_layers)) is kept and gets the same 1/√m.
 
-Output: the readout's input is multiplied by 1/m (the paper's Table 3 alternative: multiplier 1/fan_in with the
+Output: the readout's input is multiplied by α/m (the paper's Table 3 alternative: multiplier 1/fan_in with the
 readout at a width-independent init and learning rate, the `mup` package's MuReadout), not a zero-initialised
-readout, so that m = 1 is the standard model and the readout's initial logits shrink like 1/√m. The readout has one
+readout, so that m = 1 (with α = 1) is the standard model and the readout's initial logits shrink like 1/√m.
+α, model.mup_output_mult (the package's output_mult), is a hyperparameter of the base model, tuned at the base
+width with the learning rate and carried unchanged to every width; at α = 1 the base model is the standard one,
+whose readout multiplier was never tuned (experiments/mup/README.md measures what tuning it changes). The readout has one
 finite axis (vocab, labels), so it is vector-like: base learning rate, init_std. GPT-2 ties the readout to the
 token embedding; μP treats the shared matrix as the embedding (init_std, base learning rate) and applies the 1/m
 multiplier on the readout side only (the `mup` package's MuSharedReadout), so the tie stays. BERT's MLM decoder
@@ -41,8 +48,9 @@ Weight decay (AdamW's decoupled decay, optim.weight_decay = λ): the μP multipl
 before the decay is added, so each step is θ ← θ − lr·(u/m + λθ) for a hidden matrix: the decay shrinks every
 parameter by the factor (1 − lr·λ) per step at every width. Under μP a hidden matrix's Adam update changes its
 spectral norm by a width-independent fraction per step; a decay multiplied by lr/m instead would shrink it by
-lr·λ/m, vanishing with width, so a λ tuned at the base would not carry over. (PyTorch's AdamW with the `mup`
-package's per-group learning rates couples the decay to lr/m.) At m = 1 both are optax.adamw exactly.
+lr·λ/m, vanishing with width, so a λ tuned at the base would not carry over. The `mup` package's MuAdamW does
+the same: it divides a hidden group's lr by m and multiplies its weight_decay by m, so PyTorch's decoupled shrink
+lr·weight_decay stays the base one (experiments/mup/mup_reference.json). At m = 1 both are optax.adamw exactly.
 
 Depth stays as it is (num_layers is not a μP dimension here). Depth-μP (Yang et al. 2023, "Tensor Programs VI";
 Bordelon et al. 2023) would add a 1/√num_layers multiplier on each residual branch (the two residual additions of
@@ -84,8 +92,9 @@ def hidden_lr_mult(cfg) -> float:
 
 
 def readout_multiplier(cfg) -> float | None:
-    """What the readout's input is multiplied by: base/width under μP; None (no multiplication) under standard."""
-    return cfg.mup_base_width / cfg.d_model if is_mup(cfg) else None
+    """What the readout's input is multiplied by: mup_output_mult · base/width under μP; None (no multiplication)
+    under standard."""
+    return cfg.mup_output_mult * cfg.mup_base_width / cfg.d_model if is_mup(cfg) else None
 
 
 def base_head_dim(cfg) -> float:

@@ -32,7 +32,7 @@ HEADS = ("mlm", "nsp", "classifier")  # top-level parameter groups that belong t
 # Model keys that change parameter shapes or meaning: they must agree with the source.
 STRUCTURE_KEYS = ("name", "vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "d_ff", "max_len",
                   "type_vocab_size", "norm", "mlp", "position", "use_bias", "tie_embeddings", "parametrization",
-                  "mup_base_width")
+                  "mup_base_width", "mup_output_mult")
 # Taken from the source when a config starts from it: the structure, and the norm's epsilon it was trained with.
 SOURCE_MODEL_KEYS = (*STRUCTURE_KEYS, "norm_eps")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")  # a Hugging Face directory's tokenizer, in order of preference
