@@ -11,7 +11,8 @@ so they need it reachable or in the local datasets cache), those of the YAML fil
 bmjax's examples on data shipped with it (bmjax/evals/tasks: bmjax_choice, multiple choice; bmjax_rolling,
 rolling perplexity and bits per byte; bmjax_generate, greedy generation). --limit N scores each task's first N
 documents. The harness's results JSON is written to DIR/lm_eval.json, and the scores (task -> metric -> value, standard errors left out) to
-summary.json's `lm_eval` field; a line per task and the adapter's tokens/s go to stdout. Bad input (no such
+summary.json's `lm_eval` field (and the checkpoint's step to `lm_eval_step`, which a resumed run keeps with the
+scores: bmjax/train/summary.py); a line per task and the adapter's tokens/s go to stdout. Bad input (no such
 workdir, no checkpoint, an unknown task) prints one line, `error: ...`, and exits with status 2.
 """
 from __future__ import annotations
@@ -90,6 +91,7 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
     if batch_size < 1:
         raise ConfigError("--batch_size", f"must be >= 1, got {batch_size}")
     manager = task_manager(include_path, task_names)
+    step = int(workdir_lib.newest_checkpoint(workdir).name)  # the checkpoint load_run reads
     _, tokenizer, model = load_run(workdir)
     lm = BmjaxLM(model, tokenizer, batch_size=batch_size)
     start = time.perf_counter()
@@ -99,7 +101,7 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
     workdir_lib.write_atomic(os.path.join(workdir, workdir_lib.LM_EVAL_FILE),
                              json.dumps(results, indent=2, default=str) + "\n")
     found = scores(results)
-    workdir_lib.update_summary(workdir, {"lm_eval": found})
+    workdir_lib.update_summary(workdir, {"lm_eval": found, "lm_eval_step": step})
     return {"scores": found, "seconds": seconds, "scored_tokens": lm.scored_tokens,
             "tokens_per_sec": lm.scored_tokens / lm.scoring_seconds if lm.scoring_seconds else float("nan")}
 
