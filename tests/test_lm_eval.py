@@ -112,6 +112,33 @@ def test_greedy_generation_is_bmjax_samples(adapter, workdir):
     assert cut == got[0][:got[0].index(stop)]  # stops before the first stop string
 
 
+def test_on_the_training_mesh_the_adapter_scores_as_on_one_device(adapter, workdir):
+    """Parameters laid out over data x fsdp x tensor = 2 x 2 x 2 fake devices as they trained, scoring rows over
+    data x fsdp (batch_size 3 rounded up to 4): the same log-likelihoods and greedy flags as one device."""
+    import ml_collections
+
+    from bmjax.cli.sample import load_run
+    from bmjax.evals.lm_harness import BmjaxLM
+    from bmjax.parallel import mesh as mesh_lib
+    from bmjax.parallel import rules as rules_lib
+
+    mesh_cfg = ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2, sequence=1))
+    _, tokenizer, model = load_run(workdir)
+    sharded = BmjaxLM(model, tokenizer, batch_size=3, mesh=mesh_lib.make_mesh(mesh_cfg),
+                      rules=rules_lib.rules_from_config(mesh_cfg))
+    assert sharded.batch_size == 4
+    shardings = [leaf.sharding for leaf in jax.tree.leaves(sharded._params)]
+    assert all(len(s.device_set) == 8 for s in shardings) and any(set(s.spec) - {None} for s in shardings)
+    text = open("data/tinyshakespeare.txt").read()[:3000]
+    pairs = [Request((text[i:i + 40 + i % 23], text[i + 40 + i % 23:i + 48 + i % 31])) for i in range(0, 900, 90)]
+    rolling = [Request((text[:700],)), Request((text[700:760],))]
+    one, many = adapter.loglikelihood(pairs), sharded.loglikelihood(pairs)
+    np.testing.assert_allclose([ll for ll, _ in many], [ll for ll, _ in one], rtol=1e-5, atol=1e-5)
+    assert [g for _, g in many] == [g for _, g in one]
+    np.testing.assert_allclose(sharded.loglikelihood_rolling(rolling), adapter.loglikelihood_rolling(rolling),
+                               rtol=1e-5)
+
+
 def test_bmjax_eval_writes_the_harness_results_and_its_scores_to_the_summary(adapter, workdir):
     result = commands.run("-m", "bmjax.cli.eval", "--workdir", str(workdir), "--tasks",
                           "bmjax_choice,bmjax_rolling,bmjax_generate", "--batch_size", "4")

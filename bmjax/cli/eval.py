@@ -4,9 +4,9 @@
     bmjax-eval --workdir runs/demo --tasks bmjax_choice,bmjax_rolling,bmjax_generate
     python -m bmjax.cli.eval ...       (the same)
 
-Reads DIR/config.json, the run's tokenizer and the newest checkpoint's parameters (onto one device), and runs the
-harness's tasks through bmjax/evals/lm_harness.py (loglikelihood, loglikelihood_rolling, generate_until). Task
-names are the harness's own (hellaswag, lambada_openai, arc_easy, ...: their data comes from the Hugging Face Hub,
+Reads DIR/config.json, the run's tokenizer and the newest checkpoint's parameters, laid out on the run's mesh
+(config.json's mesh.* over this machine's devices; batches sharded over its data axes), and runs the harness's
+tasks through bmjax/evals/lm_harness.py (loglikelihood, loglikelihood_rolling, generate_until). Task names are the harness's own (hellaswag, lambada_openai, arc_easy, ...: their data comes from the Hugging Face Hub,
 so they need it reachable or in the local datasets cache), those of the YAML files under --include_path, and
 bmjax's examples on data shipped with it (bmjax/evals/tasks: bmjax_choice, multiple choice; bmjax_rolling,
 rolling perplexity and bits per byte; bmjax_generate, greedy generation). --limit N scores each task's first N
@@ -66,6 +66,14 @@ def task_manager(include_path: str | None, names: list[str]):
     return manager
 
 
+def run_mesh(config):
+    """(mesh, logical-axis rules) the run trained with, over this machine's devices."""
+    from bmjax.parallel import mesh as mesh_lib
+    from bmjax.parallel import rules as rules_lib
+
+    return mesh_lib.make_mesh(config.mesh), rules_lib.rules_from_config(config.mesh)
+
+
 def scores(results: dict) -> dict:
     """task -> metric -> value from the harness's results (its `alias` and standard errors left out)."""
     return {task: {key.split(",")[0] if key.endswith(",none") else key: value
@@ -92,8 +100,9 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
         raise ConfigError("--batch_size", f"must be >= 1, got {batch_size}")
     manager = task_manager(include_path, task_names)
     step = int(workdir_lib.newest_checkpoint(workdir).name)  # the checkpoint load_run reads
-    _, tokenizer, model = load_run(workdir)
-    lm = BmjaxLM(model, tokenizer, batch_size=batch_size)
+    config, tokenizer, model = load_run(workdir)
+    mesh, rules = run_mesh(config)
+    lm = BmjaxLM(model, tokenizer, batch_size=batch_size, mesh=mesh, rules=rules)
     start = time.perf_counter()
     results = lm_eval.simple_evaluate(model=lm, tasks=task_names, limit=limit, task_manager=manager,
                                       num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0)
