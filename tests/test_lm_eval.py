@@ -17,6 +17,14 @@ MAX_LEN = 32
 EOS = 258  # the byte tokenizer's end of text: the prefix of an empty context and of rolling windows
 
 
+def train_args(repo_data):  # the tiny run every test here evaluates
+    return ("--config", "configs/gpt/tiny.py:runlocal", "--config.data.source=text",
+            f"--config.data.path={repo_data}/tinyshakespeare.txt", "--config.model.d_model=32",
+            "--config.model.num_layers=1", "--config.model.num_heads=2", f"--config.model.max_len={MAX_LEN}",
+            f"--config.data.seq_len={MAX_LEN}", "--config.train.steps=20", "--config.train.eval_every=20",
+            "--config.train.sample_tokens=0", "--config.train.progress=False")
+
+
 @dataclasses.dataclass
 class Request:  # what the adapter reads of lm_eval's Instance
     args: tuple
@@ -25,12 +33,7 @@ class Request:  # what the adapter reads of lm_eval's Instance
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, repo_data):
     path = tmp_path_factory.mktemp("lm_eval") / "run"
-    result = commands.run("-m", "bmjax.cli.train", "--config", "configs/gpt/tiny.py:runlocal", "--workdir", str(path),
-                          "--config.data.source=text", f"--config.data.path={repo_data}/tinyshakespeare.txt",
-                          "--config.model.d_model=32", "--config.model.num_layers=1", "--config.model.num_heads=2",
-                          f"--config.model.max_len={MAX_LEN}", f"--config.data.seq_len={MAX_LEN}",
-                          "--config.train.steps=20", "--config.train.eval_every=20", "--config.train.sample_tokens=0",
-                          "--config.train.progress=False")
+    result = commands.run("-m", "bmjax.cli.train", "--workdir", str(path), *train_args(repo_data))
     assert result.returncode == 0, result.stderr[-3000:]
     return path
 
@@ -109,6 +112,33 @@ def test_greedy_generation_is_bmjax_samples(adapter, workdir):
     assert cut == got[0][:got[0].index(stop)]  # stops before the first stop string
 
 
+def test_on_the_training_mesh_the_adapter_scores_as_on_one_device(adapter, workdir):
+    """Parameters laid out over data x fsdp x tensor = 2 x 2 x 2 fake devices as they trained, scoring rows over
+    data x fsdp (batch_size 3 rounded up to 4): the same log-likelihoods and greedy flags as one device."""
+    import ml_collections
+
+    from bmjax.cli.sample import load_run
+    from bmjax.evals.lm_harness import BmjaxLM
+    from bmjax.parallel import mesh as mesh_lib
+    from bmjax.parallel import rules as rules_lib
+
+    mesh_cfg = ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2, sequence=1))
+    _, tokenizer, model = load_run(workdir)
+    sharded = BmjaxLM(model, tokenizer, batch_size=3, mesh=mesh_lib.make_mesh(mesh_cfg),
+                      rules=rules_lib.rules_from_config(mesh_cfg))
+    assert sharded.batch_size == 4
+    shardings = [leaf.sharding for leaf in jax.tree.leaves(sharded._params)]
+    assert all(len(s.device_set) == 8 for s in shardings) and any(set(s.spec) - {None} for s in shardings)
+    text = open("data/tinyshakespeare.txt").read()[:3000]
+    pairs = [Request((text[i:i + 40 + i % 23], text[i + 40 + i % 23:i + 48 + i % 31])) for i in range(0, 900, 90)]
+    rolling = [Request((text[:700],)), Request((text[700:760],))]
+    one, many = adapter.loglikelihood(pairs), sharded.loglikelihood(pairs)
+    np.testing.assert_allclose([ll for ll, _ in many], [ll for ll, _ in one], rtol=1e-5, atol=1e-5)
+    assert [g for _, g in many] == [g for _, g in one]
+    np.testing.assert_allclose(sharded.loglikelihood_rolling(rolling), adapter.loglikelihood_rolling(rolling),
+                               rtol=1e-5)
+
+
 def test_bmjax_eval_writes_the_harness_results_and_its_scores_to_the_summary(adapter, workdir):
     result = commands.run("-m", "bmjax.cli.eval", "--workdir", str(workdir), "--tasks",
                           "bmjax_choice,bmjax_rolling,bmjax_generate", "--batch_size", "4")
@@ -130,6 +160,26 @@ def test_bmjax_eval_writes_the_harness_results_and_its_scores_to_the_summary(ada
         hits += int(np.argmax(lls) == doc["label"])
     assert scores["bmjax_choice"]["acc"] == hits / len(docs)
     assert "tokens/s" in result.stdout
+
+
+def test_an_extended_run_keeps_the_scores_with_their_step(workdir, tmp_path, repo_data):
+    """bmjax-eval's scores survive a resume that trains further: summary.json keeps them with the step they were
+    computed at (20), below the run's steps (24)."""
+    import shutil
+
+    if "lm_eval" not in json.loads((workdir / "summary.json").read_text()):  # this test run alone
+        assert commands.run("-m", "bmjax.cli.eval", "--workdir", str(workdir), "--tasks", "bmjax_choice",
+                            "--limit", "2").returncode == 0
+    before = json.loads((workdir / "summary.json").read_text())
+    assert before["lm_eval_step"] == before["steps"] == 20
+    extended = tmp_path / "run"
+    shutil.copytree(workdir, extended)
+    result = commands.run("-m", "bmjax.cli.train", "--workdir", str(extended), *train_args(repo_data),
+                          "--config.train.steps=24", "--allow_config_change=train.steps")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = json.loads((extended / "summary.json").read_text())
+    assert after["steps"] == 24 and after["status"] == "finished"
+    assert after["lm_eval"] == before["lm_eval"] and after["lm_eval_step"] == 20
 
 
 def test_an_unknown_task_is_one_line_and_exit_2(workdir):

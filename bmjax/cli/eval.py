@@ -4,14 +4,15 @@
     bmjax-eval --workdir runs/demo --tasks bmjax_choice,bmjax_rolling,bmjax_generate
     python -m bmjax.cli.eval ...       (the same)
 
-Reads DIR/config.json, the run's tokenizer and the newest checkpoint's parameters (onto one device), and runs the
-harness's tasks through bmjax/evals/lm_harness.py (loglikelihood, loglikelihood_rolling, generate_until). Task
-names are the harness's own (hellaswag, lambada_openai, arc_easy, ...: their data comes from the Hugging Face Hub,
+Reads DIR/config.json, the run's tokenizer and the newest checkpoint's parameters, laid out on the run's mesh
+(config.json's mesh.* over this machine's devices; batches sharded over its data axes), and runs the harness's
+tasks through bmjax/evals/lm_harness.py (loglikelihood, loglikelihood_rolling, generate_until). Task names are the harness's own (hellaswag, lambada_openai, arc_easy, ...: their data comes from the Hugging Face Hub,
 so they need it reachable or in the local datasets cache), those of the YAML files under --include_path, and
 bmjax's examples on data shipped with it (bmjax/evals/tasks: bmjax_choice, multiple choice; bmjax_rolling,
 rolling perplexity and bits per byte; bmjax_generate, greedy generation). --limit N scores each task's first N
 documents. The harness's results JSON is written to DIR/lm_eval.json, and the scores (task -> metric -> value, standard errors left out) to
-summary.json's `lm_eval` field; a line per task and the adapter's tokens/s go to stdout. Bad input (no such
+summary.json's `lm_eval` field (and the checkpoint's step to `lm_eval_step`, which a resumed run keeps with the
+scores: bmjax/train/summary.py); a line per task and the adapter's tokens/s go to stdout. Bad input (no such
 workdir, no checkpoint, an unknown task) prints one line, `error: ...`, and exits with status 2.
 """
 from __future__ import annotations
@@ -65,6 +66,14 @@ def task_manager(include_path: str | None, names: list[str]):
     return manager
 
 
+def run_mesh(config):
+    """(mesh, logical-axis rules) the run trained with, over this machine's devices."""
+    from bmjax.parallel import mesh as mesh_lib
+    from bmjax.parallel import rules as rules_lib
+
+    return mesh_lib.make_mesh(config.mesh), rules_lib.rules_from_config(config.mesh)
+
+
 def scores(results: dict) -> dict:
     """task -> metric -> value from the harness's results (its `alias` and standard errors left out)."""
     return {task: {key.split(",")[0] if key.endswith(",none") else key: value
@@ -90,8 +99,10 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
     if batch_size < 1:
         raise ConfigError("--batch_size", f"must be >= 1, got {batch_size}")
     manager = task_manager(include_path, task_names)
-    _, tokenizer, model = load_run(workdir)
-    lm = BmjaxLM(model, tokenizer, batch_size=batch_size)
+    step = int(workdir_lib.newest_checkpoint(workdir).name)  # the checkpoint load_run reads
+    config, tokenizer, model = load_run(workdir)
+    mesh, rules = run_mesh(config)
+    lm = BmjaxLM(model, tokenizer, batch_size=batch_size, mesh=mesh, rules=rules)
     start = time.perf_counter()
     results = lm_eval.simple_evaluate(model=lm, tasks=task_names, limit=limit, task_manager=manager,
                                       num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0)
@@ -99,7 +110,7 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
     workdir_lib.write_atomic(os.path.join(workdir, workdir_lib.LM_EVAL_FILE),
                              json.dumps(results, indent=2, default=str) + "\n")
     found = scores(results)
-    workdir_lib.update_summary(workdir, {"lm_eval": found})
+    workdir_lib.update_summary(workdir, {"lm_eval": found, "lm_eval_step": step})
     return {"scores": found, "seconds": seconds, "scored_tokens": lm.scored_tokens,
             "tokens_per_sec": lm.scored_tokens / lm.scoring_seconds if lm.scoring_seconds else float("nan")}
 

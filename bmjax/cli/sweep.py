@@ -82,8 +82,9 @@ def run_local(fv, sweep, runs, workdir: pathlib.Path) -> int:
     for run in runs:
         if finished(workdir / run.name):
             print(f"[{run.index + 1}/{len(sweep.runs)}] {run.name}: finished, skipped", flush=True)
-            if fv.eval_tasks and "lm_eval" not in workdir_lib.read_summary(workdir / run.name) \
-                    and _evaluate(fv, workdir / run.name) != 0:
+            summary = workdir_lib.read_summary(workdir / run.name)
+            if fv.eval_tasks and summary.get("lm_eval_step") != summary["steps"] \
+                    and _evaluate(fv, workdir / run.name) != 0:  # no scores yet, or of an earlier step
                 failed.append(run.name)
             continue
         if run.parent is not None and not finished(workdir / run.parent):

@@ -1,4 +1,6 @@
-"""The causal-LM input pipeline (grain): random windows of seq_len + 1 tokens, as nanoGPT samples them.
+"""The causal-LM input pipeline (grain): random windows of seq_len + 1 tokens, as nanoGPT samples them; and
+`make_lm_data`, the one entry point of task lm, which hands arrayrecord and tfds sources, mixtures and segments
+packing to the packed pipeline (packed_lm.py, which never imports this module).
 
 Each split is tokenized into one stream of ids (builtin documents joined by the tokenizer's EOS,
 or by "\\n" when it has none). Every start offset of the stream is a window, so a stream of N

@@ -2,7 +2,8 @@
 -> batches.
 
 Used for `data.source` arrayrecord or tfds, for any `data.mixture`, and for `data.packing=segments`
-(text/builtin with the default concat packing keep lm.py's random windows).
+(text/builtin with the default concat packing keep lm.py's random windows). lm.make_lm_data is the one LM entry
+point: it picks this pipeline (uses_packed_pipeline) or its own, and this module imports nothing of lm.py.
 
 Train: each component's documents are repeated forever, each epoch in the permutation of (train.seed,
 component, epoch) (order.py: no two share one). Process p of P reads documents p, p + P, p + 2P, ... of each
@@ -41,7 +42,6 @@ from bmjax.data.tokenizers import (CharTokenizer, Tokenizer, build_tokenizer, ch
                                    token_byte_lengths)
 from bmjax.errors import ConfigError
 
-EVAL_SEED = 1234
 PREPARED_DIR = "prepared_shards"  # data.prepare_from: where in the workdir the shards are written
 _READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=64)
 

@@ -19,7 +19,12 @@ model with jitted, fixed-shape batches.
 Scoring batches are left-padded: row b's tokens are right-aligned, with segment id 1 on real tokens and 0 on
 padding (attention never reaches the padding) and positions counting from its first real token, so a row scores
 as it would alone. Requests run longest first, `batch_size` rows at a time, each batch padded to a power-of-two
-length (at most max_len) so a handful of shapes compile. The model lives on one device (workdir.load_model).
+length (at most max_len) so a handful of shapes compile.
+
+Given the run's mesh and logical-axis rules (bmjax-eval passes them), the parameters are laid out as they trained
+and every scoring batch is sharded over the mesh's data axes (data x fsdp; `batch_size` rounded up to a multiple
+of them, the extra rows scoring nothing), its forward pass traced in the mesh's layout as the trainer's eval step
+is; generation reads the same sharded parameters. Without a mesh the model stays where it is (one device).
 """
 from __future__ import annotations
 
@@ -29,24 +34,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding
 from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from bmjax.models.generate import Sampling, generate_each
+from bmjax.parallel import context
+from bmjax.parallel import mesh as mesh_lib
+from bmjax.parallel import rules as rules_lib
 
 
 class BmjaxLM(LM):
-    def __init__(self, model, tokenizer, batch_size: int = 16):
+    def __init__(self, model, tokenizer, batch_size: int = 16, mesh=None, rules=None):
         super().__init__()
         self.tokenizer = tokenizer
-        self.batch_size = int(batch_size)
         self.max_length = int(model.cfg.max_len)
-        self.model = model
         eos = tokenizer.eos_id
         self.prefix_token = int(eos if eos is not None else (getattr(tokenizer, "bos_id", None) or 0))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        self._params, self._rest = params, rest
-        self._score = jax.jit(lambda params, rest, *batch: _score(nnx.merge(graphdef, params, rest), *batch))
+        score = lambda params, rest, *batch: _score(nnx.merge(graphdef, params, rest), *batch)  # noqa: E731
+        self.batch_size, self._rows = int(batch_size), None
+        if mesh is not None:
+            rules = rules_lib.DEFAULT_RULES if rules is None else rules
+            params = jax.device_put(params, rules_lib.state_shardings(params, mesh, rules))
+            rest = jax.device_put(rest, rules_lib.state_shardings(rest, mesh, rules))
+            ways = mesh_lib.data_parallel_size(mesh)
+            self.batch_size = -(-self.batch_size // ways) * ways
+            self._rows = NamedSharding(mesh, rules_lib.logical_to_spec(("batch", None), rules, mesh))
+            score = context.within(score, mesh, rules)
+            model = nnx.merge(graphdef, params, rest)
+        self.model, self._params, self._rest = model, params, rest
+        self._score = jax.jit(score)
         self.scored_tokens = 0  # tokens run through the model by the scoring requests (for tokens/s)
         self.scoring_seconds = 0.0
 
@@ -87,8 +105,10 @@ class BmjaxLM(LM):
                 segments[row, width - n:] = 1
                 positions[row, width - n:] = np.arange(n)
             start = time.perf_counter()
-            logprob, greedy = jax.device_get(self._score(self._params, self._rest, inputs, targets, scored,
-                                                         segments, positions))
+            batch = (inputs, targets, scored, segments, positions)
+            if self._rows is not None:  # rows over the mesh's data axes
+                batch = jax.device_put(batch, self._rows)
+            logprob, greedy = jax.device_get(self._score(self._params, self._rest, *batch))
             self.scoring_seconds += time.perf_counter() - start
             self.scored_tokens += int(segments.sum())
             for row, i in enumerate(rows):

@@ -21,6 +21,10 @@ summary.json keys:
     branch_from  {"workdir": "<absolute path>", "step": N}: the run this one branched from (train.branch_from),
                  whose first N steps it shares (they count in D, C and steps; wall_time is this run's own);
                  null for a run that is no branch
+    lm_eval      bmjax-eval's scores (task -> metric -> value), and lm_eval_step the checkpoint step they were
+                 computed at; absent until bmjax-eval ran. A resumed or extended run keeps both as they were, so
+                 scores older than the run's last steps stay, with their step saying so (lm_eval_step < steps),
+                 until bmjax-eval runs again (bmjax-sweep --eval_tasks re-runs it on such a run)
 
 The summary is written when the run starts (or resumes), after every eval and when it ends; only process 0
 writes it.
@@ -31,6 +35,8 @@ import time
 from bmjax import workdir as workdir_lib
 from bmjax.models import flops, model_config
 from bmjax.train import branch as branch_lib
+
+LM_EVAL_KEYS = ("lm_eval", "lm_eval_step")  # written by bmjax-eval (bmjax/cli/eval.py), kept by every summary
 
 
 class RunRecord:
@@ -53,6 +59,8 @@ class RunRecord:
         self.started = time.monotonic()
         previous = workdir_lib.read_summary(self.workdir) if is_primary else None
         self.earlier_wall_time = float(previous["wall_time"]) if previous and start_step > 0 else 0.0
+        # bmjax-eval's scores of a checkpoint this run resumes from or after; a run started afresh has none
+        self.lm_eval = {k: previous[k] for k in LM_EVAL_KEYS if k in previous} if previous and start_step > 0 else {}
         # Evals up to the restored step, read back from metrics.jsonl (rows after it were dropped on resume).
         self.eval_losses, self.final = [], {}
         if is_primary and start_step > 0:
@@ -90,6 +98,7 @@ class RunRecord:
             "status": status,
             "branch_from": self.branch_from,
             **{f"eval/{k}": v for k, v in self.final.items() if "/" in k and not k.startswith("tokens/")},
+            **self.lm_eval,
         }
 
     def write(self, status: str):
