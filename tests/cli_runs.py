@@ -13,9 +13,9 @@ import subprocess
 import sys
 import time
 
+from helpers.commands import child_env
 from helpers.metrics import read_rows  # noqa: F401  (the fault-tolerance tests import it from here)
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers.paths import REPO_ROOT as REPO
 
 # Tiny byte-level models on 60 kB of Shakespeare: every step logged, eval every 8 steps, a checkpoint every 5.
 # Dropout is on, so the per-step random keys (fold_in(seed, step)) must also come back right after a restart.
@@ -49,11 +49,8 @@ class Runner:
         return [a.replace("DATA", str(self.data)) for a in args] + list(extra)
 
     def env(self, devices: int) -> dict:
-        env = dict(os.environ)
-        # XLA's lowest CPU optimisation level compiles these tiny programs ~2x faster; every run of a test uses
-        # the same flags, so the programs compared are the same.
-        env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0 "
-                            "--xla_cpu_use_fusion_emitters=false")
+        # XLA's quickest CPU compile: every run of a test uses the same flags, so the programs compared are the same.
+        env = child_env(devices, fast_compile=True)
         env["JAX_COMPILATION_CACHE_DIR"] = str(self.cache)
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

@@ -1,20 +1,15 @@
 """tools/bench_step.py, the speed benchmark users run (and tools/bench_gpu.sh wraps): it reports the step's
 speed and MFU for a config, and with --profile_dir leaves a profiler trace to read in TensorBoard/XProf."""
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers.commands import run
+
 SMALL_GPT = ("--config", "configs/gpt/gpt2.py:size=124m,runlocal", "--config.train.log_every=10",
              "--steps", "8", "--warmup", "2", "--window", "4")
 
 
 def run_bench(*args):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    return subprocess.run([sys.executable, "tools/bench_step.py", *SMALL_GPT, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run("tools/bench_step.py", *SMALL_GPT, *args, devices=1)
 
 
 def test_reports_speed_and_leaves_a_profile(tmp_path):

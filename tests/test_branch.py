@@ -16,6 +16,7 @@ from bmjax.errors import ConfigError
 from bmjax.train import branch as branch_lib
 from bmjax.train.loop import train_and_evaluate
 from helpers.configs import tiny_gpt_config
+from helpers.metrics import read_rows
 
 BRANCH_STEP, STEPS = 8, 12
 
@@ -33,8 +34,7 @@ def straight_config():
 
 
 def rows(workdir, split):
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["split"] == split]
+    return [(r["step"], r["loss"]) for r in read_rows(workdir) if r["split"] == split]
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,12 @@
 """bmjax-compile-check (bmjax/cli/compile_check.py): compile the train step for a mesh without running it and report
 per-device memory."""
 import importlib.util
-import os
-import subprocess
-import sys
 
 import pytest
 
 from bmjax.defaults import base_config
+from helpers.commands import run
 from helpers.compile import FAST_COMPILE
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**mesh):
@@ -38,11 +34,8 @@ def test_fsdp_splits_parameters_and_optimizer_state_over_devices():
 
 
 def run_tool(*args):
-    # The tool adds its own device count to XLA_FLAGS; the lowest optimisation level compiles faster.
-    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))  # this checkout's bmjax
-    return subprocess.run([sys.executable, "-m", "bmjax.cli.compile_check", "--config", "configs/gpt/tiny.py", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # The tool adds its own device count to XLA_FLAGS (so none is forced here).
+    return run("-m", "bmjax.cli.compile_check", "--config", "configs/gpt/tiny.py", *args, devices=0, fast_compile=True)
 
 
 def test_cli_reports_memory_and_fails_over_the_limit():
@@ -75,9 +68,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, culprit):
 
 
 def test_cli_missing_config_file_is_one_line_and_exit_2():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, "-m", "bmjax.cli.compile_check", "--config", "configs/gpt/nope.py"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = run("-m", "bmjax.cli.compile_check", "--config", "configs/gpt/nope.py")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --config: config file"), result.stderr[-2000:]

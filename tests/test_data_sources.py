@@ -1,9 +1,6 @@
 """The packed LM pipeline (bmjax/data/packed_lm.py): token shards, TFDS, mixtures, per-process reading, exact
 resume, and one clear error for each bad input."""
 import collections
-import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -11,9 +8,9 @@ import pytest
 
 from bmjax.data import ByteTokenizer, CharTokenizer, check_data_config, documents, make_data, packed_lm, prepare
 from bmjax.errors import ConfigError
+from helpers.commands import run
 from helpers.documents import self_naming, write_shards
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_DOCS = 240
 
 
@@ -200,11 +197,9 @@ def test_bad_input_is_a_config_error_before_reading(shard_dirs, tmp_path, fields
 
 
 def test_cli_refuses_a_shard_glob_matching_nothing_in_one_line(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    result = subprocess.run(
-        [sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
-         "--workdir", str(tmp_path / "run"), f"--config.data.path={tmp_path}/none-*.arrayrecord",
-         "--config.data.prepare_from="], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = run("-m", "bmjax.cli.train", "--config", "configs/gpt/gpt2.py:size=124m,runlocal",
+                 "--workdir", str(tmp_path / "run"), f"--config.data.path={tmp_path}/none-*.arrayrecord",
+                 "--config.data.prepare_from=", devices=8)
     assert result.returncode == 2, result.stderr[-2000:]
     lines_out = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines_out) == 1 and lines_out[0].startswith("error: data.path: no shard files match"), result.stderr

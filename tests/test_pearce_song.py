@@ -2,19 +2,14 @@
 = 0.513 in total parameters, reads as a Kaplan-like ~0.78 when N and C count non-embedding parameters over
 Kaplan's model sizes, and the difference vanishes at large scale, both along the exact frontier and through
 bmjax's approaches 1 and 2 on synthetic IsoFLOP runs."""
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
 from bmjax.scaling import isoflop
+from helpers.configs import load_file
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "pearce_song" / "simulate.py"
-SPEC = importlib.util.spec_from_file_location("pearce_song_simulate", PATH)
-simulate = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(simulate)
+simulate = load_file("experiments/pearce_song/simulate.py")
 
 LAW = simulate.EPOCH
 CHINCHILLA_A = LAW.beta / (LAW.alpha + LAW.beta)  # 0.5126

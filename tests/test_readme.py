@@ -15,7 +15,6 @@ in the four tables below and nowhere else:
 - SKIP: commands that need hardware, network or a Hugging Face checkpoint this machine does not have.
 - FIXTURES: the small input files the README's placeholders name.
 """
-import os
 import pathlib
 import re
 import shlex
@@ -25,7 +24,8 @@ import tomllib
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers.commands import child_env
+from helpers.paths import REPO_ROOT as REPO
 DOCUMENTS = ("README.md", "docs/design.md")
 LINKED = ("configs", "data", "tools")  # the README's relative paths into the repository
 
@@ -116,11 +116,9 @@ def directory(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    # One CPU device, as a user's laptop (conftest's 8 fake devices are the in-process tests'); XLA's lowest CPU
-    # optimisation level and a compilation cache shared by the commands, as tests/cli_runs.py's runs.
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    # One CPU device, as a user's laptop (conftest's 8 fake devices are the in-process tests'); XLA's quickest CPU
+    # compile and a compilation cache shared by the commands, as tests/cli_runs.py's runs.
+    env = child_env(devices=0, fast_compile=True)
     env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

@@ -1,7 +1,6 @@
 """Exact resume: a run killed with SIGKILL at a random (seeded, printed) step and started again with the same
 command logs bitwise the same train and eval losses as a run that was never interrupted. A checkpoint that was
 never finished is skipped; one that fails to read for any other reason stops the run and changes no file."""
-import json
 import os
 import random
 import shutil
@@ -19,6 +18,7 @@ from bmjax.train.step import TrainState
 from cli_runs import CKPT_EVERY, GPT_ARGS, MODEL_ARGS, STEPS, Runner, checkpoint_steps, kill_seed, losses, \
     resumed_step, wait_for_step
 from helpers.configs import tiny_gpt_config
+from helpers.metrics import read_rows
 from helpers.workdirs import snapshot
 
 
@@ -129,7 +129,7 @@ def test_a_transient_read_error_stops_the_run_and_keeps_checkpoints_and_metrics(
     assert failures and snapshot(workdir) == before  # every checkpoint, metrics.jsonl and config.json as they were
 
     train_and_evaluate(longer, str(workdir))
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(workdir)
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6]  # resumed at 4, rows kept
 
 

@@ -1,13 +1,13 @@
 """How long a run is and how it ends: `train.steps` that is not a multiple of `train.steps_per_call` runs a
 shorter last call and ends exactly at train.steps with its eval and checkpoint; the end-of-run sample is written
 after the final checkpoint is committed and samples from the parameters as they are sharded."""
-import json
 import math
 
 import pytest
 
 import jax
 
+from bmjax import workdir as workdir_lib
 from bmjax.data import build_tokenizer
 from bmjax.models import flops
 from bmjax.models import generate as generate_lib
@@ -15,14 +15,7 @@ from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import mfu, optim, sample, setup
 from bmjax.train.loop import build_model_config, train_and_evaluate
 from helpers.configs import tiny_gpt_config
-
-
-def rows(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def checkpoint_steps(workdir):
-    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+from helpers.metrics import read_rows
 
 
 def test_steps_not_a_multiple_of_steps_per_call_end_exactly_at_train_steps_then_sample(tmp_path, capsys, monkeypatch):
@@ -37,16 +30,16 @@ def test_steps_not_a_multiple_of_steps_per_call_end_exactly_at_train_steps_then_
         checkpoints = fused / "checkpoints"
         assert (checkpoints / "7" / "_CHECKPOINT_METADATA").is_file() and (checkpoints / "7" / "state").is_dir()
         assert not [p for p in checkpoints.iterdir() if "tmp" in p.name]
-        sampled_after.append(checkpoint_steps(fused)[-1])
+        sampled_after.append(workdir_lib.checkpoint_steps(fused)[-1])
         return real_sample(*args)
 
     monkeypatch.setattr(sample, "sample_text", sample_after_the_final_checkpoint)
     train_and_evaluate(config, str(fused))
     assert sampled_after == [7] and (fused / "sample.txt").read_text()
-    logged = rows(fused)
+    logged = read_rows(fused)
     assert [r["step"] for r in logged if r["split"] == "train"] == [3, 6, 7]
     assert [r["step"] for r in logged if r["split"] == "eval"] == [3, 6, 7]  # the final eval at step 7
-    assert checkpoint_steps(fused)[-1] == 7
+    assert workdir_lib.checkpoint_steps(fused)[-1] == 7
 
     # Throughput leaves out the calls that compile (the first, and the shorter last one): a window of only those
     # reports NaN; mfu is tokens/s x FLOPs per token over the peak, which is printed once at start-up.
@@ -63,7 +56,7 @@ def test_steps_not_a_multiple_of_steps_per_call_end_exactly_at_train_steps_then_
     config = tiny_gpt_config(steps=7)
     config.train.log_every = config.train.eval_every = config.train.ckpt_every = 7
     train_and_evaluate(config, str(single))
-    want = {r["split"]: r["loss"] for r in rows(single) if r["step"] == 7}
+    want = {r["split"]: r["loss"] for r in read_rows(single) if r["step"] == 7}
     got = {r["split"]: r["loss"] for r in logged if r["step"] == 7}
     assert got == pytest.approx(want, rel=1e-5) and set(got) == {"train", "eval"}
 

@@ -1,9 +1,6 @@
 """bmjax-sample: samples from a tiny trained run, one prompt or a file of them in batches; bad input is one line
 and exit status 2."""
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -13,7 +10,7 @@ from bmjax.models.generate import Sampling, generate
 from bmjax.cli.sample import load_run, main
 from bmjax.train.loop import train_and_evaluate
 
-from helpers.paths import REPO_ROOT
+from helpers.commands import run
 from helpers.configs import load_config
 
 
@@ -49,11 +46,8 @@ def test_training_ends_with_a_cached_sample(run_dir):
 
 
 def test_cli_prints_the_greedy_continuation(run_dir):
-    env = dict(os.environ, XLA_FLAGS="")  # one device is all sampling uses
-    out = subprocess.run(
-        [sys.executable, "-m", "bmjax.cli.sample", "--workdir", str(run_dir), "--prompt", "ROMEO:",
-         "--max_new_tokens", "20", "--temperature", "0"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
+    out = run("-m", "bmjax.cli.sample", "--workdir", str(run_dir), "--prompt", "ROMEO:", "--max_new_tokens", "20",
+              "--temperature", "0", devices=0)  # one device is all sampling uses
     assert out.returncode == 0, out.stderr
     # The same text as generating in process from the restored checkpoint.
     _, tokenizer, model = load_run(run_dir)

@@ -1,18 +1,13 @@
 """tools/tpu_vm.py --dry_run prints the exact gcloud commands: one slice, and multi-slice via queued resources."""
-import importlib.util
-import pathlib
-
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers.configs import load_file
+from helpers.paths import REPO_ROOT as REPO
 
 
 @pytest.fixture(scope="module")
 def tpu_vm():
-    spec = importlib.util.spec_from_file_location("tpu_vm", REPO / "tools/tpu_vm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("tools/tpu_vm.py")
 
 
 def dry_run(tpu_vm, capsys, *argv):

@@ -2,11 +2,11 @@
 import gzip
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
+from helpers.commands import run
 from helpers.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
@@ -61,25 +61,21 @@ def test_nested_and_host_events_are_not_counted(tmp_path):
 
 
 def test_missing_trace_is_one_line_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, "tools/trace_summary.py", str(tmp_path)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = run("tools/trace_summary.py", str(tmp_path), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: trace: ") and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_real_trace_of_a_matmul_heavy_step(tmp_path):
     # A wide, shallow GPT on short sequences with a small vocabulary: its step is mostly matrix products.
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_NUM_CPU_DEVICES="1", PYTHONPATH=str(REPO_ROOT))
-    bench = subprocess.run(
-        [sys.executable, "tools/bench_step.py", "--config", "configs/gpt/tiny.py", "--config.model.d_model=256",
-         "--config.model.d_ff=1024", "--config.model.num_layers=2", "--config.model.num_heads=4",
-         "--config.data.seq_len=32", "--config.data.batch_size=16", "--steps=2", "--warmup=1", "--window=1",
-         f"--profile_dir={tmp_path / 'prof'}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    bench = run("tools/bench_step.py", "--config", "configs/gpt/tiny.py", "--config.model.d_model=256",
+                "--config.model.d_ff=1024", "--config.model.num_layers=2", "--config.model.num_heads=4",
+                "--config.data.seq_len=32", "--config.data.batch_size=16", "--steps=2", "--warmup=1", "--window=1",
+                f"--profile_dir={tmp_path / 'prof'}", devices=0, env=dict(os.environ, JAX_NUM_CPU_DEVICES="1"),
+                timeout=600)
     assert bench.returncode == 0, bench.stderr[-3000:]
-    result = subprocess.run([sys.executable, "tools/trace_summary.py", str(tmp_path / "prof"), "--json",
-                             f"--json_out={tmp_path / 'summary.json'}"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = run("tools/trace_summary.py", str(tmp_path / "prof"), "--json", f"--json_out={tmp_path / 'summary.json'}",
+                 timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary

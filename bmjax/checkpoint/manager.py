@@ -159,8 +159,8 @@ class Checkpointer:
 
 
 # orbax splits every replicated array (the parameters under data parallelism) into one slice per replica, each
-# written on its own: for arrays of a few kB that multiplies the per-array cost (on two CPU devices it more than
-# doubled the time a save holds up the loop, 87 -> 220 ms for the tiny GPT). Slices below this size stay whole.
+# written on its own: for arrays of a few kB that multiplies the per-array cost, and the loop waits for it (the
+# measured cost: tools/README.md, bench_ckpt.py). Slices below this size stay whole.
 MIN_REPLICA_SLICE_BYTES = 16 << 20
 
 

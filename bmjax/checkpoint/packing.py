@@ -43,11 +43,11 @@ def saved_shapes(layout: dict) -> dict:
     return {name: f"{entry['dtype']}{list(entry['shape'])}" for name, entry in layout["arrays"].items()}
 
 
-# orbax spends about 3 ms of CPU on every array it saves, whatever the array's size (1 array: 53 ms a save,
-# 112: 352 ms, 300: 952 ms, measured on this project's 2-core machine), so a model's many small arrays cost far
-# more than their bytes: the tiny GPT's 112 arrays (params and Adam's two moments) took ~400 ms of CPU a save,
-# which on a CPU host comes out of the training step. Arrays up to this size are packed into one array per
-# dtype (~80 ms); larger ones are saved as they are, sharded, each process writing its own shards.
+# orbax spends a fixed amount of CPU on every array it saves, whatever the array's size, so a model's many small
+# arrays (params and Adam's two moments: 112 for the tiny GPT) cost far more than their bytes, and on a CPU host
+# that comes out of the training step (the measured cost: tools/README.md, bench_ckpt.py). Arrays up to this
+# size are packed into one array per dtype; larger ones are saved as they are, sharded, each process writing its
+# own shards.
 PACK_MAX_BYTES = 1 << 20
 
 

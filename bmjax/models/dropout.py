@@ -1,13 +1,14 @@
 """Dropout masks, bit for bit jax.random.bernoulli's, without its cost on CPU.
 
-jax draws a dropout mask as `jax.random.bernoulli(key, keep_prob, shape)`: one Threefry-2x32 hash of each
-element's flat index (jax's partitionable Threefry, the default), its two output words xor-ed, the top 23 bits
-made a float in [0, 1), kept where that float is below keep_prob. On CPU jax lowers the hash as a loop of five
-iterations, so XLA writes and reads every intermediate array five times: in BERT fine-tuning on 2 CPU cores that
-was ~15% of the step. Written out here as straight-line arithmetic, the same hash fuses into one elementwise
-pass. The mask is the same bits, so runs keep their masks (and their results) exactly; tests/test_dropout.py
-holds it to jax's on keys, shapes and rates. Keys of another PRNG implementation (`jax_default_prng_impl`), jax
-configured for the original (non-partitionable) Threefry, or arrays of 2^32 elements or more take jax's own path.
+jax draws a dropout mask as `jax.random.bernoulli(key, keep_prob, shape)`: one Threefry-2x32 hash of each element's
+flat index (jax's partitionable Threefry, the default), its two output words xor-ed, the top 23 bits made a float
+in [0, 1), kept where that float is below keep_prob. On CPU jax lowers the hash as a loop of five iterations, so
+XLA writes and reads every intermediate array five times: in BERT fine-tuning on CPU that was a large share of the
+step (experiments/bert_finetune/README.md). Written out here as straight-line arithmetic, the same hash fuses into
+one elementwise pass. The mask is the same bits, so runs keep their masks (and their results) exactly;
+tests/test_dropout.py holds it to jax's on keys, shapes and rates. Keys of another PRNG implementation
+(`jax_default_prng_impl`), jax configured for the original (non-partitionable) Threefry, or arrays of 2^32 elements
+or more take jax's own path.
 
 Threefry-2x32 (Salmon et al. 2011, 20 rounds): with key words k0, k1 and k2 = k0 ^ k1 ^ 0x1BD11BDA, the counter
 pair (x0, x1) = (0, index) gets x0 += k0, x1 += k1, then five groups of four rounds

@@ -2,7 +2,7 @@
 
 A multi-start fit (Chinchilla's approach 3 starts L-BFGS from 4,500 grid points) is thousands of independent
 5-parameter problems. SciPy solves them one after another and pays Python's overhead on every iteration of
-every start (~9 minutes for 4,500 starts on two cores). Here all starts advance together: one L-BFGS iteration
+every start (experiments/chinchilla/README.md times it against this module). Here all starts advance together: one L-BFGS iteration
 is a handful of NumPy operations on [starts, P] arrays and one jitted, vmapped JAX call (float64) that evaluates
 the objective and its gradient at every start. (`jax.vmap` over optax's L-BFGS was tried first:
 its zoom line search, a nest of while-loops over scalars, made 256 starts capped at 300 iterations take longer
