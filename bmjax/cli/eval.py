@@ -88,6 +88,7 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
     scores (task -> metric -> value) and the adapter's throughput."""
     import lm_eval
 
+    from bmjax import runtime
     from bmjax import workdir as workdir_lib
     from bmjax.cli.sample import load_run
     from bmjax.evals.lm_harness import BmjaxLM
@@ -99,6 +100,8 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
     if batch_size < 1:
         raise ConfigError("--batch_size", f"must be >= 1, got {batch_size}")
     manager = task_manager(include_path, task_names)
+    # the CPU devices bmjax-train gives the run (before jax starts), so its mesh fits here as it did there
+    runtime.use_cpu_devices(workdir_lib.read_config(workdir))
     step = int(workdir_lib.newest_checkpoint(workdir).name)  # the checkpoint load_run reads
     config, tokenizer, model = load_run(workdir)
     mesh, rules = run_mesh(config)
