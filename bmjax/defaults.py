@@ -42,6 +42,8 @@ def base_config() -> config_dict.ConfigDict:
 
     c.model = config_dict.ConfigDict()
     c.model.name = "gpt"  # gpt | bert
+    # A config may leave it unset (config_dict.placeholder(int), as configs/gpt/tiny.py): then it is the tokenizer's
+    # ids rounded up to a multiple of 64, resolved once before validation (bmjax.data.model_vocab_size).
     c.model.vocab_size = 50257
     c.model.d_model = 768
     c.model.num_layers = 12

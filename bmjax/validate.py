@@ -5,8 +5,9 @@ that names the key, what was given and what is allowed.
 machine (device count, backend), the filesystem (data and tokenizer files, workdir writable) and the tokenizer
 (its ids fit model.vocab_size: `bmjax.data.tokenizers.check_vocab_fits`, the one place of that check), and
 raises the first problem. It runs before anything compiles; the CLI prints the error as one line and exits with
-status 2. It returns the mesh and the logical-axis rules it built to check them (`Validated`), for the trainer
-to use rather than build again.
+status 2. It returns what it built to check them (`Validated`): the config with an unset model.vocab_size
+resolved from the tokenizer (`bmjax.data.model_vocab_size`), the mesh, the logical-axis rules, the tokenizer
+and the abstract model, for the trainer to use rather than build again.
 `train.init_from`'s source is checked by `bmjax.train.init_from.check_init_from`, which the loop runs next:
 this module sits below the trainer and imports nothing from `bmjax.train`.
 """
@@ -76,7 +77,10 @@ def check_ranges(config):
                  f"must be a finite number, got {value!r}")
     _require(m.init_std > 0, "model.init_std", f"must be > 0, got {m.init_std}")
     _require(m.norm_eps > 0, "model.norm_eps", f"must be > 0, got {m.norm_eps}")
-    for key in ("model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads", "model.max_len",
+    # Unset (None): the tokenizer's, resolved after the tokenizer is built (bmjax.data.model_vocab_size).
+    _require(m.vocab_size is None or isinstance(m.vocab_size, int) and m.vocab_size > 0, "model.vocab_size",
+             f"must be a positive integer, got {m.vocab_size!r}")
+    for key in ("model.d_model", "model.num_layers", "model.num_heads", "model.max_len",
                 "data.seq_len", "data.batch_size", "optim.grad_accum", "train.log_every",
                 "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
                 "train.steps_per_call"):
@@ -202,16 +206,24 @@ def check_mesh(config, devices=None, *, loads_data=True):
     return mesh, rules
 
 
-def check_parameter_layout(config, mesh=None, rules=None):
-    """Every parameter dimension the rules shard divides over its mesh axes; otherwise an error naming the
-    parameter, or with mesh.allow_replication one warning per parameter group (the dimension stays whole)."""
+def abstract_model(config):
+    """The config's model as shapes and dtypes (nothing allocated), built as the trainer initialises it."""
     from flax import nnx
 
     from bmjax.models import build_model
 
+    return nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(params=jax.random.key(0))))
+
+
+def check_parameter_layout(config, mesh=None, rules=None, abstract=None):
+    """Every parameter dimension the rules shard divides over its mesh axes; otherwise an error naming the
+    parameter, or with mesh.allow_replication one warning per parameter group (the dimension stays whole).
+    Returns the abstract model it checked (`abstract`, or built here)."""
+    from flax import nnx
+
     mesh = mesh_lib.make_mesh(config.mesh) if mesh is None else mesh
     rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
-    abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
+    abstract = abstract_model(config) if abstract is None else abstract
     problems = rules_lib.indivisible(nnx.state(abstract), mesh, rules)
     groups = collections.defaultdict(list)  # blocks.*.attn.query.kernel: the same parameter of every layer
     for name, axis, size, axes, ways in problems:
@@ -225,6 +237,7 @@ def check_parameter_layout(config, mesh=None, rules=None):
                               f"whole on every device")
         logging.warning("mesh.allow_replication: %s (%d parameters): the %r dimension of %d does not divide over "
                         "mesh %s, so it is replicated on every device", group, len(names), axis, size, where)
+    return abstract
 
 
 def check_machine(config):
@@ -236,7 +249,7 @@ def check_machine(config):
 
 
 def check_tokenizer(config, workdir: pathlib.Path):
-    """The tokenizer's ids fit model.vocab_size, and the sampling prompt is encodable.
+    """The run's tokenizer, checked: its ids fit model.vocab_size (where set), the sampling prompt is encodable.
 
     A char vocabulary comes from the data (or from WORKDIR/vocab.json, saved by an earlier run of this
     workdir), so this reads the corpus; the reads are cached for the pipeline that follows. Nothing is written.
@@ -254,6 +267,7 @@ def check_tokenizer(config, workdir: pathlib.Path):
             tokenizer.encode(config.train.sample_prompt)
         except ConfigError as e:
             raise ConfigError("train.sample_prompt", e.message) from None
+    return tokenizer
 
 
 def check_workdir(workdir: pathlib.Path):
@@ -273,18 +287,23 @@ def check_workdir(workdir: pathlib.Path):
 @dataclasses.dataclass(frozen=True)
 class Validated:
     """What validation built to check a config, for the trainer to use rather than build again."""
+    config: object  # the config checked, model.vocab_size resolved (bmjax.data.model_vocab_size)
     mesh: jax.sharding.Mesh
     rules: tuple  # the logical-axis rules (bmjax/parallel/rules.py)
+    abstract_model: object  # the model as shapes (an nnx.Module of jax.ShapeDtypeStruct), as the trainer builds it
+    tokenizer: object = None  # the run's tokenizer; None for a compile-only check, which reads no files
 
 
 def validate_compile_target(config, devices) -> Validated:
     """The checks a compile-only run needs (bmjax-compile-check, `bmjax-scaling plan --compile`): choices,
-    shapes, the mesh over `devices` (a TPU topology's, say) and the parameters' layout on it; no files or data."""
+    shapes, the mesh over `devices` (a TPU topology's, say) and the parameters' layout on it; no files or data
+    (but the tokenizer's, where model.vocab_size is unset and comes from it)."""
     check_choices(config)
     check_shapes(config)
+    config = data_lib.with_model_vocab_size(config)
     mesh, rules = check_mesh(config, devices, loads_data=False)  # feeds no pipeline
-    check_parameter_layout(config, mesh, rules)
-    return Validated(mesh=mesh, rules=rules)
+    abstract = check_parameter_layout(config, mesh, rules)
+    return Validated(config=config, mesh=mesh, rules=rules, abstract_model=abstract)
 
 
 def validate_config(config, workdir: pathlib.Path) -> Validated:
@@ -295,9 +314,10 @@ def validate_config(config, workdir: pathlib.Path) -> Validated:
     check_task(config)
     check_shapes(config)
     mesh, rules = check_mesh(config)
-    check_parameter_layout(config, mesh, rules)
     data_lib.check_data_config(config)
     check_machine(config)
     check_workdir(pathlib.Path(workdir))
-    check_tokenizer(config, pathlib.Path(workdir))
-    return Validated(mesh=mesh, rules=rules)
+    tokenizer = check_tokenizer(config, pathlib.Path(workdir))
+    config = data_lib.with_model_vocab_size(config, tokenizer)
+    abstract = check_parameter_layout(config, mesh, rules)
+    return Validated(config=config, mesh=mesh, rules=rules, abstract_model=abstract, tokenizer=tokenizer)

@@ -24,7 +24,7 @@ from helpers.paths import REPO_DATA, REPO_ROOT  # noqa: E402
 # Files whose tests train runs, start commands in subprocesses or compile large programs: marked `slow`, so
 # `make test-fast` (pytest -m "not slow") is the edit-test loop's subset; `make test` runs everything.
 SLOW_FILES = {
-    "test_branch.py",
+    "test_branch.py", "test_vocab_from_tokenizer.py",
     "test_bad_input.py", "test_bench_step.py", "test_bert_cli.py", "test_bert_train.py", "test_cli.py",
     "test_compile_check.py", "test_convert_hf.py", "test_data_sources.py", "test_eval_sets.py", "test_golden.py",
     "test_hf_parity.py", "test_minilm.py",

@@ -36,7 +36,7 @@ def paragraph_file(path, count: int, seed: int) -> list[str]:
 
 
 def tiny_config(**data):
-    config = load_config("configs/gpt/tiny.py:runlocal")
+    config = data_lib.with_model_vocab_size(load_config("configs/gpt/tiny.py:runlocal"))  # 320, the byte ids'
     config.model.update(d_model=32, num_layers=1, num_heads=2, max_len=SEQ_LEN)
     config.data.update(seq_len=SEQ_LEN, batch_size=8, **data)
     config.train.eval_steps = 0

@@ -2,6 +2,7 @@
 import pytest
 from flax import nnx
 
+from bmjax import data as data_lib
 from bmjax.models import GPT, GPTConfig
 from bmjax.models.flops import count_params, param_counts, train_flops_per_token
 from helpers.configs import load_config
@@ -77,7 +78,7 @@ EMBEDDING_PARAMETERS = ("wte/", "wpe/", "token_types/", "lm_head/", "mlm/bias")
 def test_param_counts_equal_the_built_model_of_every_shipped_config(relpath, arg):
     from bmjax.models import model_config
 
-    config = load_config(relpath, arg)
+    config = data_lib.with_model_vocab_size(load_config(relpath, arg))  # an unset vocabulary: the tokenizer's
     built = built_parameters(config.model)
     counts = param_counts(model_config(config.model))
     assert counts["total"] == sum(built.values())

@@ -26,7 +26,6 @@ from ml_collections import config_flags
 from bmjax import checkpoint as ckpt_lib
 from bmjax import runtime, validate
 from bmjax.cli import common
-from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
@@ -72,10 +71,11 @@ def benchmark():
     workdir = tempfile.mkdtemp(prefix="bmjax-bench-ckpt-")
     runtime.set_process_defaults()  # PJRT_NPROC and malloc, as bmjax-train, before jax starts its backend
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
-    validate.validate_config(config, workdir)
-    mesh = mesh_lib.make_mesh(config.mesh)
-    data, _ = setup.load_data(config, workdir, mesh)
-    training = setup.build_training(config, mesh, int(config.train.steps))
+    checked = validate.validate_config(config, workdir)  # as the trainer: its config, mesh, tokenizer and model
+    config, mesh = checked.config, checked.mesh
+    data, _ = setup.load_data(config, workdir, mesh, checked.rules, checked.tokenizer)
+    training = setup.build_training(config, mesh, int(config.train.steps), rules=checked.rules,
+                                    abstract_model=checked.abstract_model)
     step_fn, feed_sharding = training.step_fn, training.feed_sharding
     state = training.init(int(config.train.seed))
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_ckpts))

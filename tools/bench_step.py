@@ -25,7 +25,6 @@ from bmjax.cli import common
 from bmjax.data.mlm import max_predictions
 from bmjax.errors import ConfigError
 from bmjax.models import flops, model_config
-from bmjax.parallel import mesh as mesh_lib
 from bmjax.train import loop, mfu, setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: path.py[:args].")
@@ -51,10 +50,11 @@ def benchmark(workdir: str):
                           f"{_WINDOW.value} steps (train.steps_per_call={k}): give --steps >= --window")
     runtime.set_process_defaults()  # PJRT_NPROC and malloc, as bmjax-train, before jax starts its backend
     runtime.use_cpu_devices(config)  # as the trainer does, before any device is touched
-    validate.validate_config(config, workdir)
-    mesh = mesh_lib.make_mesh(config.mesh)
-    data, _ = setup.load_data(config, workdir, mesh)  # the pipeline of data.task (lm, mlm, ...)
-    training = setup.build_training(config, mesh, setup.total_train_steps(config, data))
+    checked = validate.validate_config(config, workdir)  # as the trainer: its config, mesh, tokenizer and model
+    config, mesh = checked.config, checked.mesh
+    data, _ = setup.load_data(config, workdir, mesh, checked.rules, checked.tokenizer)  # data.task's pipeline
+    training = setup.build_training(config, mesh, setup.total_train_steps(config, data), rules=checked.rules,
+                                    abstract_model=checked.abstract_model)
     step_fn, feed_sharding = training.step_fn, training.feed_sharding
     state = training.init(int(config.train.seed))
 

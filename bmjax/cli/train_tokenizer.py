@@ -8,7 +8,7 @@
 
 Without --input it trains on the builtin corpus's training documents (the Python standard library,
 the same train/eval split as `data.source=builtin`), so nothing is downloaded. Use the result with
-`--config.data.tokenizer=PATH` and a `model.vocab_size` of at least the printed vocabulary size.
+`--config.data.tokenizer=PATH` (a config that leaves `model.vocab_size` unset, as configs/gpt/tiny.py, takes its size).
 wordpiece (the default) is BERT's recipe and lowercases; bpe is GPT-2's byte-level BPE and keeps case
 (bmjax/data/tokenizer_training.py). `--no-lowercase`, the earlier spelling, still works.
 """
@@ -50,7 +50,7 @@ def write_tokenizer(fv: flags.FlagValues) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(fv.out)), exist_ok=True)
     tokenizer.save(fv.out)
     print(f"wrote {fv.out}: {fv.kind}, {tokenizer.get_vocab_size()} tokens "
-          f"(use --config.data.tokenizer={fv.out} and model.vocab_size >= {tokenizer.get_vocab_size()})")
+          f"(use --config.data.tokenizer={fv.out}; an unset model.vocab_size takes its size)")
     return common.OK
 
 

@@ -35,6 +35,7 @@ import grain
 import numpy as np
 
 from bmjax.data import order
+from bmjax.data.pipeline import OneSourceData
 from bmjax.data.lm import EVAL_SEED
 from bmjax.data.mlm import encode_lines, fit_pair
 from bmjax.data.tokenizers import Tokenizer, build_tokenizer, check_tokenizer_config
@@ -45,7 +46,7 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
 @dataclasses.dataclass
-class ClassificationData:
+class ClassificationData(OneSourceData):
     tokenizer: Tokenizer
     train_iter: grain.DatasetIterator  # infinite; get_state()/set_state() for checkpoints
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
@@ -346,13 +347,13 @@ def check_classification_config(config) -> None:
         raise ConfigError("data.eval_fraction", f"must be in (0, 1), got {data.eval_fraction}")
 
 
-def make_classification_data(config, workdir: str | None, *, process_index: int = 0,
-                             process_count: int = 1) -> ClassificationData:
+def make_classification_data(config, workdir: str | None, *, tokenizer: Tokenizer | None = None,
+                             process_index: int = 0, process_count: int = 1) -> ClassificationData:
     data, train = config.data, config.train
     check_classification_config(config)
     if data.batch_size % process_count:
         raise ConfigError("data.batch_size", f"{data.batch_size} does not divide over {process_count} processes")
-    tokenizer = build_tokenizer(config, workdir)
+    tokenizer = build_tokenizer(config, workdir) if tokenizer is None else tokenizer
     if tokenizer.cls_id is None or tokenizer.sep_id is None or tokenizer.pad_id is None:
         raise ConfigError("data.tokenizer", f"classification needs [CLS], [SEP] and [PAD] ids; the "
                                             f"{tokenizer.name} tokenizer lacks some")

@@ -34,6 +34,7 @@ import grain
 import numpy as np
 
 from bmjax.data import eval_sets, order, packed_lm, sources
+from bmjax.data.pipeline import OneSourceData
 from bmjax.data.token_bytes import encode_with_bytes
 from bmjax.data.tokenizers import (Tokenizer, build_tokenizer, check_tokenizer_config, counts_covered_bytes,
                                    token_byte_lengths)
@@ -46,7 +47,7 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
 @dataclasses.dataclass
-class LMData:
+class LMData(OneSourceData):
     tokenizer: Tokenizer
     train_iter: grain.DatasetIterator  # infinite; get_state()/set_state() for checkpoints
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]  # a fresh pass over eval_steps batches
@@ -134,12 +135,13 @@ def check_data_config(config) -> None:
         raise ConfigError("data.seq_len", f"{data.seq_len} is longer than model.max_len = {max_len}")
 
 
-def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process_count: int = 1) -> LMData:
+def make_lm_data(config, workdir: str | None, *, tokenizer: Tokenizer | None = None, process_index: int = 0,
+                 process_count: int = 1) -> LMData:
     data, train = config.data, config.train
     if data.get("task", "lm") != "lm":
         raise ConfigError("data.task", f"the LM pipeline serves task 'lm', not {data.task!r}")
     if packed_lm.uses_packed_pipeline(config):
-        return packed_lm.make_packed_lm_data(config, workdir, process_index=process_index,
+        return packed_lm.make_packed_lm_data(config, workdir, tokenizer=tokenizer, process_index=process_index,
                                              process_count=process_count)
     check_data_config(config)
     packed_lm.check_sizes(config, process_count)
@@ -147,7 +149,7 @@ def make_lm_data(config, workdir: str | None, *, process_index: int = 0, process
         raise ValueError(f"process_index {process_index} outside [0, {process_count})")
 
     start = time.perf_counter()
-    tokenizer = build_tokenizer(config, workdir)
+    tokenizer = build_tokenizer(config, workdir) if tokenizer is None else tokenizer
     corpus = sources.load_corpus(config)
     train_ids = encode_documents(tokenizer, corpus.train, corpus.train_key)
     eval_ids = encode_documents(tokenizer, corpus.eval, corpus.eval_key)

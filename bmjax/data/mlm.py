@@ -36,6 +36,7 @@ import grain
 import numpy as np
 
 from bmjax.data import documents
+from bmjax.data.pipeline import OneSourceData
 from bmjax.data.lm import EVAL_SEED
 from bmjax.data.tokenizers import ByteTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config
 from bmjax.errors import ConfigError
@@ -48,7 +49,7 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
 @dataclasses.dataclass
-class MLMData:
+class MLMData(OneSourceData):
     tokenizer: Tokenizer
     train_iter: grain.DatasetIterator  # infinite; get_state()/set_state() for checkpoints
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]  # a fresh pass over eval_steps batches
@@ -242,13 +243,14 @@ def check_mlm_config(config) -> None:
         raise ConfigError("data.seq_len", f"{data.seq_len} is longer than model.max_len = {config.model.max_len}")
 
 
-def make_mlm_data(config, workdir: str | None, *, process_index: int = 0, process_count: int = 1) -> MLMData:
+def make_mlm_data(config, workdir: str | None, *, tokenizer: Tokenizer | None = None, process_index: int = 0,
+                  process_count: int = 1) -> MLMData:
     data, train = config.data, config.train
     check_mlm_config(config)
     if data.batch_size % process_count:
         raise ConfigError("data.batch_size", f"{data.batch_size} does not divide over {process_count} processes")
     start = time.perf_counter()
-    tokenizer = build_tokenizer(config, workdir)
+    tokenizer = build_tokenizer(config, workdir) if tokenizer is None else tokenizer
     corpus = documents.load_text_corpus(config, tokenizer)
     train_lines = tokenize_lines(tokenizer, corpus.train, corpus.train_key)
     eval_lines = tokenize_lines(tokenizer, corpus.eval, corpus.eval_key)

@@ -38,6 +38,7 @@ import grain
 import numpy as np
 
 from bmjax.data import documents, eval_sets, mixing, order, packing, shards
+from bmjax.data.pipeline import Data
 from bmjax.data.tokenizers import (CharTokenizer, Tokenizer, build_tokenizer, check_tokenizer_config,
                                    token_byte_lengths)
 from bmjax.errors import ConfigError
@@ -47,7 +48,7 @@ _READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=64)
 
 
 @dataclasses.dataclass
-class PackedLMData:
+class PackedLMData(Data):
     tokenizer: Tokenizer
     train_iter: packing.SourceTokenCounter  # infinite; get_state()/set_state(); .source_tokens()
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
@@ -103,13 +104,15 @@ def check_sizes(config, process_count: int) -> None:
         raise ConfigError("train.eval_steps", f"must be >= 0, got {train.eval_steps}")
 
 
-def make_packed_lm_data(config, workdir: str | None, *, process_index: int = 0, process_count: int = 1):
+def make_packed_lm_data(config, workdir: str | None, *, tokenizer: Tokenizer | None = None, process_index: int = 0,
+                        process_count: int = 1):
     data, train = config.data, config.train
     check_packed_config(config)
     check_sizes(config, process_count)
     start = time.perf_counter()
     shard_glob = prepare_from_text(config, workdir) if data.get("prepare_from") else ""
-    tokenizer = build_tokenizer(config, workdir)  # a char vocabulary comes with the shards (tokenizers.py)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(config, workdir)  # a char vocabulary comes with the shards (tokenizers.py)
     comps = documents.components(config)
     parts = [documents.open_component(config, c, i, tokenizer, shard_glob) for i, c in enumerate(comps)]
     train_parts, eval_parts_docs = [p[0] for p in parts], [p[1] for p in parts]

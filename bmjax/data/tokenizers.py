@@ -164,13 +164,17 @@ def _codepoints(text: str) -> np.ndarray:
 def check_tokenizer_config(config) -> None:
     """Cheap checks: the tokenizer is known, and the byte vocabulary fits the model's."""
     name = config.data.tokenizer
-    if name not in TOKENIZERS and not is_tokenizer_file(name):
-        raise ConfigError("data.tokenizer", f"unknown tokenizer {name!r}; expected one of {TOKENIZERS} "
-                                            "or a tokenizer file (tokenizer.json, vocab.txt)")
+    _check_known(name)
     if name == "byte":
         check_vocab_fits(ByteTokenizer(), config)
     elif name != "char":
         check_vocab_fits(load_tokenizer_file(name), config)  # a missing or broken file fails here
+
+
+def _check_known(name: str) -> None:
+    if name not in TOKENIZERS and not is_tokenizer_file(name):
+        raise ConfigError("data.tokenizer", f"unknown tokenizer {name!r}; expected one of {TOKENIZERS} "
+                                            "or a tokenizer file (tokenizer.json, vocab.txt)")
 
 
 def check_vocab_fits(tokenizer: Tokenizer, config) -> None:
@@ -188,8 +192,8 @@ def build_tokenizer(config, workdir: str | None) -> Tokenizer:
     A `char` vocabulary is loaded from WORKDIR/vocab.json if present, else built from the source
     text and saved there. `workdir=None` neither loads nor saves.
     """
-    check_tokenizer_config(config)
     name = config.data.tokenizer
+    _check_known(name)  # and below, once built, that its ids fit the model
     if name == "byte":
         tokenizer = ByteTokenizer()
     elif name == "char":
@@ -212,10 +216,16 @@ def _char_tokenizer(config, workdir: str | None) -> CharTokenizer:
         if config.data.source == "builtin":
             docs = docs + ("\n",)  # documents are joined with newlines
         tokenizer = CharTokenizer.from_texts(docs)
-    if vocab_path:
+    save_char_vocab(tokenizer, workdir)
+    return tokenizer
+
+
+def save_char_vocab(tokenizer: Tokenizer, workdir: str | None) -> None:
+    """A char vocabulary goes to WORKDIR/vocab.json when the workdir has none, for a resume to read back."""
+    vocab_path = os.path.join(workdir, VOCAB_FILE) if workdir else None
+    if isinstance(tokenizer, CharTokenizer) and vocab_path and not os.path.exists(vocab_path):
         os.makedirs(workdir, exist_ok=True)
         tokenizer.save(vocab_path)
-    return tokenizer
 
 
 def _char_tokenizer_of_shards(config) -> CharTokenizer:

@@ -25,6 +25,9 @@ def _lookup(model_cfg: Mapping[str, Any]) -> tuple[type, type]:
 def model_config(model_cfg: Mapping[str, Any]):
     """The model's own frozen config dataclass (e.g. GPTConfig) from a dict/ConfigDict."""
     config_cls, _ = _lookup(model_cfg)
+    if model_cfg.get("vocab_size") is None:  # a config's own: its tokenizer says (bmjax.data.model_vocab_size)
+        raise ValueError("model.vocab_size is unset; resolve it from the tokenizer first "
+                         "(bmjax.data.with_model_vocab_size)")
     return config_cls.from_mapping(model_cfg)
 
 

@@ -48,7 +48,11 @@ def load_base_config(config_arg: str):
     path, _, arg = config_arg.partition(":")
     if not pathlib.Path(path).is_file():
         raise ConfigError("--config", f"config file {path!r} does not exist")
-    return sweep_lib.load_module(path).get_config(arg)
+    from bmjax import data as data_lib
+
+    # model.vocab_size resolved as the trainer resolves it (the tokenizer's where unset): the plan's counts and
+    # the command it prints train the same model.
+    return data_lib.with_model_vocab_size(sweep_lib.load_module(path).get_config(arg))
 
 
 def shape_overrides(layers: int, width: int, rule: ShapeRule) -> dict:
@@ -57,9 +61,11 @@ def shape_overrides(layers: int, width: int, rule: ShapeRule) -> dict:
 
 def count_params(config, convention: str) -> int:
     """The config's parameters as bmjax counts them (the model exactly as built), in `convention`."""
+    from bmjax import data as data_lib
     from bmjax.models import flops, model_config
 
-    return int(flops.param_counts(model_config(config.model))[convention])
+    # An unset model.vocab_size counts as the trainer resolves it (the tokenizer's), so N is the run's.
+    return int(flops.param_counts(model_config(data_lib.with_model_vocab_size(config).model))[convention])
 
 
 def with_overrides(config, overrides: dict):

@@ -252,11 +252,14 @@ def budget_steps(config, key: str, value) -> int:
 
 def counted_flops_per_token(config) -> float:
     """The training FLOPs per token the trainer counts for this config (its summary's C is D times this)."""
+    from bmjax import data as data_lib
     from bmjax.data.mlm import max_predictions
     from bmjax.models import flops, model_config
 
     seq_len = int(config.data.seq_len)
-    return flops.train_flops_per_token(model_config(config.model), seq_len,
+    # An unset model.vocab_size counts as the trainer resolves it (the tokenizer's), so C is the run's.
+    model = data_lib.with_model_vocab_size(config).model
+    return flops.train_flops_per_token(model_config(model), seq_len,
                                        flops.output_fraction(config.data.task, seq_len, max_predictions(seq_len)))
 
 

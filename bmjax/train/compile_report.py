@@ -55,8 +55,9 @@ def compile_step(config, devices, compiler_options=None, checked=None) -> dict:
     from bmjax.train import setup
 
     checked = validate.validate_compile_target(config, devices) if checked is None else checked
-    mesh, rules = checked.mesh, checked.rules
-    training = setup.build_training(config, mesh, max(int(config.train.steps), 1), rules=rules)
+    config, mesh, rules = checked.config, checked.mesh, checked.rules  # model.vocab_size resolved
+    training = setup.build_training(config, mesh, max(int(config.train.steps), 1), rules=rules,
+                                    abstract_model=checked.abstract_model)
     abstract = training.abstract_state
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
                          training.state_shardings)

@@ -93,3 +93,32 @@ def first_nonfinite(entries):
             i = int(np.argmax(bad))
             return last_step - losses.size + 1 + i, float(losses[i]), float(norms[i])
     return None
+
+
+class NonFiniteGuard:
+    """train.on_nonfinite=halt: every call's loss and gradient norm checked a couple of calls behind the device
+    (no extra synchronisation), and all of them before anything is logged, evaluated or saved.
+
+    `halt()` runs before the error is raised: it stops the run's writers and checkpointer and returns the newest
+    checkpoint's path (None without one), which the error names. Disabled, it checks nothing."""
+
+    IN_FLIGHT = 2  # calls left unchecked between boundaries: by then the ones before them have finished
+
+    def __init__(self, enabled: bool, halt):
+        self.enabled = enabled
+        self.halt = halt
+        self.unchecked = []  # (step after the call, loss, grad_norm), still on the device
+
+    def add(self, step: int, metrics: dict):
+        if self.enabled:
+            self.unchecked.append((step, metrics["loss"], metrics["grad_norm"]))
+
+    def check(self, boundary: bool):
+        """At a boundary (a log, eval or checkpoint step) every call so far; otherwise those that finished."""
+        if not self.unchecked or not (boundary or len(self.unchecked) > self.IN_FLIGHT):
+            return
+        entries = self.unchecked if boundary else self.unchecked[:-self.IN_FLIGHT]
+        self.unchecked = [] if boundary else self.unchecked[-self.IN_FLIGHT:]
+        bad = first_nonfinite(entries)
+        if bad is not None:
+            raise NonFiniteError(*bad, last_checkpoint=self.halt())

@@ -1,9 +1,11 @@
 """The set-up every train step needs, shared by the training loop and the tools that run or compile its step
 (tools/bench_step.py, tools/bench_ckpt.py, bmjax-compile-check):
 
-    checked = validate.validate_config(config, workdir)       # the mesh and rules it built, checked
-    data, input_rows = load_data(config, workdir, checked.mesh, checked.rules)  # the pipeline, this process's rows
-    training = build_training(config, checked.mesh, total_train_steps(config, data), rules=checked.rules)
+    checked = validate.validate_config(config, workdir)       # what it built: config, mesh, rules, tokenizer, model
+    config = checked.config                                   # model.vocab_size resolved from the tokenizer
+    data, input_rows = load_data(config, workdir, checked.mesh, checked.rules, checked.tokenizer)
+    training = build_training(config, checked.mesh, total_train_steps(config, data), rules=checked.rules,
+                              abstract_model=checked.abstract_model)
     state = training.init(int(config.train.seed))
     state, metrics = training.step_fn(state, to_global(batch, training.feed_sharding, seq_len))
 
@@ -28,8 +30,9 @@ from bmjax.train import step as step_lib
 from bmjax.train import tasks as tasks_lib
 
 
-def create_state(config, mesh, tx, rules=None):
-    """Abstract train state, its shardings, and a jitted initialiser that creates it already sharded."""
+def create_state(config, mesh, tx, rules=None, abstract_model=None):
+    """Abstract train state, its shardings, and a jitted initialiser that creates it already sharded.
+    `abstract_model`: the model as shapes (validation's, `Validated.abstract_model`); built here when None."""
     model_cfg = config.model
 
     def init_fn(seed):
@@ -39,7 +42,13 @@ def create_state(config, mesh, tx, rules=None):
                                     rest=rest, skipped=jnp.zeros((), jnp.int32))
         return graphdef, state
 
-    graphdef, abstract_state = nnx.eval_shape(lambda: init_fn(0))
+    if abstract_model is None:
+        graphdef, abstract_state = nnx.eval_shape(lambda: init_fn(0))
+    else:
+        graphdef, params, rest = step_lib.split_model(abstract_model)
+        scalar = jax.ShapeDtypeStruct((), jnp.int32)
+        abstract_state = step_lib.TrainState(step=scalar, params=params, opt_state=jax.eval_shape(tx.init, params),
+                                             rest=rest, skipped=scalar)
     rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
     shardings = rules_lib.state_shardings(abstract_state, mesh, rules)
     init = jax.jit(lambda seed: init_fn(seed)[1], static_argnums=0, out_shardings=shardings)
@@ -99,11 +108,12 @@ class Training:
         return fn, feed_sharding
 
 
-def build_training(config, mesh, total_steps: int, rules=None) -> Training:
-    """Optimizer (its schedule over `total_steps`), abstract state, shardings and jitted steps; compiles nothing."""
+def build_training(config, mesh, total_steps: int, rules=None, abstract_model=None) -> Training:
+    """Optimizer (its schedule over `total_steps`), abstract state, shardings and jitted steps; compiles nothing.
+    `abstract_model`: validation's (`Validated.abstract_model`), else built here."""
     rules = rules_lib.rules_from_config(config.mesh) if rules is None else rules
     tx, lr_schedule = optim.make_optimizer(config.optim, total_steps, config.model)
-    graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx, rules)
+    graphdef, abstract_state, state_shardings, init = create_state(config, mesh, tx, rules, abstract_model)
     step_fn, eval_step, batch_sharding, feed_sharding = make_step_fns(
         config, mesh, graphdef, state_shardings, tx, lr_schedule, rules=rules)
     return Training(mesh=mesh, rules=rules, tx=tx, lr_schedule=lr_schedule, graphdef=graphdef, abstract_state=abstract_state,
@@ -111,12 +121,14 @@ def build_training(config, mesh, total_steps: int, rules=None) -> Training:
                     batch_sharding=batch_sharding, feed_sharding=feed_sharding)
 
 
-def load_data(config, workdir: str, mesh, rules=None):
-    """(data, input_rows): the config's pipeline (data.task's) for the batch rows this process loads, its
-    tokenizer checked against the model (bmjax.data.tokenizers.build_tokenizer). Processes whose devices hold the
-    same batch rows load the same rows (bmjax/parallel/batches.py)."""
+def load_data(config, workdir: str, mesh, rules=None, tokenizer=None):
+    """(data, input_rows): the config's pipeline (data.task's) for the batch rows this process loads, with
+    `tokenizer` (validation's, `Validated.tokenizer`) or its own, checked against the model
+    (bmjax.data.tokenizers.build_tokenizer). Processes whose devices hold the same batch rows load the same rows
+    (bmjax/parallel/batches.py)."""
     input_rows = input_shard(mesh, rules_lib.rules_from_config(config.mesh) if rules is None else rules)
-    data = data_lib.make_data(config, str(workdir), process_index=input_rows.index, process_count=input_rows.count)
+    data = data_lib.make_data(config, str(workdir), tokenizer=tokenizer, process_index=input_rows.index,
+                              process_count=input_rows.count)
     return data, input_rows
 
 

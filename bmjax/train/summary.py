@@ -32,20 +32,26 @@ writes it.
 import pathlib
 import time
 
+from bmjax import metrics as metrics_lib
 from bmjax import workdir as workdir_lib
 from bmjax.models import flops, model_config
 from bmjax.train import branch as branch_lib
+from bmjax.train import faults
 
 LM_EVAL_KEYS = ("lm_eval", "lm_eval_step")  # written by bmjax-eval (bmjax/cli/eval.py), kept by every summary
 
 
 class RunRecord:
-    """Counts a run's tokens and FLOPs and keeps its summary; `close(status)` writes the last one."""
+    """Counts a run's tokens and FLOPs and keeps its summary; `close(status)` writes the last one.
+
+    A context manager: an exception leaving the `with` block closes the record "failed" (and propagates), except
+    `faults.Preempted`, raised after the loop closed the record "preempted" itself."""
 
     def __init__(self, config, workdir, writers, start_step: int, is_primary: bool, flops_per_token: float,
                  real_tokens=None):
         """`real_tokens()`: the run's real training tokens so far (every process calls it at the same steps: it
         may gather over processes); None: every position of every batch is a real token."""
+        self.config = config
         self.workdir = pathlib.Path(workdir)
         self.writers = writers
         self.is_primary = is_primary
@@ -107,6 +113,15 @@ class RunRecord:
         values = self.summary(status)
         workdir_lib.write_summary(self.workdir, values)  # a kill mid-write leaves the previous summary whole
         self.writers.summary(values)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is not None and not issubclass(exc_type, faults.Preempted):
+            self.close(self.step, "failed", reopen=lambda: metrics_lib.MetricWriters(
+                self.config, self.workdir, self.is_primary))
+        return False  # the exception goes on
 
     def close(self, step: int, status: str, reopen=None):
         """The final summary. `reopen()` makes new writers when the run's were closed already (a run that

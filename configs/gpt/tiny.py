@@ -2,12 +2,16 @@
 
     bmjax-train --config configs/gpt/tiny.py --workdir runs/demo
 """
+from ml_collections import config_dict
+
 from bmjax.defaults import base_config, parse_arg
 
 
 def get_config(arg: str = ""):
     c = base_config()
-    c.model.vocab_size = 320  # 259 byte-level ids, rounded up to a multiple of 64
+    # Unset: the tokenizer's ids rounded up to a multiple of 64 (320 for the byte tokenizer's 260; a tokenizer file's
+    # own, e.g. 8000, with --config.data.tokenizer=PATH).
+    c.model.vocab_size = config_dict.placeholder(int)
     c.model.d_model = 128
     c.model.num_layers = 2
     c.model.num_heads = 4
