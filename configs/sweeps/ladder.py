@@ -29,18 +29,21 @@ from bmjax.scaling.sweep import budget_steps
 
 LR = 3e-3
 SCALES = {  # total-parameter targets of the sizes, FLOP budgets, (seed, indices of the sizes it trains), C*,
-    # plan's shape rule, the warmup (None: 10% of the steps of a size's smallest budget)
+    # plan's shape rule, the warmup (None: 10% of the steps of a size's smallest budget), the forecast's neighbours
+    # (multiples of N_opt trained at the same C; at scale=centred none: plan's run alone takes ~17 min at load 30)
     "full": dict(sizes=np.geomspace(6e3, 2.5e5, 6), budgets=np.geomspace(1e11, 3e12, 5),
-                 seeds=((0, range(6)), (1, range(6))), forecast=3e13, rule=ShapeRule(16, 8), warmup=None),
+                 seeds=((0, range(6)), (1, range(6))), forecast=3e13, rule=ShapeRule(16, 8), warmup=None,
+                 neighbours=(0.5, 2.0)),
     "session": dict(sizes=np.geomspace(4.5e3, 7e4, 5), budgets=np.geomspace(1e10, 3e11, 5),
-                    seeds=((0, range(5)), (1, (2,))), forecast=3e12, rule=ShapeRule(16, 8), warmup=None),
+                    seeds=((0, range(5)), (1, (2,))), forecast=3e12, rule=ShapeRule(16, 8), warmup=None,
+                    neighbours=(0.5, 2.0)),
     # The design of experiments/ladder/README.md's "centred ladder": 2-layer shapes of head size 4 from 2.3K to
     # 40K parameters around the optima of budgets 1.5e10 .. 4.5e11; one warmup of 10 steps for every run.
     "centred": dict(sizes=(2.3e3, 5.3e3, 9.2e3, 1.4e4, 2.5e4, 4e4), budgets=np.geomspace(1.5e10, 4.5e11, 5),
                     seeds=((0, range(6)), (1, (3,))), forecast=4.5e12, rule=ShapeRule(16, 4, min_layers=2),
-                    warmup=10),
+                    warmup=10, neighbours=()),
     "runlocal": dict(sizes=(1e4, 2.5e4), budgets=(1e10, 3e10), seeds=((0, range(2)),), forecast=1e11,
-                     rule=ShapeRule(16, 8), warmup=None),
+                     rule=ShapeRule(16, 8), warmup=None, neighbours=(0.5, 2.0)),
 }
 
 
@@ -106,7 +109,8 @@ def warmup_overrides(shape: dict, arg: str = "") -> dict:
 
 def forecast_runs(arg: str, plan_file: str) -> list[dict]:
     """The forecast: the run `bmjax-scaling plan --json` wrote to `plan_file` (its overrides as they are: N_opt's
-    shape, D_opt tokens), and the family's shapes at 2 N_opt and N_opt / 2 trained at the same counted FLOPs;
+    shape, D_opt tokens), and the family's shapes at the scale's neighbours (N_opt / 2 and 2 N_opt) trained at the
+    same counted FLOPs;
     every one with the ladder's warmup rule and seed 0 (the base config's)."""
     import json
 
@@ -114,7 +118,7 @@ def forecast_runs(arg: str, plan_file: str) -> list[dict]:
     shape_keys = ("model.num_layers", "model.d_model", "model.num_heads")
     center = {key: plan["overrides"][key] for key in shape_keys}
     runs = [{**plan["overrides"], "train.seed": 0, **warmup_overrides(center, arg)}]
-    for factor in (0.5, 2.0):
+    for factor in SCALES[scale_of(arg)]["neighbours"]:
         shape = nearest_shape(get_config(arg), factor * plan["N_opt"], "total", SCALES[scale_of(arg)]["rule"])[0]
         if shape != center:
             runs.append({**shape, "train.seed": 0, **warmup_overrides(shape, arg),
