@@ -279,6 +279,7 @@ def test_sweeps_set_mup_with_one_base_learning_rate():
     wrapper = sweep.load_module("configs/sweeps/mup_sweep.py")
     c = wrapper.get_config(arg)
     assert (c.model.parametrization, c.model.mup_base_width, c.optim.lr) == ("mup", 32, 0.02)
+    assert c.model.mup_output_mult == 1.0 and wrapper.get_config(arg + ",output_mult=4").model.mup_output_mult == 4.0
     runs = sweep.load_sweep(f"configs/sweeps/mup_sweep.py:{arg}").runs
     assert len(runs) == len(wrapped.runs)
     assert {r.args["optim.lr"] for r in runs} == {0.02} != {r.args["optim.lr"] for r in wrapped.runs}
@@ -289,3 +290,6 @@ def test_sweeps_set_mup_with_one_base_learning_rate():
     assert (c.model.parametrization, c.model.mup_base_width, c.model.d_model) == ("mup", 32, 32)
     lrs = [r.args["optim.lr"] for r in sweep.load_sweep("configs/sweeps/mup_base_lr.py:base_width=32").runs]
     assert lrs == sorted(lrs) and len(lrs) == 7
+    grid = sweep.load_sweep("configs/sweeps/mup_base_lr.py:base_width=32,output_mult_grid").runs
+    pairs = {(r.args["model.mup_output_mult"], r.args["optim.lr"]) for r in grid}
+    assert len(grid) == len(pairs) == 35 and {m for m, _ in pairs} == set(base.OUTPUT_MULTS)

@@ -1,6 +1,6 @@
 """μP through the trainer: the coordinate check tells μP from the standard parametrisation, μP at the base width
 trains exactly as the standard model, and a μP model resumes exactly, shards, accumulates gradients and
-fine-tunes (train.init_from) like any other."""
+fine-tunes (train.init_from) like any other, a BERT classifier from a μP pretraining workdir included."""
 import importlib.util
 import json
 import pathlib
@@ -143,3 +143,54 @@ def test_mup_fine_tunes_from_its_workdir_and_refuses_another_parametrization(mup
     standard.train.init_from = str(mup_run)
     with pytest.raises(ConfigError, match="model.parametrization='mup'"):
         init_from.check_init_from(standard)
+
+
+BERT_SHAPE = dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, max_len=32, init_std=0.1)
+BERT_MUP = dict(parametrization="mup", mup_base_width=16, mup_output_mult=2.0)  # m = 2, the readouts' α = 2
+
+
+def labelled_csv(path: pathlib.Path, n: int = 96):
+    """Label 0: words of the letters a-h; label 1: words of s-z (separable from the bytes alone)."""
+    rng = np.random.default_rng(0)
+    letters = ["abcdefgh", "stuvwxyz"]
+    lines = ["text,label"]
+    for i in range(n):
+        words = ["".join(rng.choice(list(letters[i % 2]), size=rng.integers(2, 6))) for _ in range(4)]
+        lines.append(f"{' '.join(words)},{i % 2}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_bert_classifier_fine_tunes_from_a_mup_checkpoint(tmp_path, capsys):
+    """A tiny μP BERT pretrained 4 steps, then configs/bert/finetune.py:init=ITS_WORKDIR (4 epochs of 72 rows, 18
+    steps): the fine-tune config
+    takes the parametrisation, base width and output multiplier from the source (so the encoder's weights are read
+    with the multipliers they were trained under, and the classifier gets the same α·base/width), starts from the
+    source's encoder, and its training loss falls."""
+    from bmjax.models import mup
+    from helpers.configs import load_config
+    from helpers.metrics import read_rows
+
+    c = load_config("configs/bert/tiny.py")
+    c.model.update(dict(**BERT_SHAPE, **BERT_MUP))
+    c.data.seq_len, c.data.batch_size = 32, 8
+    c.optim.warmup_steps = 1
+    c.train.update(dict(steps=4, log_every=1, eval_every=4, eval_steps=1, ckpt_every=4, progress=False))
+    pretrain = tmp_path / "pretrain"
+    train_and_evaluate(c, str(pretrain))
+
+    csv = tmp_path / "labels.csv"
+    labelled_csv(csv)
+    f = load_config("configs/bert/finetune.py", f"data={csv},labels=2,init={pretrain}")
+    assert {k: f.model[k] for k in BERT_MUP} == BERT_MUP  # carried from the source, not set here
+    assert mup.readout_multiplier(f.model) == 2.0 * 16 / 32
+    f.data.seq_len, f.data.batch_size, f.data.eval_fraction = 32, 16, 0.25
+    f.optim.update(dict(lr=1e-2, warmup_steps=2, schedule="constant"))
+    f.train.update(dict(epochs=4, steps_per_call=1, log_every=1, eval_every=18, ckpt_every=18, progress=False))
+    f.model.dropout = 0.0
+    finetune = tmp_path / "finetune"
+    capsys.readouterr()
+    train_and_evaluate(f, str(finetune))
+    out = capsys.readouterr().out
+    assert f"from {pretrain}/checkpoints/4" in out and "fresh: classifier; not used: mlm, nsp" in out
+    train = [r["loss"] for r in read_rows(finetune) if r["split"] == "train"]
+    assert len(train) == 18 and np.mean(train[-4:]) < np.mean(train[:4]) - 0.3, train  # from ln 2 = 0.69

@@ -7,8 +7,10 @@ rate is the one base learning rate every width of a μP sweep inherits (configs/
 
 Arguments: base_width (model.d_model = model.mup_base_width of every run; default 32, the middle of small_scaling's
 widths), budget (counted training FLOPs; default 1.5e12, small_scaling's middle budget). Seven rates, a factor of 2
-apart around small_scaling's 3e-3, each with min_lr = lr / 10 and a 5% warmup as small_scaling's runs. `runlocal`:
-two tiny runs of the same path.
+apart around small_scaling's 3e-3, each with min_lr = lr / 10 and a 5% warmup as small_scaling's runs.
+output_mult_grid: every rate at each of OUTPUT_MULTS (model.mup_output_mult, the readout multiplier μP tunes at the
+base width with the rate; experiments/mup/README.md measures what it is worth), 35 runs; then
+pass the best pair to mup_sweep.py (lr=, output_mult=). `runlocal`: two tiny runs of the same path.
 """
 import pathlib
 
@@ -17,10 +19,11 @@ from bmjax.scaling.sweep import axis, budget_steps, load_module, product, zip
 
 SMALL_SCALING = load_module(str(pathlib.Path(__file__).with_name("small_scaling.py")))
 LRS = (7.5e-4, 1.5e-3, 3e-3, 6e-3, 1.2e-2, 2.4e-2, 4.8e-2)
+OUTPUT_MULTS = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def _args(arg: str) -> dict:
-    return parse_arg(arg, base_width=32, budget=1.5e12, runlocal=False)
+    return parse_arg(arg, base_width=32, budget=1.5e12, output_mult_grid=False, runlocal=False)
 
 
 def get_config(arg: str = ""):
@@ -37,4 +40,5 @@ def get_sweep(arg: str = ""):
     lrs, budget = (LRS[2:4], 5e10) if args["runlocal"] else (LRS, args["budget"])
     warmup = max(1, budget_steps(get_config(arg), "budget.flops", budget) // 20)  # 5% of the run
     rates = zip(axis("optim.lr", list(lrs)), axis("optim.min_lr", [lr / 10 for lr in lrs]))
-    return product(axis("budget.flops", [budget]), axis("optim.warmup_steps", [warmup]), rates)
+    output_mults = axis("model.mup_output_mult", list(OUTPUT_MULTS) if args["output_mult_grid"] else [1.0])
+    return product(axis("budget.flops", [budget]), axis("optim.warmup_steps", [warmup]), output_mults, rates)

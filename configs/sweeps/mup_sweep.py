@@ -6,8 +6,9 @@ the per-size rates the wrapped sweep sets by hand. The wrapped file is not chang
     bmjax-sweep --config configs/sweeps/mup_sweep.py:sweep=chinchilla_isoflop,base_width=256,lr=3e-3,train=T.txt,...
 
 Arguments: sweep (a file name in configs/sweeps/, without .py), base_width (a width every run's num_heads divides),
-lr (the base learning rate; min_lr keeps the wrapped config's, or a run's own, min_lr / lr ratio); the rest go to the
-wrapped file.
+lr (the base learning rate; min_lr keeps the wrapped config's, or a run's own, min_lr / lr ratio); optional
+output_mult (model.mup_output_mult, the base model's readout multiplier, tuned with the rate by mup_base_lr.py's
+output_mult_grid; default 1.0); the rest go to the wrapped file.
 """
 import pathlib
 
@@ -15,14 +16,15 @@ from bmjax.errors import ConfigError
 from bmjax.scaling.sweep import load_module
 
 OWN = ("sweep", "base_width", "lr")
+OPTIONAL = {"output_mult": "1.0"}
 
 
 def _split(arg: str) -> tuple[dict, str]:
     """(this file's arguments, the wrapped file's argument string)."""
-    own, rest = {}, []
+    own, rest = dict(OPTIONAL), []
     for part in filter(None, (p.strip() for p in arg.split(","))):
         name, _, value = part.partition("=")
-        (own.__setitem__(name, value) if name in OWN else rest.append(part))
+        (own.__setitem__(name, value) if name in OWN or name in OPTIONAL else rest.append(part))
     missing = [name for name in OWN if name not in own]
     if missing:
         raise ConfigError("--config", f"configs/sweeps/mup_sweep.py needs {', '.join(f'{m}=' for m in missing)} "
@@ -45,6 +47,7 @@ def get_config(arg: str = ""):
     c.optim.lr = lr
     c.model.parametrization = "mup"
     c.model.mup_base_width = int(own["base_width"])
+    c.model.mup_output_mult = float(own["output_mult"])
     return c
 
 
