@@ -213,6 +213,12 @@ def get_sweep():
     [run] = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and 0 <= summary["lm_eval"]["bmjax_choice"]["acc"] <= 1
+    # scores of an earlier step (a run extended after bmjax-eval): the sweep evaluates the finished run again
+    (run / "summary.json").write_text(json.dumps(dict(summary, lm_eval_step=0)))
+    again = commands.run("-m", "bmjax.cli.sweep", "--config", str(sweep), "--workdir", str(tmp_path / "sweep"),
+                         "--eval_tasks", "bmjax_choice")
+    assert again.returncode == 0 and "finished, skipped" in again.stdout, again.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["lm_eval_step"] == summary["steps"] == 4
     refused = commands.run("-m", "bmjax.cli.sweep", "--config", str(sweep), "--workdir", str(tmp_path / "sweep"),
                            "--eval_tasks", "bmjax_choice", "--launcher", "print")
     assert refused.returncode == 2 and refused.stderr.startswith("error: --eval_tasks"), refused.stderr
