@@ -1,5 +1,8 @@
-"""Tables and plot of the μP transfer experiment from results.json (run.py's): writes results.md and transfer.png,
-and the tables into README.md between its generated markers."""
+"""Tables and plot of the μP transfer experiment: the base width's (lr x output multiplier) grid from
+base_tuning.json, the transfer grid from results.json (both run.py's) and the hypotheses' run pairs from
+hypotheses.json (hypotheses.py's); writes results.md and transfer.png, and the tables into README.md between its
+generated markers. `--best-base` prints the base grid's best output multiplier and rate (what run.sh passes on)."""
+import argparse
 import collections
 import json
 import math
@@ -27,7 +30,10 @@ def tables(data) -> str:
            f"{sum(r['seconds'] for r in runs) / 60:.0f} minutes of training.", ""]
     best = {}
     for parametrization in ("standard", "mup"):
-        out += [f"### {parametrization}: held-out loss (nats/byte, mean over seeds) by learning rate and width", "",
+        mults = sorted({r.get("output_mult", 1.0) for r in runs if r["parametrization"] == parametrization})
+        alpha = f" (α = {', '.join(f'{m:g}' for m in mults)})" if parametrization == "mup" else ""
+        out += [f"### {parametrization}{alpha}: held-out loss (nats/byte, mean over seeds) by learning rate and width",
+                "",
                 "| lr | " + " | ".join(f"d={w}" for w in widths) + " |", "|---" * (len(widths) + 1) + "|"]
         for lr in lrs:
             cells = []
@@ -44,16 +50,68 @@ def tables(data) -> str:
                                                                for w in widths) + "", ""]
     base_lr = best[("mup", widths[0])]
     at_base = [means[("mup", w, base_lr)] for w in widths]
+    steps = ", ".join(f"{b - a:+.3f}" for a, b in zip(at_base, at_base[1:]))
+    per_seed = collections.defaultdict(dict)
+    for r in runs:
+        if r["parametrization"] == "mup" and r["lr"] == base_lr:
+            per_seed[r["seed"]][r["width"]] = r["eval_loss"]
+    seed_text = "; ".join(f"seed {seed}: " + ", ".join("-" if by[w] is None else f"{by[w]:.3f}" for w in widths)
+                          for seed, by in sorted(per_seed.items()))
     out += [f"μP at the base width's best learning rate ({base_lr:g}): "
             + ", ".join(f"d={w}: {v:.3f}" for w, v in zip(widths, at_base))
-            + f"; each wider model at most {max(b - a for a, b in zip(at_base, at_base[1:])):+.3f} from the next "
-              "narrower one.", ""]
+            + f"; from each width to the next wider one: {steps} (negative: the wider model is better). "
+            + f"Per seed ({', '.join(f'd={w}' for w in widths)}): {seed_text}.", ""]
     best_std = [(w, best[("standard", w)], means[("standard", w, best[("standard", w)])]) for w in widths]
     best_mup = [(w, best[("mup", w)], means[("mup", w, best[("mup", w)])]) for w in widths]
     out += ["Each width at its own best learning rate: "
             + "; ".join(f"d={w}: standard {s:.3f} (lr {ls:g}), μP {m:.3f} (lr {lm:g})"
                         for (w, ls, s), (_, lm, m) in zip(best_std, best_mup)) + ".", ""]
     return "\n".join(out)
+
+
+def base_means(data):
+    """{(output multiplier, lr): (mean eval loss over seeds, seeds)} of the base-width grid."""
+    by = collections.defaultdict(list)
+    for r in data["runs"]:
+        by[(r["output_mult"], r["lr"])].append(math.inf if r["eval_loss"] is None else r["eval_loss"])
+    return {k: (sum(v) / len(v), len(v)) for k, v in by.items()}
+
+
+def best_base(data) -> tuple[float, float]:
+    means = base_means(data)
+    return min(means, key=lambda k: means[k][0])
+
+
+def base_table(data) -> str:
+    means = base_means(data)
+    mults = sorted({m for m, _ in means})
+    lrs = sorted({lr for _, lr in means})
+    seeds = sorted({r["seed"] for r in data["runs"]})
+    best = best_base(data)
+    untuned = min((k for k in means if k[0] == 1.0), key=lambda k: means[k][0], default=None)
+    out = [f"### Base width {data['settings']['widths']} under μP: held-out loss by learning rate and output "
+           f"multiplier α (model.mup_output_mult), mean over seeds {seeds}", "",
+           "| lr | " + " | ".join(f"α={m:g}" for m in mults) + " |", "|---" * (len(mults) + 1) + "|"]
+    for lr in lrs:
+        cells = []
+        for m in mults:
+            value = means.get((m, lr), (None, 0))[0]
+            text = "-" if value is None else ("diverged" if math.isinf(value) else f"{value:.3f}")
+            cells.append(f"**{text}**" if (m, lr) == best else text)
+        out.append(f"| {lr:g} | " + " | ".join(cells) + " |")
+    out += ["", f"Best: α={best[0]:g}, lr {best[1]:g} ({means[best][0]:.3f})"
+            + ("" if untuned is None else f"; at α=1 (the standard model) the best is lr {untuned[1]:g} "
+               f"({means[untuned][0]:.3f})") + ".", ""]
+    return "\n".join(out)
+
+
+def hypotheses_table(data) -> str:
+    out = [f"### Hypotheses: one run pair each (hypotheses.py), held-out loss, seeds {data['seeds']}", "",
+           "| hypothesis | run | loss (mean) | per seed |", "|---|---|---|---|"]
+    for r in data["rows"]:
+        per_seed = ", ".join(f"{x:.3f}" for x in r["eval_losses"])
+        out.append(f"| {r['hypothesis']} | {r['label']} | {r['mean']:.3f} | {per_seed} |")
+    return "\n".join(out + [""])
 
 
 def plot(data, path):
@@ -79,8 +137,19 @@ def plot(data, path):
 
 
 def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--best-base", action="store_true", help="print the base grid's best α and lr, and stop")
+    args = p.parse_args()
+    base = HERE / "base_tuning.json"
+    if args.best_base:
+        print(*best_base(json.loads(base.read_text())))
+        return
     data = json.loads((HERE / "results.json").read_text())
-    text = tables(data)
+    parts = [base_table(json.loads(base.read_text()))] if base.exists() else []
+    parts.append(tables(data))
+    if (HERE / "hypotheses.json").exists():
+        parts.append(hypotheses_table(json.loads((HERE / "hypotheses.json").read_text())))
+    text = "\n".join(parts)
     (HERE / "results.md").write_text(text + "\n")
     plot(data, HERE / "transfer.png")
     readme = HERE / "README.md"

@@ -1,5 +1,9 @@
-"""μP transfer: a learning-rate grid at several widths, both parametrisations, a few seeds; writes results.json,
-results.md (the tables) and transfer.png into this folder. `run.sh` runs it; README.md says what it shows.
+"""μP transfer: a learning-rate grid at several widths, both parametrisations, a few seeds; writes results.json
+(report.py makes the tables and transfer.png). `run.sh` runs it; README.md says what it shows.
+
+μP's own hyperparameter besides the rate, the readout's output multiplier (model.mup_output_mult), is tuned at the
+base width first: `--widths 64 --parametrizations mup --output_mults 1,2,4,... --results base_tuning.json` is the
+(lr x output multiplier) grid of the base model; the transfer grid then runs μP at the best one (--output_mults X).
 
 Every run: a byte-level GPT (configs/gpt/tiny.py's vocabulary, `--layers` blocks, 4 heads, d_model = the width;
 μP's base width is the smallest), AdamW through bmjax.train.optim.make_optimizer (warmup then cosine to lr/10,
@@ -48,7 +52,7 @@ def windows(tokens, rng, count, seq_len):
     return np.stack([tokens[s:s + seq_len + 1] for s in starts])
 
 
-def model_config(width, parametrization, args):
+def model_config(width, parametrization, args, output_mult=1.0):
     c = base_config()
     c.model.vocab_size = VOCAB
     c.model.d_model = width
@@ -58,6 +62,7 @@ def model_config(width, parametrization, args):
     c.model.parametrization = parametrization
     if parametrization == "mup":
         c.model.mup_base_width = args.base_width
+        c.model.mup_output_mult = output_mult
     c.optim.lr, c.optim.min_lr = 1.0, 0.1  # scaled by the run's learning rate (see the docstring)
     c.optim.warmup_steps = args.warmup
     c.optim.weight_decay = 0.1
@@ -105,7 +110,9 @@ def main():
     p.add_argument("--seq_len", type=int, default=32)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--base_width", type=int, default=64)
-    p.add_argument("--out", default=str(HERE))
+    p.add_argument("--parametrizations", default="standard,mup")
+    p.add_argument("--output_mults", default="1", help="μP runs' model.mup_output_mult values")
+    p.add_argument("--results", default=str(HERE / "results.json"))
     args = p.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     lrs = [float(x) for x in args.lrs.split(",")]
@@ -114,26 +121,28 @@ def main():
     held = jnp.asarray(windows(held_tokens, np.random.default_rng(12345), 32 * args.batch, args.seq_len)
                        .reshape(32, args.batch, -1))
     runs = []
-    for parametrization in ("standard", "mup"):
-        for width in widths:
-            c = model_config(width, parametrization, args)
-            init, train_step, eval_loss = trainer(c, args.steps)
-            for seed in seeds:
-                data = windows(train_tokens, np.random.default_rng(seed), args.steps * args.batch, args.seq_len)
-                data = data.reshape(args.steps, args.batch, -1)
-                for lr in lrs:
-                    start = time.time()
-                    params, opt_state = init(seed)
-                    for batch in data:
-                        params, opt_state, loss = train_step(params, opt_state, jnp.asarray(batch), lr)
-                    final = float(eval_loss(params, held))
-                    runs.append(dict(parametrization=parametrization, width=width, seed=seed, lr=lr,
-                                     eval_loss=final if np.isfinite(final) else None, train_loss=float(loss),
-                                     seconds=round(time.time() - start, 1)))
-                    print(json.dumps(runs[-1]), flush=True)
-    out = pathlib.Path(args.out)
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
-    (out / "results.json").write_text(json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n")
+    output_mults = [float(x) for x in args.output_mults.split(",")]
+    cells = [(parametrization, output_mult, width) for parametrization in args.parametrizations.split(",")
+             for output_mult in (output_mults if parametrization == "mup" else [1.0]) for width in widths]
+    for parametrization, output_mult, width in cells:
+        c = model_config(width, parametrization, args, output_mult)
+        init, train_step, eval_loss = trainer(c, args.steps)
+        for seed in seeds:
+            data = windows(train_tokens, np.random.default_rng(seed), args.steps * args.batch, args.seq_len)
+            data = data.reshape(args.steps, args.batch, -1)
+            for lr in lrs:
+                start = time.time()
+                params, opt_state = init(seed)
+                for batch in data:
+                    params, opt_state, loss = train_step(params, opt_state, jnp.asarray(batch), lr)
+                final = float(eval_loss(params, held))
+                runs.append(dict(parametrization=parametrization, output_mult=output_mult, width=width,
+                                 seed=seed, lr=lr,
+                                 eval_loss=final if np.isfinite(final) else None, train_loss=float(loss),
+                                 seconds=round(time.time() - start, 1)))
+                print(json.dumps(runs[-1]), flush=True)
+    settings = {k: v for k, v in vars(args).items() if k != "results"}
+    pathlib.Path(args.results).write_text(json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
