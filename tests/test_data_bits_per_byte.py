@@ -145,6 +145,36 @@ def test_shards_record_each_tokens_bytes_for_the_eval(tmp_path, corpus, tokenize
     assert "target_bytes" not in next(data.train_iter)  # training reads the ids alone
 
 
+def test_shards_prepared_without_byte_counts_say_so(tmp_path, corpus, tokenizer_files, caplog):
+    """Shards of an older bmjax-prepare-data (no "token_bytes"): the eval has no target bytes, and a warning says
+    why rather than a silent null."""
+    import json
+    import logging
+
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    from bmjax.data import shards
+
+    tokenizer = load_tokenizer_file(tokenizer_files["wordpiece"])
+    docs = prepare.text_documents([write(tmp_path / "corpus.txt", corpus)], "paragraph")
+    metadata = prepare.prepare_shards(docs, str(tmp_path / "shards"), tokenizer, num_shards=1, progress=False)
+    old = {k: v for k, v in metadata.items() if k != "token_bytes"}
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in metadata["shards"]:  # the ids alone, as older records held them
+        token_shards = shards.TokenShards([str(tmp_path / "shards" / name)], metadata)
+        writer = ArrayRecordWriter(str(out / name), prepare.WRITER_OPTIONS)
+        for i in range(len(token_shards)):
+            writer.write(shards.encode_record(token_shards[i], np.dtype(metadata["dtype"])))
+        writer.close()
+    (out / shards.METADATA_FILE).write_text(json.dumps({"format": shards.FORMAT, **old}))
+    config = lm_config(tmp_path, tokenizer_files["wordpiece"], source="arrayrecord", path=str(out / "*.arrayrecord"))
+    with caplog.at_level(logging.WARNING):
+        data = data_lib.make_data(config, None)
+    assert "hold no byte counts" in caplog.text
+    assert all("target_bytes" not in b for b in data.eval_batches())
+
+
 @pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
 def test_tfds_documents_count_their_bytes_when_read(tmp_path, tokenizer_files, kind):
     tfds = pytest.importorskip("tensorflow_datasets")

@@ -17,6 +17,7 @@ lone component is `data.source` with `data.path` / `data.tfds_name`. Every docum
 the tokenizer's end-of-document id when it has one (prepared shards already hold it).
 """
 import dataclasses
+import logging
 import os
 
 import ml_collections
@@ -231,7 +232,11 @@ def _paragraphs(texts: tuple[str, ...]) -> tuple[str, ...]:
 def open_shards(pattern: str, key: str, tokenizer) -> shards.TokenShards:
     paths = shards.match_shards(pattern, key)
     metadata = shards.shard_metadata(paths, key)
-    shards.check_tokenizer_matches(metadata, tokenizer, os.path.dirname(os.path.abspath(paths[0])))
+    directory = os.path.dirname(os.path.abspath(paths[0]))
+    shards.check_tokenizer_matches(metadata, tokenizer, directory)
+    if not metadata.get("token_bytes") and counts_covered_bytes(tokenizer):
+        logging.warning("the shards in %s hold no byte counts (prepared by an older bmjax-prepare-data): their evals "
+                        "report no bits_per_byte until they are prepared again", directory)
     return shards.TokenShards(paths, metadata)
 
 

@@ -3,18 +3,16 @@ data/tinyshakespeare.txt's first CHARS characters (windows of the model's contex
 the run's mesh (as bmjax-eval runs it) and on one device, each after one untimed pass (compilation).
 Prints one JSON object.
 
-    python experiments/evals/adapter_throughput.py WORKDIR [--batch_size 16] [--chars 60000]
+    PYTHONPATH=. python experiments/evals/adapter_throughput.py WORKDIR [--batch_size 16] [--chars 60000]   (from the root)
 """
 import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 from dataclasses import dataclass
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+REPO = pathlib.Path.cwd()  # run from the repository's root (run.sh does)
 
 
 @dataclass

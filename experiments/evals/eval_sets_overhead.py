@@ -5,19 +5,17 @@ eval sets (the builtin corpus's held-out files and data/tinyshakespeare.txt's he
 one untimed call each (compilation), REPEATS train steps and REPEATS passes over the held-out split and over each
 set (train.eval_steps batches each, as loop.evaluate scores them: packing included). Prints one JSON object.
 
-    python experiments/evals/eval_sets_overhead.py [--eval_steps K] [--repeats R]
+    PYTHONPATH=. python experiments/evals/eval_sets_overhead.py [--eval_steps K] [--repeats R]   (from the root)
 """
 import argparse
 import json
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+REPO = pathlib.Path.cwd()  # run from the repository's root (run.sh does)
 
 
 def load_config(path: str):

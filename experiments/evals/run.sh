@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 
 WORKDIR=${1:-runs/evals}
 PYTHON=${PYTHON:-.venv/bin/python}
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's bmjax, whichever the interpreter installed
 OUT=experiments/evals/results
 mkdir -p "$OUT"
 
