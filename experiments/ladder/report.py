@@ -161,7 +161,7 @@ def main(out: pathlib.Path):
           f"({o['model.num_heads']} heads), N_total = {plan['N']:,} ({100 * (plan['N'] / plan['N_opt'] - 1):+.1f}% "
           f"from N_opt), {plan['steps']} steps = D {plan['D']:,} tokens, counted C {plan['counted_C']:.4g}.\n")
     forecast_wall = int((out / "forecast_wall_s.txt").read_text())
-    print(f"The {len(forecast)} forecast runs trained in {forecast_wall / 60:.1f} min. Error = (predicted - actual) / "
+    print(f"The {len(forecast)} forecast run{'s' if len(forecast) != 1 else ''} trained in {forecast_wall / 60:.1f} min. Error = (predicted - actual) / "
           "actual; inside = the actual loss lies in the law's 95% interval.\n")
     print("| run (layers x width) | N_total | D | counted C | predicted loss [95%] | actual final eval loss | error | "
           "inside? |")
@@ -182,7 +182,10 @@ def main(out: pathlib.Path):
             best_actual = (actual, int(r["N_total"]), r["run"])
         if best_predicted is None or law < best_predicted[0]:
             best_predicted = (law, int(r["N_total"]), r["run"])
-    if best_actual:
+    if best_actual and len(forecast) == 1:
+        print(f"\nBest size at C*: predicted N_opt = {predict['N_opt']:,.0f}; only plan's run was trained, so the "
+              "observed best size at C* is not measured.\n")
+    elif best_actual:
         print(f"\nBest size at C*: predicted N_opt = {predict['N_opt']:,.0f}; of the forecast runs the law ranks "
               f"N_total = {best_predicted[1]:,} lowest, training ranks N_total = {best_actual[1]:,} lowest.\n")
     sensitivity(out, forecast, fit3, predicted)
