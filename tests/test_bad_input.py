@@ -100,6 +100,7 @@ CASES = [
 def _parent(tmp_path) -> str:
     from helpers.configs import load_config
 
+    from bmjax import data as data_lib
     from bmjax.train import run_config
 
     config = load_config(TINY[1])
@@ -107,7 +108,8 @@ def _parent(tmp_path) -> str:
     parent = tmp_path / "parent"
     for step in (10, 20):
         (parent / "checkpoints" / str(step)).mkdir(parents=True)
-    run_config.record(parent, run_config.resolve_paths(config), None)
+    # As a parent run records it: model.vocab_size resolved from the tokenizer (320).
+    run_config.record(parent, data_lib.with_model_vocab_size(run_config.resolve_paths(config)), None)
     return str(parent)
 
 
