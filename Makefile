@@ -34,7 +34,8 @@ test: $(VENV)/.test $(TPU_LIBS)/.installed
 	$(PYTEST) tests
 	$(MAKE) test-tpu
 
-# The edit-test loop: the tests not marked slow (tests/conftest.py's SLOW_FILES), a few minutes on 2 cores.
+# The edit-test loop: the tests not marked slow (tests/conftest.py's SLOW_FILES and SLOW_TESTS; slow files are not even
+# imported), a few minutes on 2 cores.
 test-fast: $(VENV)/.test
 	$(PYTEST) -m "not slow and not tpu" tests
 

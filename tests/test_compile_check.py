@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from bmjax.defaults import base_config
-from helpers.commands import run
+from helpers.commands import error_line, run
 from helpers.compile import FAST_COMPILE
 
 
@@ -69,6 +69,4 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, culprit):
 
 def test_cli_missing_config_file_is_one_line_and_exit_2():
     result = run("-m", "bmjax.cli.compile_check", "--config", "configs/gpt/nope.py")
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: --config: config file"), result.stderr[-2000:]
+    assert error_line(result).startswith("error: --config: config file")

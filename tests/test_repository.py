@@ -64,3 +64,11 @@ def test_the_slow_marker_names_test_files_that_exist(repo_root):
     from conftest import SLOW_FILES
 
     assert SLOW_FILES <= {p.name for p in (repo_root / "tests").glob("test_*.py")}
+
+
+def test_the_slow_marker_names_tests_that_exist(repo_root):
+    from conftest import SLOW_TESTS
+
+    for name in SLOW_TESTS:
+        file, function = name.split("::")
+        assert f"\ndef {function}(" in (repo_root / "tests" / file).read_text(), name

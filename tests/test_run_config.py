@@ -4,8 +4,6 @@ kept (config.json, then config.stepNNNNNN.json per resume)."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -14,6 +12,7 @@ from bmjax.defaults import base_config
 from bmjax.errors import ConfigError
 from bmjax.train import run_config
 from bmjax.train.loop import train_and_evaluate
+from helpers.commands import error_line, run
 from helpers.configs import set_keys, tiny_gpt_config
 from helpers.paths import REPO_ROOT as REPO
 from helpers.workdirs import snapshot
@@ -95,20 +94,14 @@ def test_cli_refuses_a_changed_config_in_one_line_and_checks_allowed_keys(tmp_pa
                            "from helpers.configs import tiny_gpt_config\n\n\n"
                            "def get_config():\n    return tiny_gpt_config(steps=2, steps_per_call=2)\n")
 
-    def run(*extra):
-        return subprocess.run([sys.executable, "-m", "bmjax.cli.train", "--config", str(config_file), "--workdir",
-                               str(workdir), *extra], cwd=REPO, env=dict(os.environ), capture_output=True,
-                              text=True, timeout=300)
+    def train(*extra):
+        return run("-m", "bmjax.cli.train", "--config", str(config_file), "--workdir", str(workdir), *extra)
 
-    result = run("--config.optim.weight_decay=0.5")
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines() == [
+    assert error_line(train("--config.optim.weight_decay=0.5")) == (
         f"error: config: resuming {workdir} with a config that changes the maths (optim.weight_decay 0.1 -> 0.5) "
-        "against config.json; use the saved config, a new --workdir, or --allow_config_change=optim.weight_decay"]
-    result = run("--allow_config_change=optim.weight_dcay")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: --allow_config_change: unknown config key 'optim.weight_dcay'"]
+        "against config.json; use the saved config, a new --workdir, or --allow_config_change=optim.weight_decay")
+    assert error_line(train("--allow_config_change=optim.weight_dcay")) == (
+        "error: --allow_config_change: unknown config key 'optim.weight_dcay'")
     assert snapshot(workdir) == before
 
 
@@ -201,9 +194,8 @@ def test_config_files_share_one_parse_arg_that_refuses_an_unknown_argument(repo_
 
 
 def test_an_unknown_config_argument_is_one_line_from_the_command(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bmjax.cli.train", "--config", "configs/gpt/tiny.py:runlcal",
-                             "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+    result = run("-m", "bmjax.cli.train", "--config", "configs/gpt/tiny.py:runlcal", "--workdir",
+                 str(tmp_path / "run"), timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: flag --config=configs/gpt/tiny.py:runlcal: ")
     assert result.stderr.endswith("ValueError: unknown config argument 'runlcal'; this config file takes: runlocal\n")

@@ -36,3 +36,12 @@ def run(*args, devices: int | None = None, fast_compile: bool = False, env: dict
 def train(*args, timeout: float = 300):
     """`bmjax-train ARGS...` on 8 fake CPU devices."""
     return run("-m", "bmjax.cli.train", *args, devices=8, timeout=timeout)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a command prints for bad input (docs/design.md: one line naming the culprit, exit 2);
+    asserts that it is one line, starts with "error: " and that the exit status is 2."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
+        (result.returncode, result.stderr[-2000:])
+    return lines[0]
