@@ -173,8 +173,9 @@ def check_mup(m):
         _require(m.mup_output_mult == 1.0, "model.mup_output_mult",
                  f"is only read with model.parametrization=mup, got {m.mup_output_mult}")
         return
-    _require(isinstance(m.mup_output_mult, (int, float)) and math.isfinite(m.mup_output_mult)
-             and m.mup_output_mult > 0, "model.mup_output_mult", f"must be a positive number, got {m.mup_output_mult!r}")
+    alpha = m.mup_output_mult
+    _require(isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0, "model.mup_output_mult",
+             f"must be a positive number, got {alpha!r}")
     _require(isinstance(base, int) and base > 0, "model.mup_base_width",
              f"must be a positive integer with model.parametrization=mup, got {base!r}")
     _require(base % m.num_heads == 0, "model.mup_base_width",

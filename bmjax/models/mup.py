@@ -33,10 +33,10 @@ readout at a width-independent init and learning rate, the `mup` package's MuRea
 readout, so that m = 1 (with α = 1) is the standard model and the readout's initial logits shrink like 1/√m.
 α, model.mup_output_mult (the package's output_mult), is a hyperparameter of the base model, tuned at the base
 width with the learning rate and carried unchanged to every width; at α = 1 the base model is the standard one,
-whose readout multiplier was never tuned (experiments/mup/README.md measures what tuning it changes). The readout has one
-finite axis (vocab, labels), so it is vector-like: base learning rate, init_std. GPT-2 ties the readout to the
-token embedding; μP treats the shared matrix as the embedding (init_std, base learning rate) and applies the 1/m
-multiplier on the readout side only (the `mup` package's MuSharedReadout), so the tie stays. BERT's MLM decoder
+whose readout multiplier was never tuned (experiments/mup/README.md measures what tuning it changes). The readout
+has one finite axis (vocab, labels), so it is vector-like: base learning rate, init_std. GPT-2 ties the readout to
+the token embedding; μP treats the shared matrix as the embedding (init_std, base learning rate) and applies the
+α/m multiplier on the readout side only (the `mup` package's MuSharedReadout), so the tie stays. BERT's MLM decoder
 (tied to wte), its NSP head and a classifier are readouts too.
 
 Attention: μP scales logits by 1/d_head rather than 1/√d_head (query and key become correlated during training,
