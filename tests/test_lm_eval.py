@@ -112,9 +112,10 @@ def test_greedy_generation_is_bmjax_samples(adapter, workdir):
     assert cut == got[0][:got[0].index(stop)]  # stops before the first stop string
 
 
-def test_on_the_training_mesh_the_adapter_scores_as_on_one_device(adapter, workdir):
-    """Parameters laid out over data x fsdp x tensor = 2 x 2 x 2 fake devices as they trained, scoring rows over
-    data x fsdp (batch_size 3 rounded up to 4): the same log-likelihoods and greedy flags as one device."""
+@pytest.fixture(scope="module")
+def sharded(workdir):
+    """The adapter with the parameters laid out over data x fsdp x tensor = 2 x 2 x 2 fake devices as they trained,
+    batches over data x fsdp (batch_size 3 rounded up to 4)."""
     import ml_collections
 
     from bmjax.cli.sample import load_run
@@ -124,8 +125,12 @@ def test_on_the_training_mesh_the_adapter_scores_as_on_one_device(adapter, workd
 
     mesh_cfg = ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2, sequence=1))
     _, tokenizer, model = load_run(workdir)
-    sharded = BmjaxLM(model, tokenizer, batch_size=3, mesh=mesh_lib.make_mesh(mesh_cfg),
-                      rules=rules_lib.rules_from_config(mesh_cfg))
+    return BmjaxLM(model, tokenizer, batch_size=3, mesh=mesh_lib.make_mesh(mesh_cfg),
+                   rules=rules_lib.rules_from_config(mesh_cfg))
+
+
+def test_on_the_training_mesh_the_adapter_scores_as_on_one_device(adapter, sharded):
+    """Scoring rows over data x fsdp: the same log-likelihoods and greedy flags as one device."""
     assert sharded.batch_size == 4
     shardings = [leaf.sharding for leaf in jax.tree.leaves(sharded._params)]
     assert all(len(s.device_set) == 8 for s in shardings) and any(set(s.spec) - {None} for s in shardings)
@@ -137,6 +142,35 @@ def test_on_the_training_mesh_the_adapter_scores_as_on_one_device(adapter, workd
     assert [g for _, g in many] == [g for _, g in one]
     np.testing.assert_allclose(sharded.loglikelihood_rolling(rolling), adapter.loglikelihood_rolling(rolling),
                                rtol=1e-5)
+
+
+def test_on_the_training_mesh_the_adapter_generates_as_on_one_device(adapter, sharded):
+    """generate_until with its batch over data x fsdp (the 5 prompts of bmjax_generate: a batch of 4 and one of 1
+    repeated up to 4, the repeats dropped): the same greedy tokens as one device, cut at the same stop strings."""
+    from bmjax.models.generate import Sampling, generate, generate_each, left_pad
+
+    new = 10
+    prompts = [json.loads(line)["prompt"] for line in open(f"{TASKS}/generate.jsonl")]
+    whole = adapter.generate_until([Request((p, {"until": [], "max_gen_toks": new})) for p in prompts])
+    assert len(prompts) == 5 and min(len(text) for text in whole) >= 5, whole
+    stops = {"until": [whole[0][3:5], whole[3][1:3]], "max_gen_toks": new}
+    one = adapter.generate_until([Request((p, stops)) for p in prompts])
+    assert sharded.generate_until([Request((p, stops)) for p in prompts]) == one
+    assert one[0] == whole[0][:whole[0].index(stops["until"][0])] and one != whole  # the stop strings cut
+    assert sharded.generated_tokens > 0 and sharded.generation_seconds > 0
+    # Token for token, as the adapter runs it (each prompt's last MAX_LEN - new tokens), and the batch sharded
+    ids = [list(p.encode())[-(MAX_LEN - new):] for p in prompts]
+    args = dict(max_new_tokens=new, key=jax.random.key(0), sampling=Sampling(temperature=0.0), stop_token=EOS)
+    one_ids = generate_each(adapter.model, ids, batch_size=4, **args)
+    many_ids = generate_each(sharded.model, ids, batch_size=3, mesh=sharded._mesh, rules=sharded._rules, **args)
+    assert [t.tolist() for t in many_ids] == [t.tolist() for t in one_ids]
+    prompt, lengths = left_pad(ids[:4])
+    tokens, _ = generate(sharded.model, prompt, prompt_lengths=lengths, mesh=sharded._mesh, rules=sharded._rules,
+                         **args)
+    assert tokens.sharding.shard_shape(tokens.shape)[0] == 1  # 4 rows over data x fsdp = 4 ways
+    with pytest.raises(ValueError, match="does not split 4 ways"):
+        generate(sharded.model, prompt[:3], prompt_lengths=lengths[:3], mesh=sharded._mesh, rules=sharded._rules,
+                 **args)
 
 
 def test_bmjax_eval_writes_the_harness_results_and_its_scores_to_the_summary(adapter, workdir):

@@ -24,7 +24,9 @@ length (at most max_len) so a handful of shapes compile.
 Given the run's mesh and logical-axis rules (bmjax-eval passes them), the parameters are laid out as they trained
 and every scoring batch is sharded over the mesh's data axes (data x fsdp; `batch_size` rounded up to a multiple
 of them, the extra rows scoring nothing), its forward pass traced in the mesh's layout as the trainer's eval step
-is; generation reads the same sharded parameters. Without a mesh the model stays where it is (one device).
+is; generation runs its batches sharded over the same axes (bmjax/models/generate.py: prompts, tokens and the KV
+cache split by rows, a batch's rows repeated up to `batch_size` and the repeats dropped). Without a mesh the
+model stays where it is (one device).
 """
 from __future__ import annotations
 
@@ -54,8 +56,10 @@ class BmjaxLM(LM):
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         score = lambda params, rest, *batch: _score(nnx.merge(graphdef, params, rest), *batch)  # noqa: E731
         self.batch_size, self._rows = int(batch_size), None
+        self._mesh, self._rules = mesh, None
         if mesh is not None:
             rules = rules_lib.DEFAULT_RULES if rules is None else rules
+            self._rules = rules
             params = jax.device_put(params, rules_lib.state_shardings(params, mesh, rules))
             rest = jax.device_put(rest, rules_lib.state_shardings(rest, mesh, rules))
             ways = mesh_lib.data_parallel_size(mesh)
@@ -67,6 +71,8 @@ class BmjaxLM(LM):
         self._score = jax.jit(score)
         self.scored_tokens = 0  # tokens run through the model by the scoring requests (for tokens/s)
         self.scoring_seconds = 0.0
+        self.generated_tokens = 0  # new tokens of generate_until's prompts (for its tokens/s)
+        self.generation_seconds = 0.0
 
     # -- tokenisation ---------------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
@@ -151,9 +157,12 @@ class BmjaxLM(LM):
             max_new = max(1, min(max_new, self.max_length - 1))
             keep = self.max_length - max_new  # the prompt's last tokens that fit beside the new ones
             prompts = [(self._encode(requests[i].args[0]) or [self.prefix_token])[-keep:] for i in indices]
+            start = time.perf_counter()
             news = generate_each(self.model, prompts, max_new_tokens=max_new, key=jax.random.key(0),
                                  sampling=Sampling(temperature=0.0), stop_token=self.tokenizer.eos_id,
-                                 batch_size=self.batch_size)
+                                 batch_size=self.batch_size, mesh=self._mesh, rules=self._rules)
+            self.generation_seconds += time.perf_counter() - start
+            self.generated_tokens += sum(len(new) for new in news)
             for i, new in zip(indices, news):
                 new = new[:-1] if self.tokenizer.eos_id is not None and len(new) and new[-1] == self.tokenizer.eos_id \
                     else new
