@@ -193,7 +193,7 @@ def test_bmjax_eval_writes_the_harness_results_and_its_scores_to_the_summary(ada
         lls = [ll for ll, _ in adapter.loglikelihood([Request((doc["context"], c)) for c in doc["choices"]])]
         hits += int(np.argmax(lls) == doc["label"])
     assert scores["bmjax_choice"]["acc"] == hits / len(docs)
-    assert "tokens/s" in result.stdout
+    assert "tokens/s" in result.stdout and " generated at " in result.stdout  # bmjax_generate's new tokens
 
 
 def test_an_extended_run_keeps_the_scores_with_their_step(workdir, tmp_path, repo_data):

@@ -12,8 +12,9 @@ bmjax's examples on data shipped with it (bmjax/evals/tasks: bmjax_choice, multi
 rolling perplexity and bits per byte; bmjax_generate, greedy generation). --limit N scores each task's first N
 documents. The harness's results JSON is written to DIR/lm_eval.json, and the scores (task -> metric -> value, standard errors left out) to
 summary.json's `lm_eval` field (and the checkpoint's step to `lm_eval_step`, which a resumed run keeps with the
-scores: bmjax/train/summary.py); a line per task and the adapter's tokens/s go to stdout. Bad input (no such
-workdir, no checkpoint, an unknown task) prints one line, `error: ...`, and exits with status 2.
+scores: bmjax/train/summary.py); a line per task and the adapter's tokens/s (scored, and generated where a task
+generates) go to stdout. Bad input (no such workdir, no checkpoint, an unknown task) prints one line,
+`error: ...`, and exits with status 2.
 """
 from __future__ import annotations
 
@@ -115,7 +116,9 @@ def evaluate(workdir, task_names: list[str], *, limit: int | None = None, includ
     found = scores(results)
     workdir_lib.update_summary(workdir, {"lm_eval": found, "lm_eval_step": step})
     return {"scores": found, "seconds": seconds, "scored_tokens": lm.scored_tokens,
-            "tokens_per_sec": lm.scored_tokens / lm.scoring_seconds if lm.scoring_seconds else float("nan")}
+            "tokens_per_sec": lm.scored_tokens / lm.scoring_seconds if lm.scoring_seconds else float("nan"),
+            "generated_tokens": lm.generated_tokens,
+            "generated_per_sec": lm.generated_tokens / lm.generation_seconds if lm.generation_seconds else float("nan")}
 
 
 def run(fv: flags.FlagValues):
@@ -125,7 +128,9 @@ def run(fv: flags.FlagValues):
                    batch_size=fv.batch_size, num_fewshot=fv.num_fewshot)
     for task, metrics in out["scores"].items():
         print(f"{task}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
-    print(f"[{out['scored_tokens']} tokens scored at {out['tokens_per_sec']:,.0f} tokens/s (compilation "
+    generated = (f", {out['generated_tokens']} generated at {out['generated_per_sec']:,.0f} tokens/s"
+                 if out["generated_tokens"] else "")
+    print(f"[{out['scored_tokens']} tokens scored at {out['tokens_per_sec']:,.0f} tokens/s{generated} (compilation "
           f"included); {out['seconds']:.1f}s in all; results in {os.path.join(fv.workdir, 'lm_eval.json')}]",
           flush=True)
 

@@ -25,8 +25,8 @@ Given the run's mesh and logical-axis rules (bmjax-eval passes them), the parame
 and every scoring batch is sharded over the mesh's data axes (data x fsdp; `batch_size` rounded up to a multiple
 of them, the extra rows scoring nothing), its forward pass traced in the mesh's layout as the trainer's eval step
 is; generation runs its batches sharded over the same axes (bmjax/models/generate.py: prompts, tokens and the KV
-cache split by rows, a batch's rows repeated up to `batch_size` and the repeats dropped). Without a mesh the
-model stays where it is (one device).
+cache split by rows, a short batch's rows repeated up to a multiple of those axes and the repeats dropped).
+Without a mesh the model stays where it is (one device).
 """
 from __future__ import annotations
 

@@ -38,9 +38,21 @@ def throughput_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def generate_table(rows: list[dict]) -> list[str]:
+    lines = ["| measurement | mesh (data, fsdp, tensor, sequence) | prompts | new tokens | run's mesh tokens/s | "
+             "one device tokens/s | load average (1, 5, 15 min) |", "|---" * 7 + "|"]
+    for i, r in enumerate(rows):
+        mesh = ", ".join(str(v) for v in r["mesh"].values())
+        lines.append(f"| {i} | {mesh} | {r['prompts']} | {r['run_mesh']['tokens']} | "
+                     f"{r['run_mesh']['tokens_per_sec']:,.0f} | {r['one_device']['tokens_per_sec']:,.0f} | "
+                     f"{', '.join(f'{x:.1f}' for x in r['load_average'])} |")
+    return lines
+
+
 def main() -> None:
     results, readme = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     overhead, throughput = load(results, "eval_sets_overhead"), load(results, "adapter_throughput")
+    generation = load(results, "generate_throughput")
     eval_every, steps = 200, 400  # tiny.py's train.eval_every and train.steps
     worst = max(max(r["eval_set_pass_s"].values()) / r["train_step_s"] for r in overhead)
     body = ["Eval overhead per extra `data.eval_sets` entry (tiny.py: batch 16 x 128, `train.eval_steps=10` batches "
@@ -52,7 +64,15 @@ def main() -> None:
             "real tokens):", "", *throughput_table(throughput), "",
             "On the run's mesh the adapter scored " + " and ".join(
                 f"{r['run_mesh']['tokens_per_sec'] / r['one_device']['tokens_per_sec']:.2f}" for r in throughput)
-            + " times as many tokens per second as on one device (the same log-likelihoods: tests/test_lm_eval.py)."]
+            + " times as many tokens per second as on one device (the same log-likelihoods: tests/test_lm_eval.py).",
+            "", "The harness adapter's generation throughput (`generate_until`, greedy with the KV cache, no stop "
+            "string: tinyshakespeare's first paragraphs' first 48 characters continued by up to "
+            f"{generation[0]['max_new_tokens']} tokens, batch {generation[0]['batch_size']}; the median of "
+            f"{generation[0]['repeats']} timed passes after one untimed; tokens are the new ones):", "", *generate_table(generation), "",
+            "On the run's mesh the adapter generated " + " and ".join(
+                f"{r['run_mesh']['tokens_per_sec'] / r['one_device']['tokens_per_sec']:.2f}" for r in generation)
+            + " times as many tokens per second as on one device (the same text, checked by the script; the same "
+            "tokens on 2 x 2 x 2 fake devices: tests/test_lm_eval.py)."]
     text = readme.read_text()
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     readme.write_text(text[:start] + "\n" + "\n".join(body) + "\n" + text[end:])
