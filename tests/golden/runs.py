@@ -30,22 +30,39 @@ STACK_PACKAGES = ("jax", "jaxlib", "flax", "optax")
 RTOL = 1e-4
 
 
+def _cpuinfo() -> str:
+    try:
+        return pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    found = re.search(rf"^{name}\s*:(.*)$", _cpuinfo(), re.M)
+    return found.group(1).strip() if found else None
+
+
 def cpu_isa() -> str:
     """The float32 ISA class XLA compiles for: 'avx512' or 'avx2' (they round float32 sums differently)."""
     capped = re.search(r"--xla_cpu_max_isa=(\w+)", os.environ.get("XLA_FLAGS", ""))
-    try:
-        flags = set(re.search(r"^flags\s*:(.*)$", pathlib.Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
-    except (OSError, AttributeError):
-        flags = set()
+    flags = set((_cpuinfo_field("flags") or "").split())
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
     if capped and isa == "avx512" and not capped.group(1).upper().startswith("AVX512"):
         isa = "avx2" if capped.group(1).upper() == "AVX2" else "other"
     return isa
 
 
+def cpu_model() -> str:
+    """The processor XLA tunes its kernels for (vendor, family, model): two AVX-512 machines of different makes
+    (an AMD EPYC and an Intel Xeon) still round some float32 sums differently, by a float32 eps or so."""
+    fields = [_cpuinfo_field(name) for name in ("vendor_id", "cpu family", "model")]
+    return " ".join(f or "?" for f in fields)
+
+
 def stack() -> dict:
     """What a bit-for-bit reproduction depends on."""
-    return {**{name: importlib.metadata.version(name) for name in STACK_PACKAGES}, "cpu_isa": cpu_isa()}
+    return {**{name: importlib.metadata.version(name) for name in STACK_PACKAGES}, "cpu_isa": cpu_isa(),
+            "cpu_model": cpu_model()}
 
 
 def train(name: str, workdir, *extra: str, devices: int = 1, threads: int | None = None, env: dict | None = None,
