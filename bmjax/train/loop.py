@@ -193,15 +193,16 @@ def open_run(started: StartUp) -> Run:
         config.data.task, seq_len, max_predictions(seq_len)))
     if is_primary:
         print(mfu_lib.describe_peak(config.model.dtype), flush=True)
+    peak_flops = mfu_lib.total_peak_flops(config.model.dtype)
     data, input_rows = started.data, started.input_rows
     real_tokens = None
     if data.source_tokens() is not None:  # packed: padding is no token (D counts what was trained on)
         real_tokens = lambda: sum(source_token_counts(data, input_rows.count).values())  # noqa: E731
+    progress = _progress_bar(config, start.step, started.total_steps, is_primary)
+    # Last: once the record exists (summary.json "running"), train_and_evaluate's `with` closes it on failure.
     record = summary_lib.RunRecord(config, workdir, writers, start.step, is_primary, flops_per_token, real_tokens)
     return Run(config, workdir, is_primary, data, input_rows, started.total_steps, started.training,
-               started.checkpointer, writers, record, _progress_bar(config, start.step, started.total_steps,
-                                                                    is_primary),
-               flops_per_token, mfu_lib.total_peak_flops(config.model.dtype))
+               started.checkpointer, writers, record, progress, flops_per_token, peak_flops)
 
 
 def train(run: Run, start: "Start"):
