@@ -132,7 +132,7 @@ def test_an_explicit_shape_that_does_not_match_the_directory_is_one_line(minilm_
                                 "this config has 768")
 
 
-NOUNS = ["film", "meal", "hotel", "concert", "book", "service", "game", "trip", "show", "phone", "class", "party"]
+NOUNS = ["film", "meal", "hotel", "concert", "book", "service"]
 TEMPLATES = ["the {noun} was {word}.", "i thought the {noun} was {word}", "honestly, a {word} {noun}!"]
 # Held out: other words for the same sentiment. A model from scratch has never seen them (chance); a
 # pretrained one knows what they mean.
