@@ -10,7 +10,7 @@ in the four tables below and nowhere else:
   `sys.executable -m MODULE` (this checkout's bmjax, whichever environment runs the tests);
   `.venv/bin/python` is sys.executable.
 - SHORTEN: arguments appended to a command, by its program, so that a training run takes seconds (README.md says
-  so in a comment line above its first training block).
+  so in a comment line above its first training block) and a compile check compiles two layers, not 24.
 - REWRITE: whole arguments replaced: a path outside the temporary directory, the sweep's full 21-run grid.
 - SKIP: commands that need hardware, network or a Hugging Face checkpoint this machine does not have.
 - FIXTURES: the small input files the README's placeholders name.
@@ -35,6 +35,7 @@ SHORT_RUN = ["--config.train.steps=2", "--config.train.steps_per_call=1", "--con
 SHORTEN = {
     "bmjax-train": SHORT_RUN,
     "bmjax-sample": ["--max_new_tokens=8"],
+    "bmjax-compile-check": ["--config.model.num_layers=2"],  # the same mesh, flow and report; 24 layers compile long
     "tools/bench_step.py": ["--steps=2", "--warmup=1", "--window=1", "--config.train.steps_per_call=1"],
     "tools/bench_compare.py": ["--rounds=1", "--jax_steps=2", "--torch_steps=2", "--jax_arg=--config.train.steps_per_call=1",
                                "--jax_arg=--warmup=1", "--jax_arg=--window=1"],
