@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+from bmjax.data import with_model_vocab_size
 from helpers.paths import REPO_ROOT
 from helpers.configs import load_config, set_keys
 from helpers.metrics import read_rows
@@ -22,8 +23,9 @@ WORKER_TIMEOUT = 300
 
 
 def config_with(**changes):
-    """configs/gpt/tiny.py with OVERRIDES and then `changes` (dotted keys) applied."""
-    return set_keys(load_config("configs/gpt/tiny.py"), {**OVERRIDES, **changes})
+    """configs/gpt/tiny.py with OVERRIDES and then `changes` (dotted keys) applied, model.vocab_size resolved
+    from its tokenizer as the trainer resolves it (tiny.py leaves it unset)."""
+    return with_model_vocab_size(set_keys(load_config("configs/gpt/tiny.py"), {**OVERRIDES, **changes}))
 
 
 def train_losses(workdir) -> dict:
