@@ -13,14 +13,10 @@ import os
 import pathlib
 import statistics
 import time
-from dataclasses import dataclass
+
+from experiments.evals.adapters import Request, run_adapters
 
 REPO = pathlib.Path.cwd()  # run from the repository's root (run.sh does)
-
-
-@dataclass
-class Request:  # what the adapter reads of the harness's Instance
-    args: tuple
 
 
 def main() -> None:
@@ -32,27 +28,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from bmjax import runtime
-    from bmjax import workdir as workdir_lib
-
-    runtime.set_process_defaults()
-    runtime.use_cpu_devices(workdir_lib.read_config(args.workdir))  # as bmjax-eval does
-
-    import jax
-
-    from bmjax.cli.eval import run_mesh
-    from bmjax.cli.sample import load_run
-    from bmjax.evals.lm_harness import BmjaxLM
-
-    config, tokenizer, model = load_run(args.workdir)
+    described, adapters = run_adapters(args.workdir, args.batch_size)
     paragraphs = [p for p in (REPO / "data/tinyshakespeare.txt").read_text().split("\n\n") if p.strip()]
     requests = [Request((p[:48], {"until": [], "max_gen_toks": args.new})) for p in paragraphs[:args.prompts]]
-    mesh, rules = run_mesh(config)
-    out = {"workdir": args.workdir, "devices": len(jax.devices()), "device": str(jax.devices()[0].device_kind),
-           "mesh": dict(mesh.shape), "batch_size": args.batch_size, "prompts": len(requests),
-           "max_new_tokens": args.new, "repeats": args.repeats}
-    for name, lm in (("run_mesh", BmjaxLM(model, tokenizer, args.batch_size, mesh=mesh, rules=rules)),
-                     ("one_device", BmjaxLM(model, tokenizer, args.batch_size))):
+    out = {**described, "prompts": len(requests), "max_new_tokens": args.new, "repeats": args.repeats}
+    for name, lm in adapters:
         texts = lm.generate_until(requests)  # compiles
         seconds = []
         for _ in range(args.repeats):

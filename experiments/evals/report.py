@@ -27,23 +27,14 @@ def overhead_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def throughput_table(rows: list[dict]) -> list[str]:
-    lines = ["| measurement | mesh (data, fsdp, tensor, sequence) | documents | tokens | run's mesh tokens/s | "
+def adapter_table(rows: list[dict], counted: str, tokens: str) -> list[str]:
+    """One row per measurement of an adapter throughput script: `counted`, the results' key (and column) of what
+    it ran over (documents, prompts); `tokens`, the column name of the tokens it timed."""
+    lines = [f"| measurement | mesh (data, fsdp, tensor, sequence) | {counted} | {tokens} | run's mesh tokens/s | "
              "one device tokens/s | load average (1, 5, 15 min) |", "|---" * 7 + "|"]
     for i, r in enumerate(rows):
         mesh = ", ".join(str(v) for v in r["mesh"].values())
-        lines.append(f"| {i} | {mesh} | {r['documents']} | {r['run_mesh']['tokens']} | "
-                     f"{r['run_mesh']['tokens_per_sec']:,.0f} | {r['one_device']['tokens_per_sec']:,.0f} | "
-                     f"{', '.join(f'{x:.1f}' for x in r['load_average'])} |")
-    return lines
-
-
-def generate_table(rows: list[dict]) -> list[str]:
-    lines = ["| measurement | mesh (data, fsdp, tensor, sequence) | prompts | new tokens | run's mesh tokens/s | "
-             "one device tokens/s | load average (1, 5, 15 min) |", "|---" * 7 + "|"]
-    for i, r in enumerate(rows):
-        mesh = ", ".join(str(v) for v in r["mesh"].values())
-        lines.append(f"| {i} | {mesh} | {r['prompts']} | {r['run_mesh']['tokens']} | "
+        lines.append(f"| {i} | {mesh} | {r[counted]} | {r['run_mesh']['tokens']} | "
                      f"{r['run_mesh']['tokens_per_sec']:,.0f} | {r['one_device']['tokens_per_sec']:,.0f} | "
                      f"{', '.join(f'{x:.1f}' for x in r['load_average'])} |")
     return lines
@@ -61,14 +52,14 @@ def main() -> None:
             f"per eval, {100 * worst / eval_every:.2f}% of the {eval_every} steps between evals.", "",
             "The harness adapter's scoring throughput (`loglikelihood_rolling` over tinyshakespeare's first 60,000 "
             "characters, batch 16, after one untimed pass; tokens are those run through the model, each window's "
-            "real tokens):", "", *throughput_table(throughput), "",
+            "real tokens):", "", *adapter_table(throughput, "documents", "tokens"), "",
             "On the run's mesh the adapter scored " + " and ".join(
                 f"{r['run_mesh']['tokens_per_sec'] / r['one_device']['tokens_per_sec']:.2f}" for r in throughput)
             + " times as many tokens per second as on one device (the same log-likelihoods: tests/test_lm_eval.py).",
             "", "The harness adapter's generation throughput (`generate_until`, greedy with the KV cache, no stop "
             "string: tinyshakespeare's first paragraphs' first 48 characters continued by up to "
             f"{generation[0]['max_new_tokens']} tokens, batch {generation[0]['batch_size']}; the median of "
-            f"{generation[0]['repeats']} timed passes after one untimed; tokens are the new ones):", "", *generate_table(generation), "",
+            f"{generation[0]['repeats']} timed passes after one untimed; tokens are the new ones):", "", *adapter_table(generation, "prompts", "new tokens"), "",
             "On the run's mesh the adapter generated " + " and ".join(
                 f"{r['run_mesh']['tokens_per_sec'] / r['one_device']['tokens_per_sec']:.2f}" for r in generation)
             + " times as many tokens per second as on one device (the same text, checked by the script; the same "
