@@ -13,7 +13,7 @@ import pytest
 
 from bmjax import validate
 from bmjax.errors import ConfigError
-from helpers.configs import load_config
+from helpers.configs import load_config, set_keys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -139,13 +139,7 @@ def tiny_with(overrides):
     """configs/gpt/tiny.py with `overrides` (dotted keys)."""
     config = load_config("configs/gpt/tiny.py")
     with config.unlocked():
-        for dotted, value in overrides.items():
-            *parents, leaf = dotted.split(".")
-            node = config
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-    return config
+        return set_keys(config, overrides)
 
 
 def refused(overrides, workdir):
